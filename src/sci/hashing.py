@@ -1,0 +1,157 @@
+"""Content digests: BLAKE3 of bytes, files and directory trees, accelerated by a stat cache.
+
+A file's digest is the plain BLAKE3 of its bytes (so it equals `b3sum`). A directory's digest
+is the BLAKE3 of a tagged canonical listing of the files below it (a Merkle node: child
+digests go into the parent's pre-image). mtimes never decide anything: the stat cache only
+lets an unchanged file (same size, mtime, ctime and inode) skip being read again.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import stat as stat_mod
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from blake3 import blake3
+
+from sci import canonical
+
+# Files at least this large are hashed by mmap with BLAKE3's own threads; smaller ones are
+# read whole, which is faster for the many-small-files case.
+MMAP_THRESHOLD = 4 * 1024 * 1024
+TREE_TAG = "sci.tree"
+TREE_FORMAT = 1
+# A file changed less than this long before it was hashed may change again within the same
+# timestamp tick without its stat changing ("racily clean", as git calls it): not cached.
+RACY_WINDOW_NS = 50_000_000
+
+
+def digest_bytes(data: bytes) -> str:
+    return blake3(data).hexdigest()
+
+
+def digest_file(path: str | os.PathLike, size: int | None = None) -> str:
+    """BLAKE3 of a file's bytes, hex."""
+    if size is None:
+        size = os.stat(path).st_size
+    if size >= MMAP_THRESHOLD:
+        return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
+    with open(path, "rb") as fh:
+        return blake3(fh.read()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One file of a tree: its path relative to the tree root (POSIX), digest, size, mode."""
+
+    path: str
+    digest: str
+    size: int
+    executable: bool
+
+
+def tree_document(entries: list[TreeEntry]) -> dict:
+    """The canonical listing whose digest is the tree's digest (sorted by path)."""
+    rows = [[e.path, e.digest, e.size, e.executable] for e in sorted(entries, key=lambda e: e.path)]
+    return {"type": TREE_TAG, "format": TREE_FORMAT, "entries": rows}
+
+
+def tree_digest(entries: list[TreeEntry]) -> str:
+    return digest_bytes(canonical.dumps(tree_document(entries)))
+
+
+def entries_from_document(doc: dict) -> list[TreeEntry]:
+    if doc.get("type") != TREE_TAG:
+        raise ValueError("not a sci tree document")
+    return [TreeEntry(p, d, s, x) for p, d, s, x in doc["entries"]]
+
+
+def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+class StatCache:
+    """Remembers file digests by (size, mtime, ctime, inode) so unchanged files are not re-read.
+
+    Keys are paths as given by the caller (sci uses workspace-relative POSIX paths). The cache
+    is a hint: a missing, stale or unreadable cache file only costs re-hashing.
+    """
+
+    _HEADER = "sci-statcache-1"
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self._entries: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+        self._dirty = False
+        if path is not None:
+            try:
+                header, entries = marshal.loads(path.read_bytes())
+                if header == self._HEADER:
+                    self._entries = entries
+            except (OSError, EOFError, ValueError, TypeError):
+                pass
+
+    def file_digest(self, path: str | os.PathLike, key: str | None = None,
+                    st: os.stat_result | None = None) -> str:
+        """Digest of the file at `path`, read only if its stat changed since last time."""
+        key = os.fspath(path) if key is None else key
+        if st is None:
+            st = os.stat(path)
+        sig = _signature(st)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+        digest = digest_file(path, st.st_size)
+        if time.time_ns() - st.st_ctime_ns > RACY_WINDOW_NS:
+            self._entries[key] = (sig, digest)
+            self._dirty = True
+        return digest
+
+    def remember(self, path: str | os.PathLike, digest: str, key: str | None = None) -> None:
+        """Record a digest sci already knows (e.g. of a file it just materialized)."""
+        key = os.fspath(path) if key is None else key
+        self._entries[key] = (_signature(os.stat(path)), digest)
+        self._dirty = True
+
+    def tree_entries(self, root: str | os.PathLike, key: str | None = None) -> list[TreeEntry]:
+        """List every regular file under `root` with its digest (symlinks are followed)."""
+        root = os.fspath(root)
+        prefix = (os.fspath(root) if key is None else key).rstrip("/") + "/"
+        out: list[TreeEntry] = []
+        stack = [""]
+        while stack:
+            rel_dir = stack.pop()
+            with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
+                for entry in it:
+                    rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                    st = entry.stat()
+                    if stat_mod.S_ISDIR(st.st_mode):
+                        stack.append(rel)
+                    elif stat_mod.S_ISREG(st.st_mode):
+                        digest = self.file_digest(entry.path, prefix + rel, st)
+                        out.append(TreeEntry(rel, digest, st.st_size, bool(st.st_mode & 0o111)))
+        out.sort(key=lambda e: e.path)
+        return out
+
+    def path_digest(self, path: str | os.PathLike, key: str | None = None) -> str:
+        """Digest of a file or, for a directory, of its tree."""
+        st = os.stat(path)
+        if stat_mod.S_ISDIR(st.st_mode):
+            return tree_digest(self.tree_entries(path, key))
+        return self.file_digest(path, key, st)
+
+    def forget(self, key: str) -> None:
+        if self._entries.pop(key, None) is not None:
+            self._dirty = True
+
+    def save(self) -> None:
+        if self.path is None or not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(marshal.dumps((self._HEADER, self._entries)))
+        os.replace(tmp, self.path)
+        self._dirty = False
