@@ -1,0 +1,410 @@
+"""The operations as plain functions returning data: load, build, status, dag.
+
+Nothing here prints or parses arguments: the CLI calls these and renders what they return;
+progress leaves through the `emit(event, node, **data)` callback.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import sci
+from sci import canonical, records
+from sci.errors import SciError, StepFailed
+from sci.graph import Graph
+from sci.hashing import StatCache, digest_bytes
+from sci.load import Positions
+from sci.resources import Hardware
+from sci.workspace import RESERVED, Workspace
+
+PLAN_CACHE = "plan.pickle"
+PLAN_CACHE_FORMAT = 1
+
+
+@dataclass
+class Loaded:
+    """A validated pipeline, expanded into a graph: everything a build needs before hashing."""
+
+    ws: Workspace
+    graph: Graph
+    pos: Positions
+    params: dict
+    params_digest: str
+    pipeline_digest: str
+    experiment: dict | None
+    env_spec: dict
+    root_seed: int
+    determinism: str
+    store_config: str | None
+    remotes: dict
+    hardware: Hardware
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def _parse(ws: Workspace, overrides: list[str]) -> Loaded:
+    from sci import params as params_mod
+    from sci.determinism import derive_seed
+    from sci.graph import build_graph
+    from sci.load import load_yaml
+    from sci.plan import expand, render_commands
+    from sci.resources import load_hardware
+    from sci.spec import validate_pipeline
+
+    data, pos = load_yaml(ws.pipeline_file, "sci.yaml")
+    pipeline = validate_pipeline(data, pos)
+    raw_params, params_file, params_pos = params_mod.load(ws.root, pipeline.params, pos)
+    params = params_mod.apply_overrides(raw_params, overrides)
+    store_cfg = pipeline.store
+    reserved = tuple(RESERVED) + _store_reserved(ws, store_cfg)
+    nodes = expand(pipeline, params, pos, reserved=reserved, derive_seed=derive_seed)
+    graph = build_graph(nodes, ws.root, pos, reserved=reserved)
+    render_commands(list(graph.nodes.values()), params, pos)
+    return Loaded(
+        ws=ws, graph=graph, pos=pos, params=params,
+        params_digest=digest_bytes(canonical.dumps(params)),
+        pipeline_digest=digest_bytes(_read(ws.pipeline_file)),
+        experiment=pipeline.experiment.model_dump(exclude_none=True) if pipeline.experiment else None,
+        env_spec=pipeline.env.model_dump(),
+        root_seed=pipeline.defaults.seed, determinism=pipeline.defaults.determinism,
+        store_config=store_cfg,
+        remotes={k: (v if isinstance(v, str) else v.model_dump(exclude_none=True)) for k, v in pipeline.remotes.items()},
+        hardware=load_hardware(ws.root),
+    )
+
+
+def _store_reserved(ws: Workspace, store_cfg: str | None) -> tuple[str, ...]:
+    root = ws.store_root(store_cfg)
+    try:
+        rel = root.resolve().relative_to(ws.root.resolve())
+    except ValueError:
+        return ()
+    return (rel.parts[0],) if rel.parts else ()
+
+
+def load(ws: Workspace, overrides: list[str] | None = None) -> Loaded:
+    """Parse and plan the pipeline, reusing `.sci/plan.pickle` when its inputs are unchanged.
+
+    The cache is keyed by the bytes of sci.yaml, the params file, config/hardware.yaml, the
+    overrides and sci's version; glob matches over workspace files and source deps are
+    re-checked on every load, since they depend on the filesystem, not on those bytes.
+    """
+    overrides = list(overrides or [])
+    yaml_bytes = _read(ws.pipeline_file)
+    params_path = _params_path(ws, yaml_bytes)
+    parts = [sci.__version__.encode(), str(PLAN_CACHE_FORMAT).encode(), yaml_bytes,
+             _read(params_path) if params_path else b"", _read(ws.root / "config" / "hardware.yaml"),
+             "\0".join(overrides).encode(), os.environ.get("SCI_CAS", "").encode()]
+    cache_key = digest_bytes(b"\0sci\0".join(parts))
+    cache_file = ws.state_dir / PLAN_CACHE
+    try:
+        with open(cache_file, "rb") as fh:
+            stored_key, loaded = pickle.load(fh)
+        if stored_key == cache_key and _still_valid(loaded):
+            loaded.ws = ws
+            return loaded
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
+        pass
+    loaded = _parse(ws, overrides)
+    try:
+        ws.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f"{PLAN_CACHE}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump((cache_key, loaded), fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, cache_file)
+    except OSError:
+        pass
+    return loaded
+
+
+def _params_path(ws: Workspace, yaml_bytes: bytes) -> Path | None:
+    """Find `params: FILE` cheaply (without parsing YAML) so the plan cache key can include it."""
+    for line in yaml_bytes.decode("utf-8", "replace").splitlines():
+        if line.startswith("params:"):
+            value = line.split(":", 1)[1].split("#", 1)[0].strip().strip("'\"")
+            if value and not value.startswith("{"):
+                return ws.root / value
+    return None
+
+
+def _still_valid(loaded: Loaded) -> bool:
+    import glob as glob_mod
+
+    root = loaded.ws.root
+    for pattern, matches in loaded.graph.globs.items():
+        found = sorted(m for m in glob_mod.glob(pattern, root_dir=root, recursive=True)
+                       if m.split("/", 1)[0] not in RESERVED)
+        if found != matches:
+            return False
+    for srcs in loaded.graph.sources.values():
+        for s in srcs:
+            if s.producer is None and not os.path.exists(root / s.path):
+                return False  # re-plan, so the missing dep is reported with its location
+    return True
+
+
+# -- environment ---------------------------------------------------------------------------
+def environment_records(loaded: Loaded, stat_cache: StatCache, nodes) -> dict[str, dict]:
+    """{"cpu": {digest, components}} plus "gpu" when a selected node needs a GPU."""
+    from sci import fingerprint
+
+    spec = loaded.env_spec
+    comps = fingerprint.environment(loaded.ws.root, spec["files"], spec["vars"], spec["tools"],
+                                    stat_cache=stat_cache, cache_dir=loaded.ws.state_dir / "cache")
+    out = {"cpu": {"digest": fingerprint.digest(comps), "components": comps}}
+    if any(n.needs_gpu for n in nodes):
+        gcomps = dict(comps, gpu=fingerprint.gpu_components())
+        out["gpu"] = {"digest": fingerprint.digest(gcomps), "components": gcomps}
+    return out
+
+
+# -- build ---------------------------------------------------------------------------------
+@dataclass
+class BuildReport:
+    run_id: str | None
+    run_dir: Path | None
+    outcomes: dict[str, Any]
+    order: list[str]
+    manifest: dict | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(o.status.value in ("cached", "executed") for o in self.outcomes.values())
+
+    def counts(self) -> dict[str, int]:
+        out = {"cached": 0, "executed": 0, "failed": 0, "skipped": 0}
+        for o in self.outcomes.values():
+            out[o.status.value] += 1
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "ok": self.ok,
+            "counts": self.counts(),
+            "nodes": [{"node": n, "status": self.outcomes[n].status.value, "key": self.outcomes[n].key,
+                       "error": self.outcomes[n].error} for n in self.order],
+        }
+
+
+def _store(loaded: Loaded):
+    from sci.store import Store
+
+    return Store(loaded.ws.store_root(loaded.store_config))
+
+
+def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None = None,
+          keep_going: bool = False, overrides: list[str] | None = None, force: list[str] | None = None,
+          wait: bool = True, emit: Callable[..., None] | None = None, argv: list[str] | None = None,
+          executor: str = "local", link_mode: str | None = None) -> BuildReport:
+    """Build `targets` (default: every node); raises StepFailed when a node failed."""
+    from sci.executors import make_executor
+    from sci.inputs import Resolver
+    from sci.resources import Pools, check_fits
+    from sci.scheduler import Scheduler
+
+    emit = emit or (lambda *a, **k: None)
+    started, clock = records.utc_now(), time.perf_counter()
+    with ws.lock(wait=wait):
+        loaded = load(ws, overrides)
+        graph = loaded.graph
+        selected = graph.select(list(targets or []), ws.root)
+        check_fits([graph.nodes[n] for n in selected], loaded.hardware, loaded.pos)
+        forced = _forced(graph, force or [], ws.root)
+        store = _store(loaded)
+        stat_cache = StatCache(ws.state_dir / "statcache")
+        env = environment_records(loaded, stat_cache, [graph.nodes[n] for n in selected])
+        run_id = records.new_run_id()
+        run_dir = ws.runs_dir / run_id
+        log = records.RunLog(run_dir)
+
+        def emit_all(event: str, node: str | None = None, **data: Any) -> None:
+            log.write(event, node, level="error" if event == "node_failed" else "info", **data)
+            emit(event, node, **data)
+
+        jobs = jobs or loaded.hardware.cpu or 1
+        emit_all("build_started", None, targets=list(targets or []), nodes=len(selected), jobs=jobs)
+        resolver = Resolver(ws.root, graph, stat_cache, store, env["cpu"]["digest"],
+                            env.get("gpu", {}).get("digest"))
+        state = records.State(ws.state_dir / "state.json")
+        ex = make_executor(executor, jobs=jobs)
+
+        def prepare(node, outcomes):
+            if node.kind != "dossier":
+                return {}, {}
+            from sci import dossier
+
+            return dossier.prepare(node, outcomes, graph, store, loaded.experiment, env["cpu"], ws.root)
+
+        sched = Scheduler(root=ws.root, graph=graph, resolver=resolver, store=store, state=state,
+                          stat_cache=stat_cache, executor=ex, pools=Pools(loaded.hardware, jobs), emit=emit_all,
+                          environment=env, keep_going=keep_going, force=forced, prepare=prepare,
+                          link_mode=link_mode or os.environ.get("SCI_LINK", "copy"), python=sys.executable)
+        try:
+            outcomes = sched.run(selected)
+        finally:
+            ex.close()
+            stat_cache.save()
+            state.save()
+            plan = [{"node": n, "step": graph.nodes[n].step, "key": o.key, "status": o.status.value,
+                     "outputs": o.outputs}
+                    for n in selected for o in [sched.outcomes.get(n)] if o is not None]
+            durations = {n: round(o.duration_s, 6) for n, o in sched.outcomes.items() if o.duration_s}
+            man = records.manifest(
+                root=ws.root, pipeline_digest=loaded.pipeline_digest, params_digest=loaded.params_digest,
+                environment=env["cpu"], determinism=loaded.determinism, root_seed=loaded.root_seed,
+                command=list(argv if argv is not None else sys.argv[1:]), targets=list(targets or []),
+                plan=plan, run_id=run_id, started=started, started_clock=clock, executor=ex.name,
+                durations=durations)
+            records.write_manifest(run_dir, man)
+            emit_all("build_finished", None, counts={s: sum(1 for o in sched.outcomes.values() if o.status.value == s)
+                                                       for s in ("cached", "executed", "failed", "skipped")})
+            log.close()
+        report = BuildReport(run_id, run_dir, outcomes, selected, man)
+    if not report.ok:
+        failed = [n for n in selected if outcomes[n].status.value == "failed"]
+        first = outcomes[failed[0]] if failed else None
+        msg = (f"{len(failed)} node(s) failed; first: {failed[0]}: {first.error}" if failed
+               else "some nodes did not run")
+        err = StepFailed(msg, hint=f"see runs/{run_id}/logs.jsonl; fix the step and run sci build again")
+        err.report = report  # type: ignore[attr-defined]
+        raise err
+    return report
+
+
+def _forced(graph: Graph, force: list[str], root: Path) -> set[str]:
+    out: set[str] = set()
+    for f in force:
+        if f in graph.nodes:
+            out.add(f)
+        else:
+            sel = graph.select([f], root)  # a step or output: force its own nodes, not upstream
+            out.update(n for n in sel if graph.nodes[n].step == f or f not in (m.step for m in graph.nodes.values()))
+    return out
+
+
+@dataclass
+class _KeyOnly:
+    key: str
+
+
+# -- status --------------------------------------------------------------------------------
+@dataclass
+class NodeStatus:
+    node: str
+    state: str  # "up to date" | "restore" | "would run" | "waits"
+    key: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    waits_on: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"node": self.node, "state": self.state, "key": self.key, "reasons": self.reasons,
+                "waits_on": self.waits_on}
+
+
+def status(ws: Workspace, targets: list[str] | None = None, *, overrides: list[str] | None = None) -> list[NodeStatus]:
+    """For each selected node: up to date, or why it would run (SPEC §7). Runs nothing."""
+    from sci import fingerprint, keys
+    from sci.inputs import Resolver
+    from sci.store import OutputRecord
+
+    loaded = load(ws, overrides)
+    graph = loaded.graph
+    selected = graph.select(list(targets or []), ws.root)
+    store = _store(loaded)
+    stat_cache = StatCache(ws.state_dir / "statcache")
+    env = environment_records(loaded, stat_cache, [])
+    resolver = Resolver(ws.root, graph, stat_cache, store, env["cpu"]["digest"], None)
+    state = records.State(ws.state_dir / "state.json")
+    out: list[NodeStatus] = []
+    unknown: set[str] = set()
+    known_keys: dict[str, Any] = {}
+    for name in selected:
+        node = graph.nodes[name]
+        blocked = [u for u in graph.upstream[name] if u in unknown]
+        if blocked:
+            unknown.add(name)
+            out.append(NodeStatus(name, "waits", waits_on=blocked))
+            continue
+        if node.needs_gpu:
+            try:
+                env.setdefault("gpu", environment_records(loaded, stat_cache, [node])["gpu"])
+                resolver.gpu_env_digest = env["gpu"]["digest"]
+            except SciError as exc:
+                unknown.add(name)
+                out.append(NodeStatus(name, "would run", reasons=[f"env changed: {exc.message}"]))
+                continue
+        extra = None
+        if node.kind == "dossier":
+            from sci import dossier
+
+            extra, _ = dossier.prepare(node, known_keys, graph, store, loaded.experiment, env["cpu"], ws.root)
+        comp = resolver.components(node, extra)
+        key = keys.key_of(comp)
+        known_keys[name] = _KeyOnly(key)
+        action = store.get_action(key)
+        prev = state.get(name)
+        if action is not None and all(store.has_output(OutputRecord.from_json(r)) for r in action["outputs"].values()):
+            resolver.outputs[name] = action["outputs"]
+            restore = []
+            for r in action["outputs"].values():
+                p = ws.root / r["path"]
+                if not p.exists() or stat_cache.path_digest(p, r["path"]) != r["digest"]:
+                    restore.append(r["path"])
+            out.append(NodeStatus(name, "restore" if restore else "up to date", key,
+                                  [f"outputs missing: {p} (restored from the store, nothing runs)" for p in restore]))
+            continue
+        unknown.add(name)
+        reasons: list[str]
+        old = store.get_action(prev["key"]) if prev else None
+        if old is None:
+            reasons = ["never built"]
+        else:
+            env_diff = None
+            old_env = old.get("environment", {}).get("components")
+            if old_env is not None and old["components"].get("environment") != comp["environment"]:
+                env_diff = fingerprint.diff(old_env, env["cpu"]["components"])
+            reasons = [str(r) for r in keys.explain(old["components"], comp, env_diff)] or ["never built"]
+        out.append(NodeStatus(name, "would run", key, reasons))
+    stat_cache.save()
+    return out
+
+
+# -- dag -----------------------------------------------------------------------------------
+def dag(ws: Workspace, targets: list[str] | None = None, fmt: str = "text") -> str:
+    loaded = load(ws)
+    g = loaded.graph
+    selected = g.select(list(targets or []), ws.root)
+    sel = set(selected)
+    edges = [(u, n) for n in selected for u in g.upstream[n] if u in sel]
+    if fmt == "json":
+        return canonical.dumps_text({"nodes": [{"name": n, "step": g.nodes[n].step, "kind": g.nodes[n].kind,
+                                                "outs": g.nodes[n].outs} for n in selected],
+                                     "edges": [list(e) for e in edges]})
+    if fmt == "dot":
+        lines = ["digraph sci {", "  rankdir=LR;", "  node [shape=box];"]
+        lines += [f'  "{n}";' for n in selected]
+        lines += [f'  "{u}" -> "{d}";' for u, d in edges]
+        return "\n".join(lines + ["}"])
+    if fmt == "mermaid":
+        ids = {n: f"n{i}" for i, n in enumerate(selected)}
+        lines = ["graph LR"]
+        lines += [f'  {ids[n]}["{n}"]' for n in selected]
+        lines += [f"  {ids[u]} --> {ids[d]}" for u, d in edges]
+        return "\n".join(lines)
+    lines = []
+    for n in selected:
+        ups = [u for u in g.upstream[n] if u in sel]
+        lines.append(f"{n}" + (f"  <- {', '.join(ups)}" if ups else ""))
+    return "\n".join(lines)

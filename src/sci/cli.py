@@ -1,0 +1,138 @@
+"""The `sci` command line: parse, call `sci.api`, render, map errors to exit codes (SPEC §7).
+
+Exit codes: 0 success; 1 the work failed; 2 the request is wrong. Every failure prints one line
+(`sci: error: where: what (hint: how)`), never a bare traceback (SCI_DEBUG=1 shows one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+import sci
+
+
+def _ws():
+    from sci.workspace import find_workspace
+
+    return find_workspace()
+
+
+def _print_json(data) -> None:
+    from sci import canonical
+
+    click.echo(canonical.dumps_text(data))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(sci.__version__, "-V", "--version", prog_name="sci", message="%(prog)s %(version)s")
+def cli() -> None:
+    """sci: a declarative, content-addressed pipeline runner for scientific work."""
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Nodes run at once (default: CPUs).")
+@click.option("-k", "--keep-going", is_flag=True, help="Keep building what does not depend on a failed node.")
+@click.option("-n", "--dry-run", is_flag=True, help="Show what would run; run nothing.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a parameter for this run.")
+@click.option("--force", multiple=True, metavar="NODE", help="Run NODE (a node or step) even if cached.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--no-wait", is_flag=True, help="Fail at once if another sci holds the workspace lock.")
+@click.option("--executor", default="local", show_default=True, help="Where nodes run: local or ray.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list cached nodes.")
+def build(targets, jobs, keep_going, dry_run, overrides, force, as_json, no_wait, executor, verbose) -> None:
+    """Build TARGETS (node names, step names or output paths; default: everything)."""
+    from sci import api, console
+
+    ws = _ws()
+    if dry_run:
+        rows = api.status(ws, list(targets), overrides=list(overrides))
+        if as_json:
+            _print_json({"dry_run": True, "nodes": [r.to_json() for r in rows]})
+        else:
+            for line in console.status_lines(rows):
+                click.echo(line)
+        return
+    t0 = time.perf_counter()
+    rep = console.reporter(verbose=verbose, quiet=False)
+    try:
+        report = api.build(ws, list(targets), jobs=jobs, keep_going=keep_going, overrides=list(overrides),
+                           force=list(force), wait=not no_wait, emit=rep, argv=["build", *sys.argv[2:]],
+                           executor=executor)
+    except Exception as exc:
+        rep.close() if hasattr(rep, "close") else None
+        report = getattr(exc, "report", None)
+        if report is not None:
+            if as_json:
+                _print_json(report.to_json())
+            click.echo(console.summary(report.counts(), time.perf_counter() - t0), err=True)
+        raise
+    if hasattr(rep, "close"):
+        rep.close()
+    if as_json:
+        _print_json(report.to_json())
+    click.echo(console.summary(report.counts(), time.perf_counter() - t0), err=True)
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a parameter.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(targets, overrides, as_json) -> None:
+    """For each node: up to date, or why it would run."""
+    from sci import api, console
+
+    rows = api.status(_ws(), list(targets), overrides=list(overrides))
+    if as_json:
+        _print_json({"nodes": [r.to_json() for r in rows]})
+        return
+    for line in console.status_lines(rows):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["text", "dot", "mermaid", "json"]), default="text",
+              show_default=True)
+def dag(targets, fmt) -> None:
+    """Print the graph."""
+    from sci import api
+
+    click.echo(api.dag(_ws(), list(targets), fmt))
+
+
+def main() -> None:
+    from sci.errors import SciError
+
+    try:
+        cli.main(standalone_mode=False)
+    except SciError as exc:
+        click.echo(f"sci: error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("sci: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("sci: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # noqa: BLE001 - a bug in sci: one line, traceback on request
+        if os.environ.get("SCI_DEBUG"):
+            raise
+        click.echo(f"sci: internal error: {type(exc).__name__}: {exc} (set SCI_DEBUG=1 for a traceback, "
+                   "and please report it)", err=True)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Scheduler events → the terminal: progress on stderr (rich on a terminal, plain lines
+otherwise), data on stdout. `NO_COLOR` is honoured; nothing here decides anything."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+class PlainReporter:
+    """One line per executed, failed or skipped node; cached nodes only in the summary."""
+
+    def __init__(self, verbose: bool = False):
+        self.verbose = verbose
+        self.total = 0
+        self.done = 0
+
+    def __call__(self, event: str, node: str | None = None, **data: Any) -> None:
+        if event == "build_started":
+            self.total = data.get("nodes", 0)
+        elif event == "node_cached":
+            self.done += 1
+            if self.verbose:
+                _err(f"  cached    {node}")
+        elif event == "node_started":
+            if self.verbose:
+                _err(f"  start     {node}")
+        elif event == "node_executed":
+            self.done += 1
+            _err(f"  executed  {node} ({data.get('duration_s', 0):.2f}s)")
+        elif event == "node_failed":
+            self.done += 1
+            _err(f"  FAILED    {node}: {data.get('error')}")
+            tail = data.get("stderr_tail")
+            if tail:
+                for line in tail.splitlines():
+                    _err(f"    | {line}")
+        elif event == "node_skipped":
+            self.done += 1
+            _err(f"  skipped   {node} (upstream {data.get('because')} failed)")
+
+    def close(self) -> None:
+        pass
+
+
+class RichReporter(PlainReporter):
+    """A live progress bar (done/total, cached, running nodes) above the plain lines."""
+
+    def __init__(self, verbose: bool = False):
+        super().__init__(verbose)
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")))
+        self.progress = Progress(TextColumn("[bold]sci build"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 console=self.console, transient=True)
+        self.task = None
+        self.running: dict[str, float] = {}
+        self.cached = 0
+
+    def _refresh(self) -> None:
+        if self.task is None:
+            return
+        names = ", ".join(list(self.running)[:3]) + (" …" if len(self.running) > 3 else "")
+        info = f"cached {self.cached} · running {len(self.running)}" + (f": {names}" if names else "")
+        self.progress.update(self.task, completed=self.done, info=info)
+
+    def __call__(self, event: str, node: str | None = None, **data: Any) -> None:
+        if event == "build_started":
+            self.total = data.get("nodes", 0)
+            self.progress.start()
+            self.task = self.progress.add_task("build", total=self.total, info="")
+        elif event == "node_cached":
+            self.cached += 1
+            self.done += 1
+        elif event == "node_started":
+            self.running[node] = time.monotonic()
+        elif event in ("node_executed", "node_failed"):
+            self.running.pop(node, None)
+            self.done += 1
+            if event == "node_executed":
+                self.progress.console.print(f"  executed  {node} ({data.get('duration_s', 0):.2f}s)")
+            else:
+                self.done -= 1
+                PlainReporter.__call__(self, event, node, **data)
+        elif event == "node_skipped":
+            PlainReporter.__call__(self, event, node, **data)
+        elif event == "build_finished":
+            self.progress.stop()
+        self._refresh()
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def reporter(verbose: bool = False, quiet: bool = False):
+    if quiet:
+        return lambda *a, **k: None
+    if sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
+        return RichReporter(verbose)
+    return PlainReporter(verbose)
+
+
+def summary(counts: dict[str, int], seconds: float) -> str:
+    parts = [f"{v} {k}" for k, v in counts.items() if v]
+    return f"sci: {', '.join(parts) or 'nothing to do'} in {seconds:.2f}s"
+
+
+def status_lines(rows) -> list[str]:
+    out = []
+    for r in rows:
+        if r.state == "up to date":
+            out.append(f"  up to date  {r.node}")
+        elif r.state == "restore":
+            out.append(f"  restore     {r.node}: " + "; ".join(r.reasons))
+        elif r.state == "waits":
+            out.append(f"  waits       {r.node} (on {', '.join(r.waits_on)})")
+        else:
+            out.append(f"  would run   {r.node}: " + "; ".join(r.reasons))
+    return out

@@ -1,0 +1,36 @@
+"""Executors: where a node's task runs. The scheduler only sees this protocol.
+
+An executor takes a `Task` (plain data, picklable and JSON-able) and returns a future of a
+`TaskResult`. The local executor (embedded default) runs tasks on a thread pool of
+subprocesses; a distributed executor (Ray) runs the same `run_task` function on a cluster.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Protocol
+
+from sci.executors.task import Task, TaskResult
+
+
+class Executor(Protocol):
+    name: str
+
+    def submit(self, task: Task) -> "Future[TaskResult]": ...
+
+    def cancel_all(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_executor(name: str, *, jobs: int, **options) -> Executor:
+    if name == "local":
+        from sci.executors.local import LocalExecutor
+
+        return LocalExecutor(jobs=jobs)
+    from sci.errors import UserError
+
+    raise UserError(f"unknown executor {name!r}", hint="use --executor local")
+
+
+__all__ = ["Executor", "Task", "TaskResult", "make_executor"]

@@ -1,0 +1,57 @@
+"""Task and TaskResult: the plain data that crosses the scheduler ↔ executor seam."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Task:
+    """Everything needed to run one node anywhere that can reach the workspace and the store.
+
+    Paths in `deps`, `code` and `outs` are workspace-relative POSIX paths. `ctx_deps` is the
+    name → path(s) view a Python step gets. `files` are extra files (relative path → text)
+    written into the sandbox before the step starts (the dossier's input document).
+    """
+
+    node: str
+    kind: str
+    cmd: str | None
+    fn: str | None
+    workspace: str
+    store: str
+    scratch_root: str
+    sandbox: bool
+    deps: list[str]
+    code: list[str]
+    outs: dict[str, str]
+    ctx_deps: dict[str, Any]
+    params: dict[str, Any]
+    seed: int
+    determinism: str
+    threads: int
+    env: dict[str, str]
+    gpus: list[int] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    python: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TaskResult:
+    node: str
+    ok: bool
+    exit_status: int
+    outputs: dict[str, dict] = field(default_factory=dict)  # name -> {path, type, digest, size}
+    stdout: str = ""
+    stderr: str = ""
+    start: str = ""
+    end: str = ""
+    duration_s: float = 0.0
+    error: str | None = None
+    stderr_tail: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    host: str = ""

@@ -1,0 +1,296 @@
+"""Nodes → DAG: producers of outputs, edges from deps, glob expansion, checks, a fixed order.
+
+    source files ──▶ simulate[noise=0.0] ─┐
+                     simulate[noise=0.1] ─┼──▶ fit ──▶ dossier
+                     simulate[noise=0.2] ─┘
+
+An edge exists when a dep lies at or under another node's output, or contains one. Order among
+ready nodes (the dispatch and listing order): longest path to a sink first (the critical path
+starts early), then node name — ninja's rule, written down because the scheduler relies on it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fnmatch
+import glob as glob_mod
+import heapq
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sci.errors import GraphError, TargetError
+from sci.load import Positions
+from sci.plan import GLOB_CHARS, Node
+
+
+@dataclass
+class DepSource:
+    """Where one dep path's content comes from: a source file, or an upstream node's output."""
+
+    path: str
+    producer: str | None  # upstream node name, or None for a workspace source
+    out_path: str | None  # the upstream output that holds `path` (equal to it, or an ancestor)
+
+
+@dataclass
+class Graph:
+    nodes: dict[str, Node]
+    upstream: dict[str, list[str]]
+    downstream: dict[str, list[str]]
+    sources: dict[str, list[DepSource]]
+    producer_of: dict[str, str]  # output path -> node name
+    order: list[str]
+    priority: dict[str, int]
+    globs: dict[str, list[str]]  # pattern -> workspace files it matched (for plan-cache checks)
+
+    def closure(self, names: set[str]) -> set[str]:
+        """`names` and everything they depend on."""
+        seen = set()
+        stack = list(names)
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            stack.extend(self.upstream[n])
+        return seen
+
+    def to_networkx(self):
+        import networkx as nx
+
+        g = nx.DiGraph()
+        for name in self.order:
+            g.add_node(name, step=self.nodes[name].step)
+        for name, ups in self.upstream.items():
+            for u in ups:
+                g.add_edge(u, name)
+        return g
+
+    def select(self, targets: list[str], root: Path) -> list[str]:
+        """Targets (node names, step names, output paths) → the nodes to build, in order."""
+        if not targets:
+            return list(self.order)
+        wanted: set[str] = set()
+        by_step: dict[str, list[str]] = {}
+        for name, n in self.nodes.items():
+            by_step.setdefault(n.step, []).append(name)
+        for t in targets:
+            if t in self.nodes:
+                wanted.add(t)
+                continue
+            if t in by_step:
+                wanted.update(by_step[t])
+                continue
+            rel = _rel_target(t, root)
+            owner = self._owner_of(rel) if rel is not None else None
+            if owner:
+                wanted.add(owner)
+                continue
+            import difflib
+
+            close = difflib.get_close_matches(t, list(self.nodes) + list(by_step), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "run `sci dag` to list the nodes"
+            raise TargetError(f"target {t!r} names no node, step or output", hint=hint)
+        keep = self.closure(wanted)
+        return [n for n in self.order if n in keep]
+
+    def _owner_of(self, rel: str) -> str | None:
+        p = rel
+        while p and p != ".":
+            if p in self.producer_of:
+                return self.producer_of[p]
+            p = os.path.dirname(p)
+        return None
+
+
+def _rel_target(t: str, root: Path) -> str | None:
+    p = Path(t)
+    if p.is_absolute():
+        try:
+            p = p.resolve().relative_to(root)
+        except ValueError:
+            return None
+    else:
+        try:
+            p = (Path.cwd() / p).resolve().relative_to(root)
+        except ValueError:
+            p = Path(os.path.normpath(t))
+    return p.as_posix().rstrip("/")
+
+
+def _parts_key(path: str) -> tuple[str, ...]:
+    return tuple(path.split("/"))
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """Shell-style glob where `*`, `?` and `[...]` never cross '/', and `**` spans directories."""
+    pp = pattern.split("/")
+    tp = path.split("/")
+
+    def rec(i: int, j: int) -> bool:
+        if i == len(pp):
+            return j == len(tp)
+        if pp[i] == "**":
+            return any(rec(i + 1, k) for k in range(j, len(tp) + 1))
+        return j < len(tp) and fnmatch.fnmatchcase(tp[j], pp[i]) and rec(i + 1, j + 1)
+
+    return rec(0, 0)
+
+
+def build_graph(nodes: list[Node], root: Path, pos: Positions, *, reserved: tuple[str, ...]) -> Graph:
+    by_name: dict[str, Node] = {}
+    for n in nodes:
+        by_name[n.name] = n
+    # -- outputs: one producer each, no overlaps ------------------------------------------
+    producer_of: dict[str, str] = {}
+    for n in nodes:
+        for oname, path in n.outs.items():
+            producer_of.setdefault(path, n.name)
+    outs_sorted = sorted(producer_of, key=_parts_key)
+    all_outs = [(p, n.name, o) for n in nodes for o, p in n.outs.items()]
+    seen: dict[str, tuple[str, str]] = {}
+    for path, name, oname in all_outs:
+        if path in seen and seen[path][0] != name:
+            other = seen[path][0]
+            raise GraphError(f"steps {by_name[other].step} and {by_name[name].step} both declare output {path!r}",
+                             location=pos.at(by_name[name].origin + ("outs",)),
+                             hint="two steps may not write the same file; rename one output")
+        seen[path] = (name, oname)
+    keys = [_parts_key(p) for p in outs_sorted]
+    for a, b, ka, kb in zip(outs_sorted, outs_sorted[1:], keys, keys[1:]):
+        if kb[:len(ka)] == ka:
+            na, nb = by_name[producer_of[a]], by_name[producer_of[b]]
+            raise GraphError(f"output {b!r} of {nb.name} lies inside output {a!r} of {na.name}",
+                             location=pos.at(nb.origin + ("outs",)),
+                             hint="outputs may not overlap; declare separate paths")
+
+    # -- deps: resolve globs, find producers ----------------------------------------------
+    upstream: dict[str, set[str]] = {n.name: set() for n in nodes}
+    sources: dict[str, list[DepSource]] = {}
+    globs: dict[str, list[str]] = {}
+    for n in nodes:
+        if n.kind == "dossier":
+            _dossier_deps(n, nodes)
+        n.dep_paths = {}
+        srcs: list[DepSource] = []
+        for dname, pattern in n.deps.items():
+            where = n.origin + ("deps", dname if n.deps_named else list(n.deps).index(dname))
+            if GLOB_CHARS.search(pattern):
+                produced = [p for p in outs_sorted if producer_of[p] != n.name and glob_match(pattern, p)]
+                if produced:
+                    matches = sorted(produced)
+                else:
+                    found = sorted(glob_mod.glob(pattern, root_dir=root, recursive=True))
+                    matches = [m for m in found if m.split("/", 1)[0] not in reserved]
+                    globs[pattern] = matches
+                if not matches:
+                    raise GraphError(f"{n.name}: dep {pattern!r} matches no file and no step output",
+                                     location=pos.at(where), hint="check the pattern, or add the step that makes these files")
+            else:
+                matches = [pattern]
+            n.dep_paths[dname] = matches
+            for path in matches:
+                src = _source_of(path, producer_of, outs_sorted)
+                if src is not None and src[0] == n.name:
+                    raise GraphError(f"{n.name} depends on its own output {path!r}", location=pos.at(where),
+                                     hint="a step cannot read what it writes; remove the dep")
+                if src is not None:
+                    upstream[n.name].add(src[0])
+                    srcs.append(DepSource(path, src[0], src[1]))
+                else:
+                    inner = _outputs_under(path, outs_sorted, keys)
+                    for p in inner:
+                        if producer_of[p] != n.name:
+                            upstream[n.name].add(producer_of[p])
+                    if not inner and not (root / path).exists():
+                        raise GraphError(f"{n.name}: dep {path!r} does not exist and no step produces it",
+                                         location=pos.at(where),
+                                         hint="create the file, fix the path, or add the step that writes it")
+                    srcs.append(DepSource(path, None, None))
+        sources[n.name] = srcs
+
+    up = {k: sorted(v) for k, v in upstream.items()}
+    down: dict[str, list[str]] = {n.name: [] for n in nodes}
+    for k, vs in up.items():
+        for v in vs:
+            down[v].append(k)
+    for v in down.values():
+        v.sort()
+    order, priority = _order(by_name, up, down, pos)
+    return Graph(by_name, up, down, sources, producer_of, order, priority, globs)
+
+
+def _dossier_deps(n: Node, nodes: list[Node]) -> None:
+    """A dossier node depends on every output of the nodes of the steps it indexes."""
+    deps: dict[str, str] = {}
+    for m in nodes:
+        if m.step in n.dossier_steps:
+            for oname, path in m.outs.items():
+                deps[f"{m.name}:{oname}"] = path
+    for path in n.evidence:
+        if path not in deps.values():
+            deps[f"evidence:{path}"] = path
+    n.deps = deps
+    n.deps_named = True
+
+
+def _source_of(path: str, producer_of: dict[str, str], outs_sorted: list[str]) -> tuple[str, str] | None:
+    p = path
+    while p and p != ".":
+        if p in producer_of:
+            return producer_of[p], p
+        p = os.path.dirname(p)
+    return None
+
+
+def _outputs_under(path: str, outs_sorted: list[str], keys: list[tuple[str, ...]]) -> list[str]:
+    """Declared outputs strictly inside directory `path` (`keys`: outs_sorted split into parts)."""
+    key = _parts_key(path)
+    i = bisect.bisect_right(keys, key)
+    out = []
+    while i < len(keys) and keys[i][:len(key)] == key:
+        out.append(outs_sorted[i])
+        i += 1
+    return out
+
+
+def _order(nodes: dict[str, Node], up: dict[str, list[str]], down: dict[str, list[str]], pos: Positions):
+    indeg = {n: len(v) for n, v in up.items()}
+    ready = sorted(n for n, d in indeg.items() if d == 0)
+    topo: list[str] = []
+    heapq.heapify(ready)
+    while ready:
+        n = heapq.heappop(ready)
+        topo.append(n)
+        for m in down[n]:
+            indeg[m] -= 1
+            if indeg[m] == 0:
+                heapq.heappush(ready, m)
+    if len(topo) != len(nodes):
+        import networkx as nx
+
+        g = nx.DiGraph()
+        for k, vs in up.items():
+            for v in vs:
+                g.add_edge(v, k)
+        cycle = nx.find_cycle(g)
+        names = [a for a, _ in cycle] + [cycle[0][0]]
+        first = nodes[names[0]]
+        raise GraphError(f"cycle: {' -> '.join(names)}", location=pos.at(first.origin, key=True),
+                         hint="a step may not depend, directly or through others, on its own outputs")
+    priority: dict[str, int] = {}
+    for n in reversed(topo):
+        priority[n] = 1 + max((priority[m] for m in down[n]), default=0)
+    indeg = {n: len(v) for n, v in up.items()}
+    heap = [(-priority[n], n) for n, d in indeg.items() if d == 0]
+    heapq.heapify(heap)
+    order: list[str] = []
+    while heap:
+        _, n = heapq.heappop(heap)
+        order.append(n)
+        for m in down[n]:
+            indeg[m] -= 1
+            if indeg[m] == 0:
+                heapq.heappush(heap, (-priority[m], m))
+    return order, priority

@@ -1,0 +1,85 @@
+"""Parameters: loaded from params.yaml or inline, overridden by `--set`, looked up by dotted key."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any
+
+from sci.errors import Location, SpecError, UserError
+from sci.load import Positions, load_yaml, parse_scalar
+
+_MISSING = object()
+
+
+def lookup(params: dict, dotted: str, default: Any = _MISSING) -> Any:
+    node: Any = params
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            if default is not _MISSING:
+                return default
+            raise KeyError(dotted)
+    return node
+
+
+def all_keys(params: Any, prefix: str = "") -> list[str]:
+    """Every dotted key in `params` (for did-you-mean hints)."""
+    out = []
+    if isinstance(params, dict):
+        for k, v in params.items():
+            key = f"{prefix}{k}"
+            out.append(key)
+            out.extend(all_keys(v, key + "."))
+    return out
+
+
+def missing_key_hint(params: dict, dotted: str) -> str:
+    close = difflib.get_close_matches(dotted, all_keys(params), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else "add it to the parameters, or remove it from the step"
+
+
+def load(root: Path, spec_params: Any, spec_pos: Positions) -> tuple[dict, str | None, Positions | None]:
+    """The parameters mapping, the file it came from (if any) and that file's positions."""
+    if spec_params is None:
+        return {}, None, None
+    if isinstance(spec_params, dict):
+        return copy.deepcopy(spec_params), None, None
+    rel = str(spec_params)
+    path = root / rel
+    if not path.is_file():
+        raise SpecError(f"parameters file {rel} not found", location=spec_pos.at(("params",)),
+                        hint="create it, or give params as an inline mapping")
+    data, pos = load_yaml(path, rel)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError("the parameters file must hold a mapping", location=Location(rel, 1, 1),
+                        hint="write key: value pairs at the top level")
+    return data, rel, pos
+
+
+def apply_overrides(params: dict, overrides: list[str]) -> dict:
+    """Apply `--set a.b=value` overrides (values parsed as YAML scalars) to a copy of params."""
+    if not overrides:
+        return params
+    out = copy.deepcopy(params)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r} is not KEY=VALUE", hint="write e.g. --set fit.degree=4")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        parent_key, _, leaf = key.rpartition(".")
+        try:
+            parent = lookup(out, parent_key) if parent_key else out
+            exists = isinstance(parent, dict) and leaf in parent
+        except KeyError:
+            exists = False
+        if not exists:
+            raise UserError(f"--set {key}: no such parameter", hint=missing_key_hint(params, key))
+        parent[leaf] = parse_scalar(raw)
+    return out

@@ -1,0 +1,174 @@
+"""Records: StepResults (action results), the RunManifest, logs.jsonl and `.sci/state`.
+
+Every record is canonical JSON. Fields that differ between two runs of the same command on the
+same inputs (times, run id, durations, host, executor) live under one key, `volatile`, so two
+such manifests are byte-identical once it is removed (SPEC §6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import sci
+from sci import canonical
+
+# Bump when a record's shape changes (and regenerate docs/schemas with `sci schema`).
+RECORD_FORMAT = 1
+SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_run_id() -> str:
+    """Sorts by time: UTC timestamp to the microsecond, then the pid to break ties."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + f"-{os.getpid()}"
+
+
+def step_result(*, key: str, node, components: dict, outputs: dict, exit_status: int, stdout: str,
+                stderr: str, metrics: dict, environment: dict, volatile: dict) -> dict[str, Any]:
+    return {
+        "format": RECORD_FORMAT,
+        "type": "sci.step_result",
+        "key": key,
+        "node": node.name,
+        "step": node.step,
+        "components": components,
+        "outputs": outputs,
+        "exit_status": exit_status,
+        "seed": node.seed,
+        "determinism": node.determinism,
+        "stdout": stdout,
+        "stderr": stderr,
+        "metrics": metrics,
+        "environment": environment,
+        "volatile": volatile,
+    }
+
+
+def without_volatile(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "volatile"}
+
+
+def git_commit(root: Path) -> str | None:
+    head = root / ".git" / "HEAD"
+    if not head.is_file():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line with the values of secret-looking `--set`/env assignments hidden."""
+    out = []
+    for a in argv:
+        name = a.split("=", 1)[0].upper()
+        out.append(f"{a.split('=', 1)[0]}=<redacted>" if "=" in a and any(w in name for w in SECRET_WORDS) else a)
+    return out
+
+
+class RunLog:
+    """runs/<run_id>/logs.jsonl: one JSON object per line (time, level, node, event, data)."""
+
+    def __init__(self, run_dir: Path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / "logs.jsonl"
+        self._fh = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, event: str, node: str | None = None, level: str = "info", **data: Any) -> None:
+        line = json.dumps({"time": utc_now(), "level": level, "node": node, "event": event, "data": data},
+                          ensure_ascii=False, default=str, allow_nan=False, sort_keys=True)
+        with self._lock:
+            self._fh.write(line + "\n")
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def write_manifest(run_dir: Path, manifest: dict) -> Path:
+    path = run_dir / "manifest.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(canonical.dumps(manifest) + b"\n")
+    os.replace(tmp, path)
+    return path
+
+
+def manifest(*, root: Path, pipeline_digest: str, params_digest: str, environment: dict,
+             determinism: str, root_seed: int, command: list[str], targets: list[str], plan: list[dict],
+             run_id: str, started: str, started_clock: float, executor: str, durations: dict[str, float],
+             kind: str = "build") -> dict[str, Any]:
+    return {
+        "format": RECORD_FORMAT,
+        "type": "sci.run_manifest",
+        "kind": kind,
+        "sci_version": sci.__version__,
+        "git_commit": git_commit(root),
+        "pipeline_digest": pipeline_digest,
+        "params_digest": params_digest,
+        "environment": environment,
+        "determinism": determinism,
+        "root_seed": root_seed,
+        "command": redact_argv(command),
+        "targets": targets,
+        "plan": plan,
+        "volatile": {
+            "run_id": run_id,
+            "started": started,
+            "finished": utc_now(),
+            "duration_s": round(time.perf_counter() - started_clock, 6),
+            "host": socket.gethostname(),
+            "executor": executor,
+            "python_executable": sys.executable,
+            "durations": durations,
+        },
+    }
+
+
+class State:
+    """`.sci/state`: the last key and outputs of each node built in this workspace.
+
+    A hint for speed (no-op builds skip reading action results) and for `status` (what the
+    node's key was before, to explain a change). Losing it costs time, never correctness.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.nodes: dict[str, dict] = {}
+        try:
+            self.nodes = json.loads(path.read_bytes()).get("nodes", {})
+        except (OSError, ValueError, AttributeError):
+            self.nodes = {}
+        self._dirty = False
+
+    def get(self, node: str) -> dict | None:
+        return self.nodes.get(node)
+
+    def put(self, node: str, key: str, outputs: dict) -> None:
+        cur = self.nodes.get(node)
+        if cur and cur.get("key") == key and cur.get("outputs") == outputs:
+            return
+        self.nodes[node] = {"key": key, "outputs": outputs}
+        self._dirty = True
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"format": RECORD_FORMAT, "nodes": self.nodes}, separators=(",", ":")))
+        os.replace(tmp, self.path)
+        self._dirty = False

@@ -1,0 +1,279 @@
+"""The scheduler: one thread decides, executors only run.
+
+Loop: key every ready node (its inputs' digests are known once its upstream finished); a key
+the store already holds is a cache hit whose outputs are restored in the workspace; the rest
+wait in priority order (graph order: longest path to a sink, then name) until the CPU, RAM,
+GPU, VRAM and `-j` pools admit them. A failed node stops its dependants only; without
+keep-going nothing new starts after a failure, while the nodes already running finish.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Callable
+
+from sci import keys, records
+from sci.errors import SciError, StoreError, WorkFailed
+from sci.executors import Executor, Task, TaskResult
+from sci.graph import Graph
+from sci.hashing import StatCache
+from sci.inputs import Resolver
+from sci.plan import Node
+from sci.resources import Pools
+from sci.store import OutputRecord, Store
+
+
+class Status(str, Enum):
+    CACHED = "cached"
+    EXECUTED = "executed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Interrupted(WorkFailed):
+    exit_code = 130
+
+
+@dataclass
+class Outcome:
+    node: str
+    status: Status
+    key: str | None = None
+    outputs: dict[str, dict] = field(default_factory=dict)
+    error: str | None = None
+    stderr_tail: str = ""
+    duration_s: float = 0.0
+    result: dict | None = None
+
+
+Emit = Callable[..., None]
+
+
+@dataclass
+class Scheduler:
+    root: Path
+    graph: Graph
+    resolver: Resolver
+    store: Store
+    state: records.State
+    stat_cache: StatCache
+    executor: Executor
+    pools: Pools
+    emit: Emit
+    environment: dict[str, dict]  # "cpu" / "gpu" -> {"digest", "components"}
+    keep_going: bool = False
+    force: set[str] = field(default_factory=set)
+    prepare: Callable[[Node, dict[str, Outcome]], tuple[dict, dict]] | None = None
+    link_mode: str = "copy"
+    python: str = ""
+    remote_lookup: Callable[[str], dict | None] | None = None
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    # -- cache hits ----------------------------------------------------------------------
+    def _cached_outputs(self, name: str, key: str) -> dict[str, dict] | None:
+        st = self.state.get(name)
+        if st is not None and st.get("key") == key and self.store.action_path(key).exists():
+            return st["outputs"]
+        action = self.store.get_action(key)
+        if action is None and self.remote_lookup is not None:
+            action = self.remote_lookup(key)
+        if action is None or action.get("key") != key:
+            return None
+        outs = action["outputs"]
+        for rec in outs.values():
+            if not self._output_present(rec):
+                return None
+        return outs
+
+    def _output_present(self, rec: dict) -> bool:
+        ws = self.root / rec["path"]
+        try:
+            if os.path.exists(ws) and self.stat_cache.path_digest(ws, rec["path"]) == rec["digest"]:
+                return True
+        except OSError:
+            pass
+        return self.store.has_output(OutputRecord.from_json(rec))
+
+    def materialize(self, outputs: dict[str, dict]) -> None:
+        """Make the workspace hold exactly these outputs (restoring deleted or edited ones)."""
+        for rec in outputs.values():
+            path = rec["path"]
+            ws = self.root / path
+            try:
+                if os.path.exists(ws) and self.stat_cache.path_digest(ws, path) == rec["digest"]:
+                    continue
+            except OSError:
+                pass
+            out = OutputRecord.from_json(rec)
+            self.store.materialize(out, ws, self.link_mode)
+            self._remember(out, path)
+
+    def _remember(self, out: OutputRecord, path: str) -> None:
+        if self.link_mode != "copy":
+            return
+        if out.type == "file":
+            self.stat_cache.remember(self.root / path, out.digest, path)
+        else:
+            for e in self.store.get_tree(out.digest):
+                self.stat_cache.remember(self.root / path / e.path, e.digest, f"{path}/{e.path}")
+
+    # -- tasks ---------------------------------------------------------------------------
+    def make_task(self, node: Node, gpus: list[int], files: dict[str, str]) -> Task:
+        ctx_deps: dict[str, Any] = {}
+        for dname, paths in node.dep_paths.items():
+            pattern = node.deps.get(dname, "")
+            from sci.plan import GLOB_CHARS
+
+            ctx_deps[dname] = paths if GLOB_CHARS.search(pattern) else paths[0]
+        return Task(
+            node=node.name, kind=node.kind, cmd=node.cmd, fn=node.fn, workspace=str(self.root),
+            store=str(self.store.root), scratch_root=str(self.root / ".sci" / "scratch"),
+            sandbox=node.sandbox, deps=node.all_dep_paths(), code=self.resolver.code_files(node),
+            outs=dict(node.outs), ctx_deps=ctx_deps, params=node.params, seed=node.seed,
+            determinism=node.determinism, threads=max(1, int(node.resources["cpu"])),
+            env={k: os.environ[k] for k in node.env if k in os.environ}, gpus=gpus, files=files,
+            python=self.python,
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, selected: list[str]) -> dict[str, Outcome]:
+        g = self.graph
+        sel = set(selected)
+        waiting = {n: sum(1 for u in g.upstream[n] if u in sel) for n in selected}
+        ready = [(-g.priority[n], n) for n in selected if waiting[n] == 0]
+        heapq.heapify(ready)
+        runnable: list[tuple[int, str]] = []  # heap of nodes keyed and waiting for resources
+        pending: dict[str, tuple[str, dict, dict]] = {}  # name -> (key, components, files)
+        running: dict[Future, tuple[str, list[int]]] = {}
+        stopping = False
+
+        def finish(name: str, outcome: Outcome) -> None:
+            self.outcomes[name] = outcome
+            if outcome.status in (Status.CACHED, Status.EXECUTED):
+                self.resolver.outputs[name] = outcome.outputs
+                for m in g.downstream[name]:
+                    if m in sel and m not in self.outcomes:
+                        waiting[m] -= 1
+                        if waiting[m] == 0:
+                            heapq.heappush(ready, (-g.priority[m], m))
+            else:
+                self._skip_dependants(name, sel)
+
+        try:
+            while True:
+                while ready:
+                    _, name = heapq.heappop(ready)
+                    if name in self.outcomes:
+                        continue
+                    if stopping:
+                        self.outcomes[name] = Outcome(name, Status.SKIPPED, error="not started after a failure")
+                        continue
+                    node = g.nodes[name]
+                    try:
+                        extra, files = self.prepare(node, self.outcomes) if self.prepare else ({}, {})
+                        comp = self.resolver.components(node, extra or None)
+                    except SciError as exc:
+                        self.emit("node_failed", name, error=exc.one_line())
+                        finish(name, Outcome(name, Status.FAILED, error=exc.one_line()))
+                        stopping = stopping or not self.keep_going
+                        continue
+                    key = keys.key_of(comp)
+                    outs = None if name in self.force else self._cached_outputs(name, key)
+                    if outs is not None:
+                        try:
+                            self.materialize(outs)
+                        except StoreError:
+                            outs = None
+                    if outs is not None:
+                        self.state.put(name, key, outs)
+                        self.emit("node_cached", name, key=key)
+                        finish(name, Outcome(name, Status.CACHED, key=key, outputs=outs))
+                        continue
+                    pending[name] = (key, comp, files)
+                    heapq.heappush(runnable, (-g.priority[name], name))
+
+                if not stopping:
+                    kept = []
+                    while runnable:
+                        item = heapq.heappop(runnable)
+                        node = g.nodes[item[1]]
+                        gpus = self.pools.try_acquire(node.resources)
+                        if gpus is None:
+                            kept.append(item)
+                            continue
+                        key, comp, files = pending[node.name]
+                        self.emit("node_started", node.name, key=key, gpus=gpus)
+                        fut = self.executor.submit(self.make_task(node, gpus, files))
+                        running[fut] = (node.name, gpus)
+                    for item in kept:
+                        heapq.heappush(runnable, item)
+
+                if not running:
+                    for _, name in runnable:
+                        self.outcomes.setdefault(name, Outcome(name, Status.SKIPPED, error="not started after a failure"))
+                    break
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: running[f][0]):
+                    name, gpus = running.pop(fut)
+                    node = g.nodes[name]
+                    self.pools.release(node.resources, gpus)
+                    outcome = self._complete(node, pending.pop(name), fut)
+                    if outcome.status is Status.FAILED:
+                        stopping = stopping or not self.keep_going
+                    finish(name, outcome)
+        except KeyboardInterrupt:
+            self.executor.cancel_all()
+            for fut, (name, gpus) in list(running.items()):
+                try:
+                    fut.result()
+                except Exception:  # noqa: BLE001 - we only drain here
+                    pass
+                self.outcomes[name] = Outcome(name, Status.FAILED, error="interrupted")
+            raise Interrupted("interrupted; the store is consistent and the next build resumes") from None
+        for name in selected:
+            self.outcomes.setdefault(name, Outcome(name, Status.SKIPPED, error="an upstream node failed"))
+        return self.outcomes
+
+    def _skip_dependants(self, name: str, sel: set[str]) -> None:
+        stack = list(self.graph.downstream[name])
+        while stack:
+            m = stack.pop()
+            if m in sel and m not in self.outcomes:
+                self.outcomes[m] = Outcome(m, Status.SKIPPED, error=f"upstream {name} failed")
+                self.emit("node_skipped", m, because=name)
+                stack.extend(self.graph.downstream[m])
+
+    def _complete(self, node: Node, pending: tuple[str, dict, dict], fut: Future) -> Outcome:
+        key, comp, _files = pending
+        try:
+            res: TaskResult = fut.result()
+        except Exception as exc:  # noqa: BLE001 - an executor crash is this node's failure
+            res = TaskResult(node=node.name, ok=False, exit_status=-1, error=f"executor error: {exc}")
+        if not res.ok:
+            self.emit("node_failed", node.name, error=res.error, stderr_tail=res.stderr_tail,
+                      exit_status=res.exit_status)
+            return Outcome(node.name, Status.FAILED, key=key, error=res.error, stderr_tail=res.stderr_tail,
+                           duration_s=res.duration_s)
+        env = self.environment["gpu" if node.needs_gpu and "gpu" in self.environment else "cpu"]
+        result = records.step_result(
+            key=key, node=node, components=comp, outputs=res.outputs, exit_status=res.exit_status,
+            stdout=res.stdout, stderr=res.stderr, metrics=res.metrics, environment=env,
+            volatile={"start": res.start, "end": res.end, "duration_s": round(res.duration_s, 6),
+                      "host": res.host, "executor": self.executor.name},
+        )
+        # Outputs are in the store (the executor put them there): only now the action result.
+        self.store.put_action(key, result)
+        if node.sandbox:
+            self.materialize(res.outputs)
+        else:
+            for rec in res.outputs.values():
+                self._remember(OutputRecord.from_json(rec), rec["path"])
+        self.state.put(node.name, key, res.outputs)
+        self.emit("node_executed", node.name, key=key, duration_s=round(res.duration_s, 6))
+        return Outcome(node.name, Status.EXECUTED, key=key, outputs=res.outputs, duration_s=res.duration_s,
+                       result=result)

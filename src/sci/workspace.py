@@ -1,0 +1,75 @@
+"""The workspace: its root, the `.sci/` state folder, `runs/`, the store location and the lock."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from sci.errors import LockHeld, UserError
+
+PIPELINE_FILE = "sci.yaml"
+STATE_DIR = ".sci"
+RUNS_DIR = "runs"
+DEFAULT_STORE = "cas"
+# Paths sci owns inside a workspace: never a dep, an output or a glob match.
+RESERVED = (STATE_DIR, RUNS_DIR)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def pipeline_file(self) -> Path:
+        return self.root / PIPELINE_FILE
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / RUNS_DIR
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Where sandboxes are made: inside the workspace, so outputs move into the store
+        by rename when the store is on the same filesystem."""
+        return self.state_dir / "scratch"
+
+    def store_root(self, configured: str | None = None) -> Path:
+        """SCI_CAS wins over `store:` in sci.yaml, which wins over `cas/`."""
+        env = os.environ.get("SCI_CAS")
+        chosen = env or configured or DEFAULT_STORE
+        path = Path(os.path.expanduser(chosen))
+        return path if path.is_absolute() else (self.root / path)
+
+    @contextmanager
+    def lock(self, *, wait: bool = True) -> Iterator[None]:
+        """Hold the workspace lock: one building sci process per workspace at a time."""
+        from filelock import FileLock, Timeout
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.state_dir / "lock"))
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            raise LockHeld(f"the workspace {self.root} is locked by another sci process",
+                           hint="wait for it to finish, or run without --no-wait to wait") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+def find_workspace(start: Path | None = None) -> Workspace:
+    """The nearest directory at or above `start` holding sci.yaml."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / PIPELINE_FILE).is_file():
+            return Workspace(d)
+    raise UserError(f"no {PIPELINE_FILE} in {here} or any parent directory",
+                    hint=f"run sci inside a workspace, or create {PIPELINE_FILE} (see docs/format.md)")
