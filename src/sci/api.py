@@ -408,3 +408,21 @@ def dag(ws: Workspace, targets: list[str] | None = None, fmt: str = "text") -> s
         ups = [u for u in g.upstream[n] if u in sel]
         lines.append(f"{n}" + (f"  <- {', '.join(ups)}" if ups else ""))
     return "\n".join(lines)
+
+
+# -- store upkeep ----------------------------------------------------------------------------
+def fsck(ws: Workspace, *, repair: bool = False):
+    from sci.maintenance import fsck as run_fsck
+
+    loaded = load(ws)
+    return run_fsck(_store(loaded), repair=repair)
+
+
+def gc(ws: Workspace, *, keep_runs: int = 5, dry_run: bool = False):
+    from sci.maintenance import gc as run_gc, keys_to_keep
+
+    with ws.lock():
+        loaded = load(ws)
+        state = records.State(ws.state_dir / "state.json")
+        keep = keys_to_keep(ws.root, ws.runs_dir, state.nodes, set(loaded.graph.nodes), keep_runs)
+        return run_gc(_store(loaded), keep, dry_run=dry_run)

@@ -105,6 +105,50 @@ def dag(targets, fmt) -> None:
     click.echo(api.dag(_ws(), list(targets), fmt))
 
 
+@cli.command()
+@click.option("--repair", is_flag=True, help="Delete bad objects so they are rebuilt or re-fetched.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def fsck(repair, as_json) -> None:
+    """Verify every object in the store against its digest (exit 1 naming the bad ones)."""
+    from sci import api
+    from sci.errors import StoreError
+
+    rep = api.fsck(_ws(), repair=repair)
+    if as_json:
+        _print_json(rep.to_json())
+    for kind, name, problem in rep.bad:
+        click.echo(f"  bad {kind} {name}: {problem}", err=True)
+    for key, missing in rep.dangling:
+        click.echo(f"  action {key} needs missing object {missing}", err=True)
+    if rep.ok or (repair and rep.repaired):
+        click.echo(f"sci: fsck checked {rep.checked} objects: "
+                   + ("all sound" if rep.ok else f"repaired {rep.repaired}"), err=True)
+        return
+    first = rep.bad[0][1] if rep.bad else rep.dangling[0][0]
+    raise StoreError(f"fsck found {len(rep.bad)} bad object(s) and {len(rep.dangling)} incomplete action result(s); "
+                     f"first: {first}", hint="run `sci fsck --repair`, then `sci build` to rebuild what was dropped")
+
+
+@cli.command()
+@click.option("--keep-runs", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Also keep what the last N runs used.")
+@click.option("-n", "--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def gc(keep_runs, dry_run, as_json) -> None:
+    """Delete store objects that neither the current pipeline nor the last N runs need."""
+    from sci import api
+
+    rep = api.gc(_ws(), keep_runs=keep_runs, dry_run=dry_run)
+    if as_json:
+        _print_json(rep.to_json())
+    elif dry_run:
+        for kind, name, size in rep.deleted:
+            click.echo(f"  would delete {kind} {name} ({size} bytes)")
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"sci: gc kept {rep.kept_actions} action results; {verb} {len(rep.deleted)} objects "
+               f"({rep.bytes} bytes)", err=True)
+
+
 def main() -> None:
     from sci.errors import SciError
 

@@ -1,0 +1,70 @@
+"""Shared fixtures: temporary workspaces and a way to run the real `sci` CLI in them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Sci:
+    """Runs `python -m sci.cli ...` in a workspace, the way a user runs `sci`."""
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None):
+        self.root = root
+        self.env = dict(os.environ)
+        self.env.pop("SCI_CAS", None)
+        self.env.pop("SCI_REMOTE", None)
+        self.env["NO_COLOR"] = "1"
+        if env:
+            self.env.update(env)
+
+    def __call__(self, *args: str, check: bool | int = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "sci.cli", *args], cwd=kw.pop("cwd", self.root),
+                              env=kw.pop("env", self.env), capture_output=True, text=True, timeout=timeout, **kw)
+        expected = 0 if check is True else check
+        if check is not False and proc.returncode != expected:
+            raise AssertionError(f"sci {' '.join(args)} exited {proc.returncode} (wanted {expected})\n"
+                                 f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        return proc
+
+    def build(self, *args: str, check: bool | int = True) -> dict:
+        """`sci build --json ...` → its summary, plus `executed`/`cached` node-name lists."""
+        proc = self("build", "--json", *args, check=check)
+        data = json.loads(proc.stdout)
+        for status in ("executed", "cached", "failed", "skipped"):
+            data[status] = sorted(n["node"] for n in data["nodes"] if n["status"] == status)
+        data["stderr"] = proc.stderr
+        return data
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text).lstrip("\n"))
+
+
+@pytest.fixture
+def ws(tmp_path: Path):
+    """A factory: ws({path: text}) writes the files into a fresh workspace and returns a Sci."""
+    root = tmp_path / "ws"
+    root.mkdir()
+
+    def make(files: dict[str, str], env: dict[str, str] | None = None) -> Sci:
+        write(root, files)
+        return Sci(root, env)
+
+    make.root = root
+    return make
+
+
+def no_traceback(text: str) -> bool:
+    return "Traceback (most recent call last)" not in text
