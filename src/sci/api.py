@@ -164,9 +164,28 @@ def environment_records(loaded: Loaded, stat_cache: StatCache, nodes) -> dict[st
                                     stat_cache=stat_cache, cache_dir=loaded.ws.state_dir / "cache")
     out = {"cpu": {"digest": fingerprint.digest(comps), "components": comps}}
     if any(n.needs_gpu for n in nodes):
-        gcomps = dict(comps, gpu=fingerprint.gpu_components())
+        gcomps = dict(comps, gpu=_gpu_components(loaded.hardware))
         out["gpu"] = {"digest": fingerprint.digest(gcomps), "components": gcomps}
     return out
+
+
+def _gpu_components(hw: Hardware) -> dict:
+    """The GPU part of the fingerprint: detected, or as declared in config/hardware.yaml.
+
+    A machine whose hardware.yaml declares GPUs that no driver reports (a test rig, a
+    container without nvidia-smi) is taken at its word for scheduling; the fingerprint then
+    says the GPUs were declared, not detected, so results never pass for detected-GPU ones.
+    """
+    from sci import fingerprint
+    from sci.errors import SciError as _SciError
+
+    try:
+        return fingerprint.gpu_components()
+    except _SciError:
+        if hw.gpus and hw.source != "detected":
+            return {"model": [g.name or "declared" for g in hw.gpus], "driver": "undetected",
+                    "cuda": "undetected", "declared_in": hw.source}
+        raise
 
 
 # -- build ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ to the same bytes, which is what makes keys and manifests comparable across runs
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 _ENCODER = json.JSONEncoder(
@@ -19,7 +20,13 @@ _ENCODER = json.JSONEncoder(
 
 
 def dumps(value: Any) -> bytes:
-    """Encode `value` (dicts with str keys, lists, tuples, str, int, float, bool, None)."""
+    """Encode `value` (dicts with str keys, lists, tuples, str, int, float, bool, None).
+
+    Keys sort by code point (not by UTF-16 unit as RFC 8785 does; the two differ only between
+    astral characters and U+E000..U+FFFF). Keys must be str: the encoder would turn `1` into
+    `"1"`, so `{1: x}` and `{"1": x}` would collide; checking that here would cost a walk of
+    every structure, so it is the caller's contract.
+    """
     try:
         return _ENCODER.encode(value).encode("utf-8")
     except ValueError as exc:  # NaN / infinity
@@ -31,5 +38,24 @@ def dumps_text(value: Any) -> str:
     return dumps(value).decode("utf-8")
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"canonical JSON cannot hold {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # e.g. 1e400: finite text, infinite value
+        raise ValueError(f"canonical JSON cannot hold {text} (out of float range)")
+    return value
+
+
+# The decoder refuses NaN and ±Infinity, which Python's json accepts by default: a document
+# holding them was not written by `dumps`, and reading it back must not make one up.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def loads(data: bytes | str) -> Any:
-    return json.loads(data)
+    """Decode canonical JSON (UTF-8 bytes or text); NaN and infinity are refused."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = bytes(data).decode("utf-8")
+    return _DECODER.decode(data)

@@ -275,7 +275,9 @@ def _order(nodes: dict[str, Node], up: dict[str, list[str]], down: dict[str, lis
             for v in vs:
                 g.add_edge(v, k)
         cycle = nx.find_cycle(g)
-        names = [a for a, _ in cycle] + [cycle[0][0]]
+        names = [a for a, _ in cycle]
+        start = names.index(min(names))  # report the cycle from its smallest name: stable text
+        names = names[start:] + names[:start] + [min(names)]
         first = nodes[names[0]]
         raise GraphError(f"cycle: {' -> '.join(names)}", location=pos.at(first.origin, key=True),
                          hint="a step may not depend, directly or through others, on its own outputs")

@@ -200,6 +200,20 @@ def validate_pipeline(data: Any, pos: Positions) -> Pipeline:
     if "version" in data and data["version"] != SPEC_VERSION:
         raise SpecError(f"unknown sci.yaml version {data['version']!r}", location=pos.at(("version",)),
                         hint=f"this sci reads version: {SPEC_VERSION}")
+    steps = data.get("steps")
+    if isinstance(steps, dict):
+        for name, body in steps.items():
+            if isinstance(body, dict):
+                given = [k for k in ("cmd", "fn", "kind") if body.get(k) is not None]
+                fn = body.get("fn")
+                if fn is not None and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", str(fn)):
+                    raise SpecError(f"step {name}: fn must be module:function (e.g. rules.fit:fit), not {fn!r}",
+                                    location=pos.at(("steps", name, "fn")),
+                                    hint="name a function in a workspace module, like rules.fit:fit")
+                if len(given) > 1:
+                    raise SpecError(f"step {name} takes exactly one of cmd, fn or kind, not {' and '.join(given)}",
+                                    location=pos.at(("steps", name, given[1]), key=True),
+                                    hint=f"remove '{given[1]}:' or split it into its own step")
     try:
         return Pipeline.model_validate(data)
     except ValidationError as exc:
