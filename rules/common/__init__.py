@@ -1,0 +1,1 @@
+"""Helpers shared by the investigation's steps: the oscillator model, estimators, tables, figures."""

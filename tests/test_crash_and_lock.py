@@ -1,0 +1,107 @@
+"""SPEC §8 guarantees 6 and 7: SIGKILL at any moment leaves a sound store and the next build
+resumes; two builds on one workspace never corrupt it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import Sci
+
+N = 8
+PIPELINE = {
+    "sci.yaml": f"""
+        version: 1
+        steps:
+          part:
+            foreach: {{i: {list(range(N))}}}
+            cmd: sleep 0.25 && head -c 200000 /dev/urandom > {{outs}}.tmp && echo {{item.i}} >> {{outs}}.tmp && mv {{outs}}.tmp {{outs}}
+            outs: ["parts/{{item.i}}.bin"]
+            determinism: fast
+          join:
+            cmd: cat {{deps}} > {{outs}}
+            deps: ["parts/*.bin"]
+            outs: [all.bin]
+        """,
+}
+
+
+def _completed_nodes(root):
+    """Nodes whose action result reached the store (what a resumed build must not redo)."""
+    done = set()
+    for p in (root / "cas" / "actions").glob("*/*"):
+        done.add(json.loads(p.read_text())["node"])
+    return done
+
+
+@pytest.mark.parametrize("kill_after", [0.15, 0.45, 0.8, 1.3])
+def test_sigkill_at_any_moment_leaves_a_sound_store_and_the_next_build_resumes(ws, kill_after):
+    sci = ws(PIPELINE)
+    proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build", "-j", "2"], cwd=ws.root, env=sci.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(kill_after)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.4)  # let orphaned step processes finish writing into their scratch dirs
+    fsck = sci("fsck", "--json")
+    assert json.loads(fsck.stdout)["ok"] is True
+    done = _completed_nodes(ws.root)
+    out = sci.build()
+    everything = {f"part[i={i}]" for i in range(N)} | {"join"}
+    assert set(out["executed"]) == everything - done
+    assert set(out["cached"]) == done
+    assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
+    assert sci.build()["executed"] == []
+
+
+def test_second_build_waits_for_the_lock(ws):
+    sci = ws(PIPELINE)
+    first = subprocess.Popen([sys.executable, "-m", "sci.cli", "build", "--json"], cwd=ws.root, env=sci.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    second = subprocess.run([sys.executable, "-m", "sci.cli", "build", "--json"], cwd=ws.root, env=sci.env,
+                            capture_output=True, text=True, timeout=120)
+    out1, _ = first.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    a, b = json.loads(out1), json.loads(second.stdout)
+    assert a["counts"]["executed"] == N + 1
+    assert b["counts"]["executed"] == 0 and b["counts"]["cached"] == N + 1
+    assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
+
+
+def test_no_wait_fails_at_once_when_locked(ws):
+    sci = ws(PIPELINE)
+    first = subprocess.Popen([sys.executable, "-m", "sci.cli", "build"], cwd=ws.root, env=sci.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while not (ws.root / ".sci" / "lock").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        t0 = time.time()
+        proc = sci("build", "--no-wait", check=1)
+        assert time.time() - t0 < 10
+        assert "locked by another sci process" in proc.stderr
+    finally:
+        first.wait(timeout=120)
+    assert first.returncode == 0
+
+
+def test_corrupted_store_object_is_named_by_fsck(ws):
+    sci = Sci(ws.root)
+    ws({"sci.yaml": "version: 1\nsteps:\n  a:\n    cmd: echo hello > {outs}\n    outs: [a.txt]\n"})
+    sci.build()
+    blob = next(p for p in (ws.root / "cas" / "blobs").glob("*/*")
+                if p.read_bytes() == b"hello\n")
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"jello\n")
+    proc = sci("fsck", check=1)
+    assert blob.name in proc.stderr
+    sci("fsck", "--repair")
+    assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
