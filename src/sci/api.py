@@ -24,7 +24,7 @@ from sci.resources import Hardware
 from sci.workspace import RESERVED, Workspace
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 1
+PLAN_CACHE_FORMAT = 2
 
 
 @dataclass
@@ -53,33 +53,78 @@ def _read(path: Path) -> bytes:
         return b""
 
 
-def _parse(ws: Workspace, overrides: list[str]) -> Loaded:
+PIPELINE_CACHE = "pipeline.pickle"
+
+
+def _pipeline_doc(ws: Workspace, yaml_bytes: bytes) -> tuple[dict, Positions]:
+    """sci.yaml validated into plain data; cached by its bytes so pydantic runs only on edits."""
+    from sci.load import load_yaml_text
+
+    key = digest_bytes(sci.__version__.encode() + b"\0" + yaml_bytes)
+    cache = ws.state_dir / PIPELINE_CACHE
+    try:
+        with open(cache, "rb") as fh:
+            stored, doc, pos = pickle.load(fh)
+        if stored == key:
+            return doc, pos
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
+        pass
+    from sci.errors import Location, SpecError
+    from sci.spec import validate_pipeline
+
+    try:
+        text = yaml_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", location=Location("sci.yaml"),
+                        hint="save sci.yaml as UTF-8") from None
+    data, pos = load_yaml_text(text, "sci.yaml")
+    pipeline = validate_pipeline(data, pos)
+    doc = pipeline.model_dump()
+    doc["experiment"] = pipeline.experiment.model_dump(exclude_none=True) if pipeline.experiment else None
+    _write_pickle(cache, (key, doc, pos))
+    return doc, pos
+
+
+def _write_pickle(path: Path, value: Any) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes) -> Loaded:
     from sci import params as params_mod
     from sci.determinism import derive_seed
     from sci.graph import build_graph
-    from sci.load import load_yaml
     from sci.plan import expand, render_commands
     from sci.resources import load_hardware
-    from sci.spec import validate_pipeline
 
-    data, pos = load_yaml(ws.pipeline_file, "sci.yaml")
-    pipeline = validate_pipeline(data, pos)
-    raw_params, params_file, params_pos = params_mod.load(ws.root, pipeline.params, pos)
+    if not yaml_bytes and not ws.pipeline_file.exists():
+        from sci.errors import SpecError
+
+        raise SpecError("sci.yaml not found", hint="create it (see docs/format.md)")
+    doc, pos = _pipeline_doc(ws, yaml_bytes)
+    raw_params, params_file, params_pos = params_mod.load(ws.root, doc["params"], pos)
     params = params_mod.apply_overrides(raw_params, overrides)
-    store_cfg = pipeline.store
+    store_cfg = doc["store"]
     reserved = tuple(RESERVED) + _store_reserved(ws, store_cfg)
-    nodes = expand(pipeline, params, pos, reserved=reserved, derive_seed=derive_seed)
+    nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
     graph = build_graph(nodes, ws.root, pos, reserved=reserved)
     render_commands(list(graph.nodes.values()), params, pos)
     return Loaded(
         ws=ws, graph=graph, pos=pos, params=params,
         params_digest=digest_bytes(canonical.dumps(params)),
-        pipeline_digest=digest_bytes(_read(ws.pipeline_file)),
-        experiment=pipeline.experiment.model_dump(exclude_none=True) if pipeline.experiment else None,
-        env_spec=pipeline.env.model_dump(),
-        root_seed=pipeline.defaults.seed, determinism=pipeline.defaults.determinism,
+        pipeline_digest=digest_bytes(yaml_bytes),
+        experiment=doc["experiment"],
+        env_spec=doc["env"],
+        root_seed=doc["defaults"]["seed"], determinism=doc["defaults"]["determinism"],
         store_config=store_cfg,
-        remotes={k: (v if isinstance(v, str) else v.model_dump(exclude_none=True)) for k, v in pipeline.remotes.items()},
+        remotes={k: (v if isinstance(v, str) else {a: b for a, b in v.items() if b is not None})
+                 for k, v in (doc["remotes"] or {}).items()},
         hardware=load_hardware(ws.root),
     )
 
@@ -116,15 +161,8 @@ def load(ws: Workspace, overrides: list[str] | None = None) -> Loaded:
             return loaded
     except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
         pass
-    loaded = _parse(ws, overrides)
-    try:
-        ws.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f"{PLAN_CACHE}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump((cache_key, loaded), fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass
+    loaded = _parse(ws, overrides, yaml_bytes)
+    _write_pickle(cache_file, (cache_key, loaded))
     return loaded
 
 

@@ -336,6 +336,11 @@ def _md(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
 
 
+def _autolink(url: str) -> str:
+    """A Markdown autolink, `<url>`, which takes the URL literally; escaped text if it cannot."""
+    return _md(url) if re.search(r"[<>\s]", url) else f"<{url}>"
+
+
 def _initials(given: str) -> str:
     return " ".join(f"{part[0]}." for part in given.replace("-", " ").split() if part)
 
@@ -372,9 +377,9 @@ def markdown(experiment: dict, version: str, parents: list[dict]) -> str:
     if experiment.get("license"):
         line += f" License: {_md(experiment['license'])}."
     if experiment.get("doi"):
-        line += f" https://doi.org/{_md(experiment['doi'])}"
+        line += " " + _autolink(f"https://doi.org/{experiment['doi']}")
     elif experiment.get("url"):
-        line += f" <{experiment['url']}>"
+        line += " " + _autolink(experiment["url"])
     out = [line]
     if parents:
         out.append("")

@@ -88,13 +88,15 @@ def _value(value: Any) -> str:
 
 
 def _size(n: int) -> str:
+    """Bytes in binary units with one decimal: '532 B', '12.3 KiB'."""
     if n < 1024:
         return f"{n} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        n /= 1024
-        if n < 1024 or unit == "GiB":
-            return f"{n:.1f} {unit}"
-    raise AssertionError("unreachable")
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
 
 
 def _digest(d: str) -> str:

@@ -58,6 +58,7 @@ def _run(argv: list[str]) -> str:
     import subprocess  # not on sci's start-up path: only a GPU question spawns anything
 
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          encoding="utf-8", errors="replace",
                           timeout=TIMEOUT_S, env={**os.environ, "LC_ALL": "C"})
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()

@@ -7,19 +7,32 @@ from typing import Any
 
 from sci.errors import Location, SpecError
 
-Path_ = tuple  # a path into the document: ("steps", "fit", "cmd")
-
-
 class Positions:
-    """Maps a path into a loaded document to the Location of its value (or its key)."""
+    """Maps a path into a loaded document to the Location of its value (or its key).
 
-    def __init__(self, file: str):
+    Positions are only needed when something is wrong, so they are computed lazily: the fast
+    loader reads the data, and the first call to `at()` re-reads the text with ruamel's
+    round-trip loader, which keeps line and column marks.
+    """
+
+    def __init__(self, file: str, text: str | None = None):
         self.file = file
+        self._text = text
         self.values: dict[tuple, tuple[int, int]] = {}
         self.keys: dict[tuple, tuple[int, int]] = {}
 
+    def _ensure(self) -> None:
+        if self._text is None:
+            return
+        text, self._text = self._text, None
+        try:
+            _mark(_yaml_rt().load(text), (), self)
+        except Exception:  # noqa: BLE001 - positions are a courtesy; the data already loaded
+            pass
+
     def at(self, path: tuple, *, key: bool = False) -> Location:
         """The location of `path`, or of its nearest ancestor that has one."""
+        self._ensure()
         table = self.keys if key else self.values
         p = tuple(path)
         while p:
@@ -33,7 +46,7 @@ class Positions:
         return Location(self.file, 1, 1)
 
 
-def _yaml():
+def _yaml_rt():
     from ruamel.yaml import YAML
 
     y = YAML(typ="rt")
@@ -41,11 +54,24 @@ def _yaml():
     return y
 
 
-def _plain(node: Any, path: tuple, pos: Positions) -> Any:
+def _yaml_fast():
+    from ruamel.yaml import YAML
+
+    try:
+        import ruamel.yaml.clib  # noqa: F401 - the C scanner/parser, several times faster
+
+        y = YAML(typ="safe", pure=False)
+    except ImportError:
+        y = YAML(typ="safe", pure=True)
+    y.allow_duplicate_keys = False
+    return y
+
+
+def _mark(node: Any, path: tuple, pos: Positions) -> None:
+    """Record the line/column of every key and value below a round-trip-loaded node."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
     if isinstance(node, CommentedMap):
-        out = {}
         for k, v in node.items():
             child = path + (str(k),)
             try:
@@ -55,10 +81,8 @@ def _plain(node: Any, path: tuple, pos: Positions) -> Any:
                 pos.values[child] = (vl + 1, vc + 1)
             except (KeyError, TypeError, AttributeError):
                 pass
-            out[str(k)] = _plain(v, child, pos)
-        return out
-    if isinstance(node, CommentedSeq):
-        out_list = []
+            _mark(v, child, pos)
+    elif isinstance(node, CommentedSeq):
         for i, v in enumerate(node):
             child = path + (i,)
             try:
@@ -66,9 +90,15 @@ def _plain(node: Any, path: tuple, pos: Positions) -> Any:
                 pos.values[child] = (line + 1, col + 1)
             except (KeyError, TypeError, AttributeError, IndexError):
                 pass
-            out_list.append(_plain(v, child, pos))
-        return out_list
-    # Scalars: ruamel's subclasses of str/int/float → the plain types.
+            _mark(v, child, pos)
+
+
+def _plain(node: Any) -> Any:
+    """Loaded YAML → JSON-able plain data (str keys; dates and times as ISO text)."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
     if isinstance(node, bool) or node is None:
         return node
     if isinstance(node, int):
@@ -77,16 +107,17 @@ def _plain(node: Any, path: tuple, pos: Positions) -> Any:
         return float(node)
     if isinstance(node, str):
         return str(node)
-    return node
+    if hasattr(node, "isoformat"):
+        return node.isoformat()
+    return str(node)
 
 
 def load_yaml_text(text: str, file: str) -> tuple[Any, Positions]:
     """Parse YAML text; syntax errors become SpecError at file:line:col."""
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-    pos = Positions(file)
     try:
-        doc = _yaml().load(text)
+        doc = _yaml_fast().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
@@ -96,8 +127,9 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, Positions]:
             hint = "each key may appear once per mapping"
         raise SpecError(f"YAML syntax error: {problem}", location=loc, hint=hint) from None
     except YAMLError as exc:
-        raise SpecError(f"YAML error: {exc}", location=Location(file)) from None
-    return _plain(doc, (), pos), pos
+        raise SpecError(f"YAML error: {str(exc).splitlines()[0]}", location=Location(file),
+                        hint="check the file's YAML syntax") from None
+    return _plain(doc), Positions(file, text)
 
 
 def load_yaml(path: Path, display: str | None = None) -> tuple[Any, Positions]:

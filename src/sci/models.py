@@ -129,7 +129,7 @@ class StepVolatile(_Record):
 class StepRecord(_Record):
     """A StepResult without its volatile part: what a Dossier lists for each node."""
 
-    format: Literal[1] = Field(description="Record format version.")
+    format: Literal[RECORD_FORMAT] = Field(description="Record format version.")
     type: Literal["sci.step_result"] = Field(description="Record type tag.")
     key: Digest = Field(description="The node's cache key (BLAKE3 of the canonical key components).")
     node: str = Field(min_length=1, description="Node name, e.g. 'simulate[noise=0.05]'.")
@@ -183,7 +183,7 @@ class RunVolatile(_Record):
 class RunManifest(_Record):
     """runs/<run_id>/manifest.json: what one invocation planned and what happened."""
 
-    format: Literal[1] = Field(description="Record format version.")
+    format: Literal[RECORD_FORMAT] = Field(description="Record format version.")
     type: Literal["sci.run_manifest"] = Field(description="Record type tag.")
     sci_version: str = Field(description="Version of sci that wrote the manifest.")
     git_commit: str | None = Field(description="HEAD commit of the workspace's git repository, or null.")
@@ -233,7 +233,7 @@ class Citation(_Record):
 class Dossier(_Record):
     """dossier/dossier.json: the auditable record an investigation is judged by."""
 
-    format: Literal[1] = Field(description="Record format version.")
+    format: Literal[RECORD_FORMAT] = Field(description="Record format version.")
     type: Literal["sci.dossier"] = Field(description="Record type tag.")
     experiment: ExperimentRequest = Field(description="What is investigated and by whom.")
     nodes: list[StepRecord] = Field(description="Every indexed node's StepResult without volatile fields.")

@@ -143,11 +143,11 @@ def render(template: str, values: dict[str, Any], pos: Positions, where: tuple, 
     return PLACEHOLDER.sub(sub, template)
 
 
-def _resources(defaults, step) -> dict[str, float]:
+def _resources(defaults: dict, step: dict) -> dict[str, float]:
     out = {"cpu": 1, "mem_gb": 0.0, "gpu": 0, "vram_gb": 0.0}
     for src in (defaults, step):
         for k in out:
-            v = getattr(src, k)
+            v = src.get(k)
             if v is not None:
                 out[k] = v
     return out
@@ -161,10 +161,29 @@ def _as_map(value, *, prefix: str) -> tuple[dict[str, str], bool]:
     return {str(v): str(v) for v in value}, False
 
 
-def expand(pipeline, params: dict, pos: Positions, *, reserved: tuple[str, ...], derive_seed) -> list[Node]:
-    """Every step's nodes, in declaration order (foreach combinations in declaration order)."""
+class _Fields:
+    """Attribute view of a validated, dumped step mapping (spec.Step.model_dump())."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: dict):
+        self._d = d
+
+    def __getattr__(self, name: str):
+        return self._d[name]
+
+
+def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str, ...], derive_seed) -> list[Node]:
+    """Every step's nodes, in declaration order (foreach combinations in declaration order).
+
+    `pipeline` is the validated sci.yaml as plain data (spec.Pipeline.model_dump()), so a
+    cached pipeline can be expanded again without importing pydantic.
+    """
     nodes: list[Node] = []
-    for step_name, step in pipeline.steps.items():
+    defaults = pipeline["defaults"]
+    all_steps = pipeline["steps"]
+    for step_name, step_data in all_steps.items():
+        step = _Fields(step_data)
         origin = ("steps", step_name)
         declared: dict[str, Any] = {}
         for i, key in enumerate(step.params):
@@ -184,12 +203,12 @@ def expand(pipeline, params: dict, pos: Positions, *, reserved: tuple[str, ...],
         else:
             combos = [{}]
         kind = "cmd" if step.cmd is not None else "fn" if step.fn is not None else "dossier"
-        resources = _resources(pipeline.defaults.resources, step.resources)
-        determinism = step.determinism or pipeline.defaults.determinism
+        resources = _resources(defaults["resources"], step.resources)
+        determinism = step.determinism or defaults["determinism"]
         step_outs: dict[str, str] = {}
         for item in combos:
             name = f"{step_name}[{item_label(item)}]" if step.foreach else step_name
-            seed = step.seed if step.seed is not None else derive_seed(pipeline.defaults.seed, name)
+            seed = step.seed if step.seed is not None else derive_seed(defaults["seed"], name)
             values = {"item": item, "params": params, "seed": seed}
             path_allowed = {"item", "params", "seed"}
             raw_deps, deps_named = _as_map(step.deps, prefix="dep")
@@ -226,10 +245,10 @@ def expand(pipeline, params: dict, pos: Positions, *, reserved: tuple[str, ...],
                 evidence = [check_path(e, pos, origin + ("evidence", i), reserved, what="evidence")
                             for i, e in enumerate(step.evidence)]
                 for i, s in enumerate(step.steps or []):
-                    if s not in pipeline.steps:
+                    if s not in all_steps:
                         raise SpecError(f"dossier step {step_name} indexes unknown step {s!r}",
                                         location=pos.at(origin + ("steps", i)),
-                                        hint=f"steps: {', '.join(pipeline.steps)}")
+                                        hint=f"steps: {', '.join(all_steps)}")
             nodes.append(Node(
                 name=name, step=step_name, kind=kind, template=step.cmd,
                 fn=step.fn if kind == "fn" else (DOSSIER_FN if kind == "dossier" else None),

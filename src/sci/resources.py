@@ -100,6 +100,8 @@ def check_fits(nodes, hw: Hardware, pos=None) -> None:
     """Reject, before anything runs, a node no amount of waiting could satisfy (exit 2)."""
     for n in nodes:
         r = n.resources
+        if (r["gpu"] == 0 and r["cpu"] <= hw.cpu and (not hw.mem_gb or r["mem_gb"] <= hw.mem_gb)):
+            continue  # the common case; positions are only worth computing for an error
         loc = pos.at(n.origin + ("resources",)) if pos is not None else None
         where = f"{n.name} asks for"
         if r["gpu"] > 0 and not hw.gpus:

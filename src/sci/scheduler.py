@@ -199,7 +199,7 @@ class Scheduler:
 
                 if not stopping:
                     kept = []
-                    while runnable:
+                    while runnable and self.pools.slots > 0:  # no free slot: nothing can start
                         item = heapq.heappop(runnable)
                         node = g.nodes[item[1]]
                         gpus = self.pools.try_acquire(node.resources)
