@@ -96,7 +96,7 @@ def _write_pickle(path: Path, value: Any) -> None:
         pass
 
 
-def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes) -> Loaded:
+def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | None = None) -> Loaded:
     from sci import params as params_mod
     from sci.determinism import derive_seed
     from sci.graph import build_graph
@@ -108,6 +108,8 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes) -> Loaded:
 
         raise SpecError("sci.yaml not found", hint="create it (see docs/format.md)")
     doc, pos = _pipeline_doc(ws, yaml_bytes)
+    if seed is not None:  # `repro-check --seed N`: replay under another root seed
+        doc = dict(doc, defaults=dict(doc["defaults"], seed=seed))
     raw_params, params_file, params_pos = params_mod.load(ws.root, doc["params"], pos)
     params = params_mod.apply_overrides(raw_params, overrides)
     store_cfg = doc["store"]
@@ -138,7 +140,7 @@ def _store_reserved(ws: Workspace, store_cfg: str | None) -> tuple[str, ...]:
     return (rel.parts[0],) if rel.parts else ()
 
 
-def load(ws: Workspace, overrides: list[str] | None = None) -> Loaded:
+def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None = None) -> Loaded:
     """Parse and plan the pipeline, reusing `.sci/plan.pickle` when its inputs are unchanged.
 
     The cache is keyed by the bytes of sci.yaml, the params file, config/hardware.yaml, the
@@ -150,7 +152,7 @@ def load(ws: Workspace, overrides: list[str] | None = None) -> Loaded:
     params_path = _params_path(ws, yaml_bytes)
     parts = [sci.__version__.encode(), str(PLAN_CACHE_FORMAT).encode(), yaml_bytes,
              _read(params_path) if params_path else b"", _read(ws.root / "config" / "hardware.yaml"),
-             "\0".join(overrides).encode(), os.environ.get("SCI_CAS", "").encode()]
+             "\0".join(overrides).encode(), os.environ.get("SCI_CAS", "").encode(), str(seed).encode()]
     cache_key = digest_bytes(b"\0sci\0".join(parts))
     cache_file = ws.state_dir / PLAN_CACHE
     try:
@@ -161,7 +163,7 @@ def load(ws: Workspace, overrides: list[str] | None = None) -> Loaded:
             return loaded
     except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
         pass
-    loaded = _parse(ws, overrides, yaml_bytes)
+    loaded = _parse(ws, overrides, yaml_bytes, seed)
     _write_pickle(cache_file, (cache_key, loaded))
     return loaded
 
@@ -255,16 +257,17 @@ class BuildReport:
         }
 
 
-def _store(loaded: Loaded):
+def _store(loaded: Loaded, override: Path | None = None):
     from sci.store import Store
 
-    return Store(loaded.ws.store_root(loaded.store_config))
+    return Store(override or loaded.ws.store_root(loaded.store_config))
 
 
 def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None = None,
           keep_going: bool = False, overrides: list[str] | None = None, force: list[str] | None = None,
           wait: bool = True, emit: Callable[..., None] | None = None, argv: list[str] | None = None,
-          executor: str = "local", link_mode: str | None = None) -> BuildReport:
+          executor: str = "local", link_mode: str | None = None, store: Path | None = None,
+          seed: int | None = None) -> BuildReport:
     """Build `targets` (default: every node); raises StepFailed when a node failed."""
     from sci.executors import make_executor
     from sci.inputs import Resolver
@@ -274,12 +277,12 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
     emit = emit or (lambda *a, **k: None)
     started, clock = records.utc_now(), time.perf_counter()
     with ws.lock(wait=wait):
-        loaded = load(ws, overrides)
+        loaded = load(ws, overrides, seed=seed)
         graph = loaded.graph
         selected = graph.select(list(targets or []), ws.root)
         check_fits([graph.nodes[n] for n in selected], loaded.hardware, loaded.pos)
         forced = _forced(graph, force or [], ws.root)
-        store = _store(loaded)
+        store = _store(loaded, store)
         stat_cache = StatCache(ws.state_dir / "statcache")
         env = environment_records(loaded, stat_cache, [graph.nodes[n] for n in selected])
         run_id = records.new_run_id()
@@ -483,3 +486,38 @@ def gc(ws: Workspace, *, keep_runs: int = 5, dry_run: bool = False):
         state = records.State(ws.state_dir / "state.json")
         keep = keys_to_keep(ws.root, ws.runs_dir, state.nodes, set(loaded.graph.nodes), keep_runs)
         return run_gc(_store(loaded), keep, dry_run=dry_run)
+
+
+def repro_check(ws: Workspace, target: str, **kw):
+    from sci.repro import repro_check as run
+
+    return run(ws, target, **kw)
+
+
+def schema(out_dir: Path | None = None) -> dict:
+    from sci import models
+
+    if out_dir is not None:
+        return {"written": [str(p) for p in models.write_schemas(out_dir)]}
+    return models.schemas()
+
+
+def doctor(ws: Workspace | None) -> dict:
+    from sci import doctor as doc
+
+    store_root = None
+    if ws is not None:
+        try:
+            store_root = _store_root_only(ws)
+        except SciError:
+            store_root = ws.store_root()
+    return doc.report(ws.root if ws else None, store_root)
+
+
+def _store_root_only(ws: Workspace) -> Path:
+    """The store path without creating a store (doctor must not write)."""
+    try:
+        doc, _ = _pipeline_doc(ws, _read(ws.pipeline_file))
+        return ws.store_root(doc.get("store"))
+    except SciError:
+        return ws.store_root()

@@ -149,6 +149,76 @@ def gc(keep_runs, dry_run, as_json) -> None:
                f"({rep.bytes} bytes)", err=True)
 
 
+@cli.command("repro-check")
+@click.argument("target")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), help="Nodes run at once (default: CPUs).")
+@click.option("--seed", type=int, help="Replay under another root seed and report which outputs change.")
+@click.option("--keep", is_flag=True, help="Keep the scratch workspace and store for inspection.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def repro_check(target, jobs, seed, keep, as_json) -> None:
+    """Rebuild TARGET from scratch and prove its outputs match the record, bit for bit."""
+    from sci import api, console
+    from sci.errors import WorkFailed
+
+    ws = _ws()
+    rep = api.repro_check(ws, target, jobs=jobs, seed=seed, keep=keep, emit=console.reporter(quiet=True),
+                          argv=["repro-check", *sys.argv[2:]])
+    if as_json:
+        _print_json(rep.to_json())
+    for line in console.repro_lines(rep):
+        click.echo(line, err=as_json)
+    click.echo(f"sci: report in runs/{rep.run_id}/repro.json", err=True)
+    if not rep.ok:
+        bad = [v.node for v in rep.verdicts if v.status in ("mismatch", "env-drift") and (v.files or v.note)]
+        raise WorkFailed(f"repro-check {target}: {len(bad)} node(s) do not reproduce; first: {bad[0]}",
+                         hint="see the differences above; docs/determinism.md explains how to find the cause")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--require-gpu", is_flag=True, help="Exit non-zero unless a usable GPU is present.")
+def doctor(as_json, require_gpu) -> None:
+    """Report the environment: Python, packages, CPU, RAM, GPUs, driver, CUDA, store health."""
+    from sci import api
+    from sci import doctor as doc
+    from sci.errors import UserError
+
+    try:
+        ws = _ws()
+    except UserError:
+        ws = None
+    report = api.doctor(ws)
+    if as_json:
+        _print_json(report)
+    else:
+        for line in doc.render(report):
+            click.echo(line)
+    if require_gpu:
+        doc.require_gpu(report)
+
+
+@cli.command()
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Write NAME.schema.json files here.")
+@click.argument("name", required=False)
+def schema(out_dir, name) -> None:
+    """Print (or write) the JSON Schemas of ExperimentRequest, RunManifest, StepResult, Dossier."""
+    from pathlib import Path
+
+    from sci import api
+    from sci.errors import UserError
+
+    if out_dir:
+        for p in api.schema(Path(out_dir))["written"]:
+            click.echo(p)
+        return
+    schemas = api.schema()
+    if name:
+        if name not in schemas:
+            raise UserError(f"no schema named {name!r}", hint=f"choose one of {', '.join(sorted(schemas))}")
+        schemas = {name: schemas[name]}
+    _print_json(schemas)
+
+
 def main() -> None:
     from sci.errors import SciError
 

@@ -126,3 +126,24 @@ def status_lines(rows) -> list[str]:
         else:
             out.append(f"  would run   {r.node}: " + "; ".join(r.reasons))
     return out
+
+
+def repro_lines(rep) -> list[str]:
+    """The repro-check table: one line per node, then what differs, file by file."""
+    out = []
+    width = max((len(v.node) for v in rep.verdicts), default=4)
+    for v in rep.verdicts:
+        out.append((f"  {v.status:<26} {v.node:<{width}}" + (f"  {v.note}" if v.note else "")).rstrip())
+        for comp in v.env_drift:
+            out.append(f"      env: {comp}")
+        for f in v.files:
+            line = f"      {f['path']}"
+            if "recorded_size" in f:
+                line += (f": {f['recorded'][:12]} ({f['recorded_size']} B) → {f['rebuilt'][:12]} "
+                         f"({f['rebuilt_size']} B), first difference at byte {f['first_difference']}")
+            elif "detail" in f:
+                line += f": {f['detail']}"
+            out.append(line)
+            for d in f.get("diff", []):
+                out.append(f"        {d}")
+    return out

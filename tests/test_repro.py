@@ -1,0 +1,127 @@
+"""`sci repro-check` (SPEC §7, §8.5): a strict pipeline reproduces; a clock, a flipped stored
+byte or a changed environment is caught and named."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, no_traceback
+
+SEEDED = {
+    "sci.yaml": """
+        version: 1
+        defaults: {seed: 5}
+        env: {files: [lock.txt], vars: [MY_FLAG]}
+        steps:
+          draw:
+            cmd: python -c "import random,sys; random.seed(int(sys.argv[1])); print(random.random())" {seed} > {outs}
+            outs: [draw.txt]
+          fixed:
+            cmd: python -c "import random,sys; random.seed(int(sys.argv[1])); print(random.random())" {seed} > {outs}
+            seed: 42
+            outs: [fixed.txt]
+          copy:
+            cmd: cat {deps} > {outs}
+            deps: [fixed.txt]
+            outs: [copy.txt]
+        """,
+    "lock.txt": "numpy==2.0\n",
+}
+
+
+def test_strict_pipeline_reproduces(ws):
+    sci = ws(SEEDED)
+    sci.build()
+    proc = sci("repro-check", "copy", "--json")
+    rep = json.loads(proc.stdout)
+    assert rep["ok"] is True
+    assert {n["node"]: n["status"] for n in rep["nodes"]} == {"fixed": "match", "copy": "match"}
+    run = next(p for p in (ws.root / "runs").iterdir() if (p / "repro.json").exists())
+    assert json.loads((run / "repro.json").read_text())["ok"] is True
+    assert not (ws.root / ".sci" / "repro").exists() or not any((ws.root / ".sci" / "repro").iterdir())
+
+
+def test_clock_reading_step_is_a_named_mismatch_and_fast_declares_it(ws):
+    clock = """
+        version: 1
+        steps:
+          stamp:
+            cmd: python -c "import time; print(time.time_ns())" > {outs}
+            outs: [out/stamp.txt]
+          {mode}
+        """
+    sci = ws({"sci.yaml": clock.replace("{mode}", "")})
+    sci.build()
+    proc = sci("repro-check", "stamp", check=1)
+    assert "mismatch" in proc.stdout and "stamp" in proc.stdout and "out/stamp.txt" in proc.stdout
+    assert "first difference at byte" in proc.stdout
+    assert "repro-check stamp: 1 node(s) do not reproduce; first: stamp" in proc.stderr
+    assert no_traceback(proc.stderr)
+    (ws.root / "sci.yaml").write_text((ws.root / "sci.yaml").read_text().replace("outs: [out/stamp.txt]",
+                                      "outs: [out/stamp.txt]\n    determinism: fast"))
+    sci.build()
+    rep = json.loads(sci("repro-check", "stamp", "--json").stdout)
+    assert rep["ok"] is True and rep["nodes"][0]["status"] == "nondeterministic-declared"
+
+
+def test_flipped_byte_in_a_stored_object_is_caught(ws):
+    sci = ws(SEEDED)
+    out = sci.build()
+    key = next(n["key"] for n in out["nodes"] if n["node"] == "fixed")
+    action = json.loads((ws.root / "cas/actions" / key[:2] / key).read_text())
+    digest = action["outputs"]["fixed.txt"]["digest"]
+    blob = ws.root / "cas/blobs" / digest[:2] / digest
+    os.chmod(blob, 0o644)
+    data = bytearray(blob.read_bytes())
+    data[0] ^= 1
+    blob.write_bytes(bytes(data))
+    proc = sci("repro-check", "fixed", check=1)
+    assert "stored object does not match its digest" in proc.stdout and "fixed.txt" in proc.stdout
+
+
+def test_seed_changes_only_the_outputs_of_seeded_steps(ws):
+    sci = ws(SEEDED)
+    sci.build()
+    rep = json.loads(sci("repro-check", "draw", "--seed", "6", "--json").stdout)
+    assert rep["ok"] is True and rep["seed"] == 6
+    assert rep["nodes"][0]["files"], "a derived seed must change draw.txt"
+    rep = json.loads(sci("repro-check", "copy", "--seed", "6", "--json").stdout)
+    assert all(not n["files"] for n in rep["nodes"])  # explicit seed: fixed and copy unchanged
+
+
+def test_changed_env_var_and_lock_file_are_named(ws):
+    sci = ws(SEEDED, env={"MY_FLAG": "1"})
+    sci.build()
+    sci.env["MY_FLAG"] = "2"
+    rows = {r["node"]: r for r in json.loads(sci("status", "--json").stdout)["nodes"]}
+    assert rows["fixed"]["reasons"] == ["env changed: vars.MY_FLAG: 1 → 2"]
+    rep = json.loads(sci("repro-check", "fixed", "--json").stdout)
+    assert rep["nodes"][0]["status"] == "env-drift"
+    assert rep["nodes"][0]["env_drift"] == ["vars.MY_FLAG: 1 → 2"]
+    sci.env["MY_FLAG"] = "1"
+    (ws.root / "lock.txt").write_text("numpy==2.1\n")
+    rows = {r["node"]: r for r in json.loads(sci("status", "--json").stdout)["nodes"]}
+    assert any(r.startswith("env changed: files.lock.txt") for r in rows["fixed"]["reasons"])
+
+
+@pytest.mark.slow
+def test_bundled_investigation_reproduces_dossier_included(tmp_path):
+    from conftest import Sci
+
+    root = tmp_path / "inv"
+    root.mkdir()
+    for name in ("sci.yaml", "params.yaml", "uv.lock"):
+        shutil.copy2(REPO / name, root / name)
+    shutil.copytree(REPO / "rules", root / "rules", ignore=shutil.ignore_patterns("__pycache__"))
+    sci = Sci(root)
+    sci("build", "dossier")
+    rep = json.loads(sci("repro-check", "dossier", "--json", timeout=600).stdout)
+    assert rep["ok"] is True
+    statuses = {n["node"]: n["status"] for n in rep["nodes"]}
+    assert statuses["dossier"] == "match" and set(statuses.values()) == {"match"}
+    assert (root / "dossier" / "index.html").exists() and (root / "dossier" / "dossier.json").exists()
