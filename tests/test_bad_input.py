@@ -53,8 +53,11 @@ CASES = [
     ("bad-fn", _yaml("  a:\n    fn: not a function\n    outs: [a.txt]\n"), {}, "fn must be module:function", 4),
     ("bad-resource-type", _yaml("  a:\n    cmd: echo > {outs}\n    outs: [a.txt]\n    resources: {cpu: lots}\n"), {},
      "cpu", 6),
-    ("unknown-dossier-step", _yaml(GOOD_STEP + "  d:\n    kind: dossier\n    steps: [nope]\n    outs: [dossier/]\n"), {},
-     "indexes unknown step 'nope'", 9),
+    ("unknown-dossier-step", "version: 1\nexperiment: {title: T, question: Q, authors: [{name: A B}], license: MIT}\n"
+     "steps:\n" + GOOD_STEP + "  d:\n    kind: dossier\n    steps: [nope]\n    outs: [dossier/]\n", {},
+     "indexes unknown step 'nope'", 10),
+    ("dossier-without-experiment", _yaml(GOOD_STEP + "  d:\n    kind: dossier\n    steps: [a]\n    outs: [dossier/]\n"), {},
+     "a dossier step needs experiment:", 1),
     ("params-file-missing", "version: 1\nparams: nope.yaml\nsteps:\n" + GOOD_STEP, {}, "parameters file nope.yaml not found", 2),
     ("params-file-syntax", "version: 1\nparams: params.yaml\nsteps:\n" + GOOD_STEP, {"params.yaml": "a: [1,\n"},
      "params.yaml:", None),

@@ -40,6 +40,7 @@ def step_result() -> dict:
         "outputs": {"samples": {"path": "data/samples-0.1.npy", "type": "file", "digest": D, "size": 8000}},
         "exit_status": 0, "seed": 42, "determinism": "strict", "stdout": D, "stderr": D,
         "metrics": {"rmse": 0.5},
+        "environment": {"components": {"python": "3.11.7"}, "digest": D},
         "volatile": {"start": "2026-11-22T10:00:00.000000Z", "end": "2026-11-22T10:00:01.500000Z",
                      "duration_s": 1.5, "host": "lab-1", "executor": "local"},
     }
@@ -47,7 +48,7 @@ def step_result() -> dict:
 
 def run_manifest() -> dict:
     return {
-        "format": 1, "type": "sci.run_manifest", "sci_version": "0.1.0", "git_commit": None,
+        "format": 1, "type": "sci.run_manifest", "kind": "build", "sci_version": "0.1.0", "git_commit": None,
         "pipeline_digest": D, "params_digest": D,
         "environment": {"components": {"python": "3.11.9"}, "digest": D},
         "determinism": "strict", "root_seed": 20261122, "command": ["build", "dossier"],
@@ -59,7 +60,8 @@ def run_manifest() -> dict:
         ],
         "volatile": {"run_id": "20261122T100000Z-1a2b", "started": "2026-11-22T10:00:00Z",
                      "finished": "2026-11-22T10:00:02Z", "duration_s": 2.0, "host": "lab-1",
-                     "executor": "local", "durations": {"simulate[noise=0.1]": 1.5}},
+                     "executor": "local", "durations": {"simulate[noise=0.1]": 1.5},
+                     "python_executable": "/usr/bin/python3"},
     }
 
 

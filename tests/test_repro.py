@@ -125,3 +125,23 @@ def test_bundled_investigation_reproduces_dossier_included(tmp_path):
     statuses = {n["node"]: n["status"] for n in rep["nodes"]}
     assert statuses["dossier"] == "match" and set(statuses.values()) == {"match"}
     assert (root / "dossier" / "index.html").exists() and (root / "dossier" / "dossier.json").exists()
+    _validate_real_records(root)
+
+
+def _validate_real_records(root: Path) -> None:
+    """The records the investigation really wrote satisfy the published JSON Schemas."""
+    import jsonschema
+
+    schema = {name: json.loads((REPO / "docs" / "schemas" / f"{name}.schema.json").read_text())
+              for name in ("StepResult", "RunManifest", "Dossier", "ExperimentRequest")}
+    actions = list((root / "cas" / "actions").glob("*/*"))
+    assert len(actions) >= 15
+    for p in actions:
+        jsonschema.validate(json.loads(p.read_text()), schema["StepResult"])
+    manifests = list((root / "runs").glob("*/manifest.json"))
+    assert manifests
+    for p in manifests:
+        jsonschema.validate(json.loads(p.read_text()), schema["RunManifest"])
+    dossier = json.loads((root / "dossier" / "dossier.json").read_text())
+    jsonschema.validate(dossier, schema["Dossier"])
+    jsonschema.validate(dossier["experiment"], schema["ExperimentRequest"])

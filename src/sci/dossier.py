@@ -60,7 +60,16 @@ def prepare(node, outcomes: dict, graph, store, experiment: dict | None, environ
         "dossier_node": node.name,
     }
     text = canonical.dumps_text(doc)
-    return {"dossier_input": digest_bytes(text.encode())}, {INPUT_FILE: text}
+    return {"dossier_input": digest_bytes(text.encode()), "implementation": implementation_digest()}, {INPUT_FILE: text}
+
+
+def implementation_digest() -> str:
+    """The dossier is written by sci's own code, not the workspace's: its source files count
+    as the node's code, so a changed page layout rebuilds the dossier even within one version."""
+    here = Path(__file__).parent
+    parts = {name: digest_bytes((here / name).read_bytes())
+             for name in ("dossier.py", "dossier_page.py", "dag_svg.py", "citation.py", "canonical.py")}
+    return digest_bytes(canonical.dumps(parts))
 
 
 def lineage(evidence: list[str], results: list[dict], edges: list[list[str]]) -> dict[str, Any]:
@@ -100,7 +109,10 @@ def lineage(evidence: list[str], results: list[dict], edges: list[list[str]]) ->
 
 
 def assemble(doc: dict) -> dict:
-    """The Dossier record (without its own digest-derived citation version filled in yet)."""
+    """The Dossier record, sealed: `citation.version` is the digest of everything else."""
+    from sci.citation import citation_block, seal
+    from sci.dossier_page import reproduce_commands
+
     experiment = doc.get("experiment") or {}
     dossier = {
         "format": DOSSIER_FORMAT,
@@ -111,18 +123,10 @@ def assemble(doc: dict) -> dict:
         "evidence": doc["evidence"],
         "lineage": doc["lineage"],
         "environment": doc["environment"],
-        "reproduce": ["sci build " + doc["dossier_node"], "sci repro-check " + doc["dossier_node"]],
-        "citation": {
-            "title": experiment.get("title"),
-            "authors": experiment.get("authors", []),
-            "license": experiment.get("license"),
-            "keywords": experiment.get("keywords", []),
-            "version": None,
-        },
+        "reproduce": reproduce_commands(doc["dossier_node"]),
+        "citation": citation_block(experiment),
     }
-    # The version is the digest of the dossier without it: stable, and checkable by anyone.
-    dossier["citation"]["version"] = digest_bytes(canonical.dumps(dossier))
-    return dossier
+    return seal(dossier)
 
 
 def build_step(ctx) -> None:
@@ -133,17 +137,11 @@ def build_step(ctx) -> None:
     dossier = assemble(doc)
     (out_dir / "dossier.json").write_bytes(canonical.dumps(dossier) + b"\n")
     evidence_files = {e["path"]: Path(e["path"]).read_bytes() for e in dossier["evidence"] if Path(e["path"]).exists()}
-    try:
-        from sci.dossier_page import render_html
-    except ImportError:
-        render_html = None
-    if render_html is not None:
-        (out_dir / "index.html").write_bytes(render_html(dossier, evidence_files))
-    try:
-        from sci import citation
-    except ImportError:
-        citation = None
-    if citation is not None and dossier["experiment"]:
+    from sci import citation
+    from sci.dossier_page import render_html
+
+    (out_dir / "index.html").write_bytes(render_html(dossier, evidence_files))
+    if dossier["experiment"]:
         exp, version = dossier["experiment"], dossier["citation"]["version"]
         parents: list[dict] = []  # other works this one builds on; evidence is listed in the dossier
         (out_dir / "CITATION.cff").write_text(citation.cff(exp, version, parents), encoding="utf-8")

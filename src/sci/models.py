@@ -114,6 +114,8 @@ class KeyComponents(_Record):
     params: dict[str, Any] = Field(description="Declared dotted param key -> value.")
     environment: Digest = Field(description="Digest of the environment fingerprint.")
     seed: int = Field(description="The node's seed.")
+    inputs: dict[str, Digest] | None = Field(
+        default=None, description="Extra inputs by digest: the dossier step's input document ('dossier_input').")
 
 
 class StepVolatile(_Record):
@@ -124,6 +126,13 @@ class StepVolatile(_Record):
     duration_s: float = Field(ge=0, description="Wall-clock seconds the step ran.")
     host: str = Field(description="Host name of the machine that ran the step.")
     executor: str = Field(description="Executor that ran the step, e.g. 'local' or 'ray'.")
+
+
+class EnvironmentFingerprint(_Record):
+    """The environment fingerprint, each component separately so a change can be named."""
+
+    components: dict[str, Any] = Field(description="Component name -> value (versions, digests, ...).")
+    digest: Digest = Field(description="BLAKE3 of the canonical components.")
 
 
 class StepRecord(_Record):
@@ -142,19 +151,14 @@ class StepRecord(_Record):
     stdout: Digest = Field(description="Digest of the captured standard output (a blob).")
     stderr: Digest = Field(description="Digest of the captured standard error (a blob).")
     metrics: dict[str, Any] = Field(description="Metrics the step recorded (JSON values).")
+    environment: EnvironmentFingerprint = Field(
+        description="The environment fingerprint the node ran in, component by component (its digest is in the key).")
 
 
 class StepResult(StepRecord):
     """An action result: the CAS's record of one executed node, stored under its key."""
 
     volatile: StepVolatile = Field(description="Timestamps, host and executor: excluded from comparisons.")
-
-
-class EnvironmentFingerprint(_Record):
-    """The environment fingerprint, each component separately so a change can be named."""
-
-    components: dict[str, Any] = Field(description="Component name -> value (versions, digests, ...).")
-    digest: Digest = Field(description="BLAKE3 of the canonical components.")
 
 
 class PlanEntry(_Record):
@@ -178,6 +182,7 @@ class RunVolatile(_Record):
     host: str = Field(description="Host name of the machine that ran sci.")
     executor: str = Field(description="Executor used, e.g. 'local' or 'ray'.")
     durations: dict[str, float] = Field(description="Node -> seconds it ran (executed nodes only).")
+    python_executable: str = Field(description="The Python interpreter that ran sci.")
 
 
 class RunManifest(_Record):
@@ -185,6 +190,7 @@ class RunManifest(_Record):
 
     format: Literal[RECORD_FORMAT] = Field(description="Record format version.")
     type: Literal["sci.run_manifest"] = Field(description="Record type tag.")
+    kind: Literal["build", "repro-check"] = Field(description="What the run did: a build, or a repro-check's rebuild.")
     sci_version: str = Field(description="Version of sci that wrote the manifest.")
     git_commit: str | None = Field(description="HEAD commit of the workspace's git repository, or null.")
     pipeline_digest: Digest = Field(description="BLAKE3 of sci.yaml.")

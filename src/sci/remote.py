@@ -131,10 +131,11 @@ def _copy_into(src: str, dst_fd: int) -> None:
                     raise
                 break
         while chunk := os.read(src_fd, CHUNK):
-            _write_all(dst_fd, chunk)
+            write_all(dst_fd, chunk)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """os.write until every byte is written (a write may be short)."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -205,7 +206,7 @@ class DirectoryRemote(Remote):
         try:
             try:
                 if isinstance(data, (bytes, bytearray, memoryview)):
-                    _write_all(fd, data)
+                    write_all(fd, data)
                 else:
                     _copy_into(os.fspath(data), fd)
             finally:
@@ -357,7 +358,7 @@ class HttpRemote(Remote):
         resp = self._request("PUT", path, body, headers)
         # A parent collection is missing: WebDAV says 409; nginx without create_full_put_path
         # says 500 (its rename into the missing directory failed). MKCOL, then try once more.
-        if resp.status in (409, 500) and "/" in relpath:
+        if resp.status in (409, 500):
             resp.read()
             self._mkcol(path.rsplit("/", 1)[0] + "/")
             resp = self._request("PUT", path, body, headers)
@@ -523,6 +524,10 @@ class S3Remote(Remote):
         try:
             if isinstance(data, (bytes, bytearray, memoryview)):
                 self._client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data))
+            elif os.stat(data).st_size < self.MULTIPART_THRESHOLD:
+                # One streamed PUT: the transfer manager would start a thread pool per file.
+                with open(data, "rb") as body:
+                    self._client.put_object(Bucket=self.bucket, Key=key, Body=body)
             else:
                 config = TransferConfig(multipart_threshold=self.MULTIPART_THRESHOLD,
                                         multipart_chunksize=16 * 1024 * 1024, max_concurrency=4)

@@ -116,6 +116,16 @@ class Pipeline(_Strict):
     remotes: dict[str, Union[str, RemoteSpec]] = Field(default_factory=dict, description="Named remote stores.")
     steps: dict[str, Step] = Field(description="The steps, by name.")
 
+    @model_validator(mode="after")
+    def _dossier_needs_experiment(self) -> "Pipeline":
+        if any(s.kind == "dossier" for s in self.steps.values()):
+            exp = self.experiment
+            if exp is None or not exp.authors or not exp.license:
+                missing = "experiment:" if exp is None else "experiment.authors" if not exp.authors else "experiment.license"
+                raise ValueError(f"a dossier step needs {missing} (a dossier is cited: title, question, "
+                                 "at least one author and a license)")
+        return self
+
     @field_validator("steps")
     @classmethod
     def _names(cls, steps: dict[str, Step]) -> dict[str, Step]:

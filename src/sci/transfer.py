@@ -26,7 +26,7 @@ from blake3 import blake3
 from sci import canonical
 from sci.errors import StoreError, WorkFailed
 from sci.hashing import TreeEntry, digest_bytes, entries_from_document
-from sci.remote import Remote
+from sci.remote import Remote, write_all
 from sci.store import STORE_FORMAT, Store
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -334,12 +334,6 @@ def push(store: Store, remote: Remote, keys: Iterable[str], *, jobs: int = 8,
 
 
 # -- pull ------------------------------------------------------------------------------------
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 class _Sink:
     """One object streaming into the store's tmp/: hashed as its bytes pass, then written.
 
@@ -364,7 +358,7 @@ class _Sink:
         self.hasher.update(chunk)
         if self._queue is None:
             if self.size <= THREADED_WRITE_AFTER:
-                _write_all(self.fd, chunk)
+                write_all(self.fd, chunk)
                 return
             self._queue = queue.Queue(maxsize=_QUEUE_CHUNKS)
             self._thread = threading.Thread(target=self._writer, name="sci-pull-write", daemon=True)
@@ -378,7 +372,7 @@ class _Sink:
         while (chunk := self._queue.get()) is not None:
             if self._error is None:  # after an error keep draining, so write() never blocks
                 try:
-                    _write_all(self.fd, chunk)
+                    write_all(self.fd, chunk)
                 except OSError as exc:
                     self._error = exc
 

@@ -1,0 +1,38 @@
+"""doctor, schema and --version through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import REPO, Sci, no_traceback
+
+
+def test_version(tmp_path):
+    proc = Sci(tmp_path)("--version")
+    assert proc.stdout.strip().startswith("sci ")
+
+
+def test_doctor_json_and_require_gpu(ws):
+    sci = ws({"sci.yaml": "version: 1\nsteps:\n  a:\n    cmd: echo > {outs}\n    outs: [a.txt]\n"})
+    sci.build()
+    report = json.loads(sci("doctor", "--json").stdout)
+    assert report["python"]["version"].count(".") == 2
+    assert report["store"]["format"] == "sci-store 1"
+    text = sci("doctor").stdout
+    assert "store" in text and "python" in text
+    if not report["gpus"]:
+        proc = sci("doctor", "--require-gpu", check=2)
+        assert "no usable GPU" in proc.stderr and no_traceback(proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1 or "sci: error" in proc.stderr.splitlines()[-1]
+
+
+def test_schema_command_matches_the_published_schemas(tmp_path):
+    sci = Sci(tmp_path)
+    printed = json.loads(sci("schema").stdout)
+    assert set(printed) == {"ExperimentRequest", "RunManifest", "StepResult", "Dossier"}
+    sci("schema", "-o", str(tmp_path / "out"))
+    for name in printed:
+        written = (tmp_path / "out" / f"{name}.schema.json").read_text()
+        assert written == (REPO / "docs" / "schemas" / f"{name}.schema.json").read_text()
+    proc = sci("schema", "Nope", check=2)
+    assert "no schema named 'Nope'" in proc.stderr
