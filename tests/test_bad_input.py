@@ -107,3 +107,27 @@ def test_unknown_target_is_a_usage_error(ws):
     sci = ws({"sci.yaml": _yaml(GOOD_STEP)})
     proc = sci("build", "b", check=2)
     assert "target 'b' names no node" in proc.stderr
+
+
+def test_missing_code_path_and_fn_module_are_located_before_anything_runs(ws):
+    sci = ws({"sci.yaml": _yaml("  a:\n    cmd: echo > {outs}\n    code: [nope.py]\n    outs: [a.txt]\n")})
+    err = sci("build", check=2).stderr
+    assert "sci.yaml:5:12: step a: code path 'nope.py' does not exist" in err
+    (ws.root / "nope.py").write_text("")
+    sci("build", "a")  # cached plan must notice the file going away again
+    (ws.root / "nope.py").unlink()
+    assert "code path 'nope.py' does not exist" in sci("build", "a", check=2).stderr
+    (ws.root / "sci.yaml").write_text(_yaml("  b:\n    fn: rules.gone:run\n    outs: [b.txt]\n"))
+    err = sci("build", check=2).stderr
+    assert "sci.yaml:4:9: step b: module 'rules.gone' is not a file in the workspace" in err
+
+
+def test_unknown_key_in_a_remote_names_the_remote_fields(ws):
+    sci = ws({"sci.yaml": "version: 1\nremotes:\n  default: {url: /tmp/x, endpoint: y}\nsteps:\n" + GOOD_STEP})
+    err = sci("build", check=2).stderr
+    assert "unknown key 'endpoint'" in err and "did you mean 'endpoint_url'?" in err
+
+
+def test_unknown_link_mode_is_a_usage_error(ws):
+    sci = ws({"sci.yaml": _yaml(GOOD_STEP)}, env={"SCI_LINK": "reflonk"})
+    assert "SCI_LINK='reflonk' is not a materialization mode" in sci("build", check=2).stderr

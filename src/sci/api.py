@@ -99,7 +99,7 @@ def _write_pickle(path: Path, value: Any) -> None:
 def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | None = None) -> Loaded:
     from sci import params as params_mod
     from sci.determinism import derive_seed
-    from sci.graph import build_graph
+    from sci.graph import build_graph, check_code
     from sci.plan import expand, render_commands
     from sci.resources import load_hardware
 
@@ -116,6 +116,7 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
     reserved = tuple(RESERVED) + _store_reserved(ws, store_cfg)
     nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
     graph = build_graph(nodes, ws.root, pos, reserved=reserved)
+    check_code(nodes, ws.root, pos)
     render_commands(list(graph.nodes.values()), params, pos)
     return Loaded(
         ws=ws, graph=graph, pos=pos, params=params,
@@ -191,6 +192,10 @@ def _still_valid(loaded: Loaded) -> bool:
         for s in srcs:
             if s.producer is None and not os.path.exists(root / s.path):
                 return False  # re-plan, so the missing dep is reported with its location
+    for node in loaded.graph.nodes.values():
+        for path in node.code:
+            if not os.path.exists(root / path) and not any(c in path for c in "*?["):
+                return False
     return True
 
 
@@ -236,6 +241,7 @@ class BuildReport:
     outcomes: dict[str, Any]
     order: list[str]
     manifest: dict | None = None
+    remote: dict | None = None  # what the remote cache did: look-ups, hits, objects and bytes fetched
 
     @property
     def ok(self) -> bool:
@@ -254,6 +260,7 @@ class BuildReport:
             "counts": self.counts(),
             "nodes": [{"node": n, "status": self.outcomes[n].status.value, "key": self.outcomes[n].key,
                        "error": self.outcomes[n].error} for n in self.order],
+            "remote": self.remote,
         }
 
 
@@ -267,7 +274,8 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
           keep_going: bool = False, overrides: list[str] | None = None, force: list[str] | None = None,
           wait: bool = True, emit: Callable[..., None] | None = None, argv: list[str] | None = None,
           executor: str = "local", link_mode: str | None = None, store: Path | None = None,
-          seed: int | None = None) -> BuildReport:
+          seed: int | None = None, remote: str | None = None, use_remote: bool = True,
+          remote_upload: bool = False) -> BuildReport:
     """Build `targets` (default: every node); raises StepFailed when a node failed."""
     from sci.executors import make_executor
     from sci.inputs import Resolver
@@ -285,6 +293,8 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         store = _store(loaded, store)
         stat_cache = StatCache(ws.state_dir / "statcache")
         env = environment_records(loaded, stat_cache, [graph.nodes[n] for n in selected])
+        jobs = jobs or loaded.hardware.cpu or 1
+        ex = make_executor(executor, jobs=jobs)  # an unknown executor fails before any record
         run_id = records.new_run_id()
         run_dir = ws.runs_dir / run_id
         log = records.RunLog(run_dir)
@@ -293,12 +303,18 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
             log.write(event, node, level="error" if event == "node_failed" else "info", **data)
             emit(event, node, **data)
 
-        jobs = jobs or loaded.hardware.cpu or 1
         emit_all("build_started", None, targets=list(targets or []), nodes=len(selected), jobs=jobs)
         resolver = Resolver(ws.root, graph, stat_cache, store, env["cpu"]["digest"],
                             env.get("gpu", {}).get("digest"))
         state = records.State(ws.state_dir / "state.json")
-        ex = make_executor(executor, jobs=jobs)
+        mode = link_mode or os.environ.get("SCI_LINK", "copy")
+        from sci.store import MATERIALIZE_MODES
+
+        if mode not in MATERIALIZE_MODES:
+            from sci.errors import UserError
+
+            raise UserError(f"SCI_LINK={mode!r} is not a materialization mode",
+                            hint=f"use one of {', '.join(MATERIALIZE_MODES)} (copy is the safe default)")
 
         def prepare(node, outcomes):
             if node.kind != "dossier":
@@ -307,12 +323,24 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
 
             return dossier.prepare(node, outcomes, graph, store, loaded.experiment, env["cpu"], ws.root)
 
+        cache = None
+        if use_remote and (loaded.remotes or os.environ.get("SCI_REMOTE") or remote):
+            from sci.remote_cache import open_remote_cache
+
+            cache = open_remote_cache(store, loaded.remotes, remote, ws.root, emit_all)
         sched = Scheduler(root=ws.root, graph=graph, resolver=resolver, store=store, state=state,
+                          remote=cache, requested=graph.requested(list(targets or []), ws.root),
                           stat_cache=stat_cache, executor=ex, pools=Pools(loaded.hardware, jobs), emit=emit_all,
                           environment=env, keep_going=keep_going, force=forced, prepare=prepare,
-                          link_mode=link_mode or os.environ.get("SCI_LINK", "copy"), python=sys.executable)
+                          link_mode=mode, python=sys.executable)
         try:
             outcomes = sched.run(selected)
+            if remote_upload and cache is not None:
+                from sci.transfer import push
+
+                built = [o.key for o in outcomes.values() if o.status.value == "executed" and o.key]
+                up = push(store, cache.remote, built)
+                emit_all("remote_upload", None, **up.to_json())
         finally:
             ex.close()
             stat_cache.save()
@@ -332,6 +360,8 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
                                                        for s in ("cached", "executed", "failed", "skipped")})
             log.close()
         report = BuildReport(run_id, run_dir, outcomes, selected, man)
+        if cache is not None:
+            report.remote = {"lookups": cache.looked_up, "hits": cache.hits, **cache.stats.to_json()}
     if not report.ok:
         failed = [n for n in selected if outcomes[n].status.value == "failed"]
         first = outcomes[failed[0]] if failed else None
@@ -348,9 +378,20 @@ def _forced(graph: Graph, force: list[str], root: Path) -> set[str]:
     for f in force:
         if f in graph.nodes:
             out.add(f)
-        else:
-            sel = graph.select([f], root)  # a step or output: force its own nodes, not upstream
-            out.update(n for n in sel if graph.nodes[n].step == f or f not in (m.step for m in graph.nodes.values()))
+            continue
+        step_nodes = [n for n, m in graph.nodes.items() if m.step == f]
+        if step_nodes:
+            out.update(step_nodes)
+            continue
+        from sci.graph import _rel_target
+
+        rel = _rel_target(f, root)
+        owner = graph._owner_of(rel) if rel is not None else None
+        if owner is None:
+            from sci.errors import TargetError
+
+            raise TargetError(f"--force {f!r} names no node, step or output", hint="run `sci dag` to list the nodes")
+        out.add(owner)  # an output path forces its own node, not the nodes upstream of it
     return out
 
 
@@ -423,7 +464,7 @@ def status(ws: Workspace, targets: list[str] | None = None, *, overrides: list[s
                 if not p.exists() or stat_cache.path_digest(p, r["path"]) != r["digest"]:
                     restore.append(r["path"])
             out.append(NodeStatus(name, "restore" if restore else "up to date", key,
-                                  [f"outputs missing: {p} (restored from the store, nothing runs)" for p in restore]))
+                                  [f"outputs missing or edited: {p} (restored from the store, nothing runs)" for p in restore]))
             continue
         unknown.add(name)
         reasons: list[str]
@@ -521,3 +562,83 @@ def _store_root_only(ws: Workspace) -> Path:
         return ws.store_root(doc.get("store"))
     except SciError:
         return ws.store_root()
+
+
+# -- remotes ---------------------------------------------------------------------------------
+def _remote(loaded: Loaded, name: str | None):
+    from sci.errors import UserError
+    from sci.remote import open_remote, select_remote
+
+    chosen = select_remote(loaded.remotes, name)
+    if chosen is None:
+        raise UserError("no remote store is configured",
+                        hint="set SCI_REMOTE, or add `remotes: {default: URL}` to sci.yaml (docs/remotes.md)")
+    return open_remote(chosen[1], name=chosen[0], base_dir=loaded.ws.root)
+
+
+def push(ws: Workspace, targets: list[str] | None = None, *, remote: str | None = None, jobs: int = 8,
+         progress=None) -> dict:
+    """Copy the latest action results of the selected nodes, and the objects they need, to a remote."""
+    from sci.transfer import push as run_push
+
+    loaded = load(ws)
+    selected = loaded.graph.select(list(targets or []), ws.root)
+    store = _store(loaded)
+    state = records.State(ws.state_dir / "state.json")
+    keys, missing = [], []
+    for name in selected:
+        last = state.get(name)
+        if last and store.get_action(last["key"]) is not None:
+            keys.append(last["key"])
+        else:
+            missing.append(name)
+    stats = run_push(store, _remote(loaded, remote), keys, jobs=jobs, progress=progress)
+    return {"pushed_actions": len(keys), "not_built": missing, **stats.to_json()}
+
+
+def pull(ws: Workspace, targets: list[str] | None = None, *, remote: str | None = None, jobs: int = 8,
+         progress=None) -> dict:
+    """Fetch the action results of the selected nodes' current keys, and every object they need.
+
+    Keys are computed as a build would (a node's key needs its upstream's outputs), so a node
+    the remote lacks leaves its dependants unknown: they are reported, not guessed.
+    """
+    from sci.inputs import Resolver
+    from sci import keys as keys_mod
+    from sci.transfer import TransferStats, fetch_action, pull as run_pull
+
+    loaded = load(ws)
+    graph = loaded.graph
+    selected = graph.select(list(targets or []), ws.root)
+    store = _store(loaded)
+    stat_cache = StatCache(ws.state_dir / "statcache")
+    env = environment_records(loaded, stat_cache, [graph.nodes[n] for n in selected])
+    resolver = Resolver(ws.root, graph, stat_cache, store, env["cpu"]["digest"], env.get("gpu", {}).get("digest"))
+    rem = _remote(loaded, remote)
+    total = TransferStats()
+    fetched, absent, unknown = [], [], []
+    known_keys: dict[str, Any] = {}
+    for name in selected:
+        node = graph.nodes[name]
+        if any(u not in resolver.outputs for u in graph.upstream[name]):
+            unknown.append(name)
+            continue
+        extra = None
+        if node.kind == "dossier":
+            from sci import dossier
+
+            extra, _ = dossier.prepare(node, known_keys, graph, store, loaded.experiment, env["cpu"], ws.root)
+        key = keys_mod.key_of(resolver.components(node, extra))
+        action = fetch_action(store, rem, key)
+        if action is None:
+            absent.append(name)
+            continue
+        stats = run_pull(store, rem, [key], outputs=True, jobs=jobs, progress=progress)
+        for k, v in stats.to_json().items():
+            if isinstance(v, int):
+                setattr(total, k, getattr(total, k) + v)
+        resolver.outputs[name] = action["outputs"]
+        known_keys[name] = _KeyOnly(key)
+        fetched.append(name)
+    stat_cache.save()
+    return {"pulled_nodes": fetched, "not_on_remote": absent, "unknown": unknown, **total.to_json()}

@@ -24,9 +24,11 @@ import stat as stat_mod
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
 
 from blake3 import blake3
 
@@ -346,7 +348,7 @@ def _check_headers(bundle: Path, infos: list[zipfile.ZipInfo], limits: Limits) -
         by_name[info.filename] = info
     # Members whose data overlap are how non-recursive zip bombs reuse one stream many times.
     spans = sorted((i.header_offset, i.header_offset + 30 + _name_len(i) + i.compress_size, i.filename) for i in infos)
-    for (_, end, name), (start, _, nxt) in zip(spans, spans[1:]):
+    for (_, end, name), (start, _, nxt) in pairwise(spans):
         if start < end:
             raise bad(nxt, f"its data overlaps {name!r} (zip bomb)")
     return by_name
@@ -373,8 +375,10 @@ def read_manifest(bundle: Path, zf: zipfile.ZipFile, infos: dict[str, zipfile.Zi
     try:
         manifest = canonical.loads(data)
         rows = manifest["members"]
-        ok = (manifest.get("type") == BUNDLE_TYPE and isinstance(rows, list)
-              and isinstance(manifest.get("nodes"), dict) and isinstance(manifest.get("target"), str))
+        nodes = manifest.get("nodes")
+        ok = (manifest.get("type") == BUNDLE_TYPE and isinstance(rows, list) and isinstance(nodes, dict)
+              and all(isinstance(k, str) and re.fullmatch(r"[0-9a-f]{64}", str(v)) for k, v in nodes.items())
+              and isinstance(manifest.get("target"), str))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         ok = False
     if not ok:
@@ -412,21 +416,16 @@ def _read_member(bundle: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> by
 def _extract_verified(bundle: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, row: dict, dest: Path | None) -> None:
     """Stream one member (to `dest`, or nowhere) and check its size and digest (WorkFailed)."""
     hasher, size = blake3(), 0
-    fh = open(dest, "wb") if dest is not None else None
     try:
-        with zf.open(info) as src:
+        with zf.open(info) as src, open(dest if dest is not None else os.devnull, "wb") as fh:
             while chunk := src.read(_CHUNK):
                 size += len(chunk)
                 if size > row["size"]:
                     break
                 hasher.update(chunk)
-                if fh is not None:
-                    fh.write(chunk)
+                fh.write(chunk)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise WorkFailed(f"{bundle}: member {info.filename!r} is damaged ({exc})") from None
-    finally:
-        if fh is not None:
-            fh.close()
     if size != row["size"] or hasher.hexdigest() != row["digest"]:
         raise WorkFailed(f"{bundle}: member {info.filename!r} does not match its digest in {MANIFEST}",
                          hint="the bundle was altered or damaged after export; nothing was imported")

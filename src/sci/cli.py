@@ -43,8 +43,12 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another sci holds the workspace lock.")
 @click.option("--executor", default="local", show_default=True, help="Where nodes run: local or ray.")
+@click.option("--remote", "remote", metavar="NAME", help="Consult this remote store (default: remotes.default / SCI_REMOTE).")
+@click.option("--no-remote", is_flag=True, help="Do not consult any remote store.")
+@click.option("--remote-upload", is_flag=True, help="Push what this build produced to the remote.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list cached nodes.")
-def build(targets, jobs, keep_going, dry_run, overrides, force, as_json, no_wait, executor, verbose) -> None:
+def build(targets, jobs, keep_going, dry_run, overrides, force, as_json, no_wait, executor, remote, no_remote,
+          remote_upload, verbose) -> None:
     """Build TARGETS (node names, step names or output paths; default: everything)."""
     from sci import api, console
 
@@ -62,7 +66,8 @@ def build(targets, jobs, keep_going, dry_run, overrides, force, as_json, no_wait
     try:
         report = api.build(ws, list(targets), jobs=jobs, keep_going=keep_going, overrides=list(overrides),
                            force=list(force), wait=not no_wait, emit=rep, argv=["build", *sys.argv[2:]],
-                           executor=executor)
+                           executor=executor, remote=remote, use_remote=not no_remote,
+                           remote_upload=remote_upload)
     except Exception as exc:
         rep.close() if hasattr(rep, "close") else None
         report = getattr(exc, "report", None)
@@ -217,6 +222,64 @@ def schema(out_dir, name) -> None:
             raise UserError(f"no schema named {name!r}", hint=f"choose one of {', '.join(sorted(schemas))}")
         schemas = {name: schemas[name]}
     _print_json(schemas)
+
+
+def _transfer_progress(verb: str):
+    """A rich progress bar on a terminal; nothing otherwise (the summary line says it all)."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    task = bar.add_task(verb, total=None)
+    bar.start()
+
+    def on_event(event) -> None:
+        bar.advance(task)
+
+    return on_event, bar.stop
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option("--remote", metavar="NAME", help="Remote to push to (default: remotes.default / SCI_REMOTE).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=8, show_default=True, help="Parallel transfers.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+def push(targets, remote, jobs, as_json) -> None:
+    """Copy the latest results of TARGETS (default: every node) and their objects to a remote."""
+    from sci import api
+
+    progress, stop = _transfer_progress("push")
+    try:
+        out = api.push(_ws(), list(targets), remote=remote, jobs=jobs, progress=progress)
+    finally:
+        stop()
+    if as_json:
+        _print_json(out)
+    click.echo(f"sci: pushed {out['pushed_actions']} results: {out['objects']} objects ({out['bytes']} bytes) sent, "
+               f"{out['skipped']} already there" + (f"; not built: {', '.join(out['not_built'])}" if out["not_built"] else ""),
+               err=True)
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option("--remote", metavar="NAME", help="Remote to pull from (default: remotes.default / SCI_REMOTE).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=8, show_default=True, help="Parallel transfers.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+def pull(targets, remote, jobs, as_json) -> None:
+    """Fetch the results of TARGETS' current keys (default: every node) and their objects."""
+    from sci import api
+
+    progress, stop = _transfer_progress("pull")
+    try:
+        out = api.pull(_ws(), list(targets), remote=remote, jobs=jobs, progress=progress)
+    finally:
+        stop()
+    if as_json:
+        _print_json(out)
+    click.echo(f"sci: pulled {len(out['pulled_nodes'])} results: {out['objects']} objects ({out['bytes']} bytes) "
+               f"received, {out['skipped']} already here"
+               + (f"; not on the remote: {', '.join(out['not_on_remote'])}" if out["not_on_remote"] else ""), err=True)
 
 
 def main() -> None:

@@ -45,6 +45,8 @@ class PlainReporter:
         elif event == "node_skipped":
             self.done += 1
             _err(f"  skipped   {node} (upstream {data.get('because')} failed)")
+        elif event == "warning":
+            _err(f"sci: warning: {data.get('message')}")
 
     def close(self) -> None:
         pass

@@ -11,7 +11,6 @@ function of the input, so `sci repro-check dossier` can pass.
 from __future__ import annotations
 
 import json
-import mimetypes
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,15 @@ DOSSIER_FORMAT = 1
 def prepare(node, outcomes: dict, graph, store, experiment: dict | None, environment: dict,
             root: Path) -> tuple[dict[str, str], dict[str, str]]:
     """(extra key inputs, files for the sandbox) for a dossier node whose upstream is done."""
+    from sci.dossier_page import media_type_for
+
     indexed = sorted(n for n, m in graph.nodes.items() if m.step in node.dossier_steps)
     results = []
     for name in indexed:
         oc = outcomes.get(name)
         if oc is None or oc.key is None:
             continue
-        rec = store.get_action(oc.key)
+        rec = getattr(oc, "result", None) or store.get_action(oc.key)
         if rec is not None:
             results.append(records.without_volatile(rec))
     names = set(indexed)
@@ -49,7 +50,7 @@ def prepare(node, outcomes: dict, graph, store, experiment: dict | None, environ
                 digest = digest_file(root / path)
             rec = {"path": path, "digest": digest, "size": (root / path).stat().st_size, "type": "file"}
         evidence.append({"path": path, "digest": rec["digest"], "size": rec["size"],
-                         "media_type": mimetypes.guess_type(path)[0] or "application/octet-stream"})
+                         "media_type": media_type_for(path)})
     doc = {
         "experiment": experiment,
         "nodes": results,

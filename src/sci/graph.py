@@ -71,6 +71,13 @@ class Graph:
         """Targets (node names, step names, output paths) → the nodes to build, in order."""
         if not targets:
             return list(self.order)
+        keep = self.closure(self.requested(targets, root))
+        return [n for n in self.order if n in keep]
+
+    def requested(self, targets: list[str], root: Path) -> set[str]:
+        """The nodes the targets name themselves (without what they depend on)."""
+        if not targets:
+            return set(self.order)
         wanted: set[str] = set()
         by_step: dict[str, list[str]] = {}
         for name, n in self.nodes.items():
@@ -92,8 +99,7 @@ class Graph:
             close = difflib.get_close_matches(t, list(self.nodes) + list(by_step), n=1)
             hint = f"did you mean '{close[0]}'?" if close else "run `sci dag` to list the nodes"
             raise TargetError(f"target {t!r} names no node, step or output", hint=hint)
-        keep = self.closure(wanted)
-        return [n for n in self.order if n in keep]
+        return wanted
 
     def _owner_of(self, rel: str) -> str | None:
         p = rel
@@ -296,3 +302,25 @@ def _order(nodes: dict[str, Node], up: dict[str, list[str]], down: dict[str, lis
             if indeg[m] == 0:
                 heapq.heappush(heap, (-priority[m], m))
     return order, priority
+
+
+def check_code(nodes: list[Node], root: Path, pos: Positions) -> None:
+    """Every declared code path and every `fn` module exists, else a located error (exit 2)."""
+    from sci.errors import SpecError
+
+    seen: set[tuple] = set()
+    for n in nodes:
+        if n.step in seen:
+            continue
+        seen.add(n.step)
+        for i, path in enumerate(n.code):
+            if not GLOB_CHARS.search(path) and not (root / path).exists():
+                raise SpecError(f"step {n.step}: code path {path!r} does not exist", location=pos.at(n.origin + ("code", i)),
+                                hint="fix the path under code:, or create the file")
+        if n.kind == "fn":
+            module = n.fn.split(":")[0]
+            base = root.joinpath(*module.split("."))
+            if not (base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()):
+                raise SpecError(f"step {n.step}: module {module!r} is not a file in the workspace",
+                                location=pos.at(n.origin + ("fn",)),
+                                hint=f"create {module.replace('.', '/')}.py, or fix the module name in fn:")

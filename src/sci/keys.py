@@ -29,6 +29,8 @@ def definition(node: Node, env_values: dict[str, str]) -> dict[str, Any]:
         "determinism": node.determinism,
         "env": env_values,
         "evidence": list(node.evidence) if node.kind == "dossier" else None,
+        # OMP/MKL/torch thread counts follow resources.cpu, and can change floating-point bytes.
+        "threads": max(1, int(node.resources["cpu"])),
     }
 
 

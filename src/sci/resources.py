@@ -78,12 +78,14 @@ def load_hardware(root: Path) -> Hardware:
             raise SpecError(f"{key} must be a non-negative number", location=pos.at((key,)), hint="e.g. cpu: 8")
         return kind(v)
 
-    if "cpu" not in data or "mem_gb" not in data:
+    if "cpu" not in data or "mem_gb" not in data or "gpus" not in data:
         detected = detect()
     cpu = num("cpu", int) if "cpu" in data else detected.cpu
     mem = num("mem_gb", float) if "mem_gb" in data else detected.mem_gb
     gpus = []
-    raw_gpus = data.get("gpus", [])
+    if "gpus" not in data:
+        return Hardware(cpu=cpu, mem_gb=mem, gpus=list(detected.gpus), source=HARDWARE_FILE)
+    raw_gpus = data["gpus"] or []
     if isinstance(raw_gpus, int):
         raw_gpus = [{}] * raw_gpus
     if not isinstance(raw_gpus, list):

@@ -71,8 +71,12 @@ class Scheduler:
     prepare: Callable[[Node, dict[str, Outcome]], tuple[dict, dict]] | None = None
     link_mode: str = "copy"
     python: str = ""
-    remote_lookup: Callable[[str], dict | None] | None = None
+    remote: Any = None  # sci.remote_cache.RemoteCache, consulted on a local miss
+    requested: set[str] = field(default_factory=set)  # nodes whose outputs must land in the workspace
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    # Remote hits whose bytes nobody needed yet: (key, action). Fetched when a node that reads
+    # them must run; never, if every dependant is a hit too (build without the bytes).
+    remote_hits: dict[str, tuple[str, dict]] = field(default_factory=dict)
 
     # -- cache hits ----------------------------------------------------------------------
     def _cached_outputs(self, name: str, key: str) -> dict[str, dict] | None:
@@ -80,8 +84,6 @@ class Scheduler:
         if st is not None and st.get("key") == key and self.store.action_path(key).exists():
             return st["outputs"]
         action = self.store.get_action(key)
-        if action is None and self.remote_lookup is not None:
-            action = self.remote_lookup(key)
         if action is None or action.get("key") != key:
             return None
         outs = action["outputs"]
@@ -189,6 +191,20 @@ class Scheduler:
                             self.materialize(outs)
                         except StoreError:
                             outs = None
+                    if outs is None and name not in self.force and self.remote is not None:
+                        action = self.remote.lookup(key)
+                        if action is not None:
+                            lazy = name not in self.requested and all(
+                                r["type"] == "file" for r in action["outputs"].values())
+                            if lazy:
+                                self.remote_hits[name] = (key, action)
+                                self.emit("node_cached", name, key=key, remote=True)
+                                finish(name, Outcome(name, Status.CACHED, key=key, outputs=action["outputs"],
+                                                     result=action))
+                                continue
+                            if self.remote.fetch(key, action):
+                                outs = action["outputs"]
+                                self.materialize(outs)
                     if outs is not None:
                         self.state.put(name, key, outs)
                         self.emit("node_cached", name, key=key)
@@ -202,6 +218,10 @@ class Scheduler:
                     while runnable and self.pools.slots > 0:  # no free slot: nothing can start
                         item = heapq.heappop(runnable)
                         node = g.nodes[item[1]]
+                        if self._ensure_inputs(node):  # an input was rebuilt: key the node again
+                            pending.pop(node.name, None)
+                            heapq.heappush(ready, item)
+                            continue
                         gpus = self.pools.try_acquire(node.resources)
                         if gpus is None:
                             kept.append(item)
@@ -212,6 +232,8 @@ class Scheduler:
                         running[fut] = (node.name, gpus)
                     for item in kept:
                         heapq.heappush(runnable, item)
+                    if ready:
+                        continue  # a node went back to be keyed again
 
                 if not running:
                     for _, name in runnable:
@@ -238,6 +260,36 @@ class Scheduler:
         for name in selected:
             self.outcomes.setdefault(name, Outcome(name, Status.SKIPPED, error="an upstream node failed"))
         return self.outcomes
+
+    def _ensure_inputs(self, node: Node) -> bool:
+        """Bring the outputs of upstream remote hits into the store and workspace before `node`
+        runs. An upstream whose remote copy fails verification is rebuilt here; True then,
+        since `node`'s key may change."""
+        rebuilt = False
+        for u in self.graph.upstream[node.name]:
+            hit = self.remote_hits.pop(u, None)
+            if hit is None:
+                continue
+            key, action = hit
+            if self.remote.fetch(key, action):
+                self.materialize(action["outputs"])
+                self.state.put(u, key, action["outputs"])
+                continue
+            self._rebuild_now(self.graph.nodes[u])
+            rebuilt = True
+        return rebuilt
+
+    def _rebuild_now(self, node: Node) -> None:
+        """Run `node` at once, outside the pools (a rare recovery path: its remote copy was bad)."""
+        self._ensure_inputs(node)
+        comp = self.resolver.components(node)
+        key = keys.key_of(comp)
+        self.emit("node_started", node.name, key=key, gpus=[])
+        fut = self.executor.submit(self.make_task(node, [], {}))
+        outcome = self._complete(node, (key, comp, {}), fut)
+        self.outcomes[node.name] = outcome
+        if outcome.status is Status.EXECUTED:
+            self.resolver.outputs[node.name] = outcome.outputs
 
     def _skip_dependants(self, name: str, sel: set[str]) -> None:
         stack = list(self.graph.downstream[name])

@@ -66,6 +66,7 @@ class EnvSpec(_Strict):
 class RemoteSpec(_Strict):
     url: str = Field(description="Remote store URL: a directory, s3://, gs://, http(s)://.")
     endpoint_url: Optional[str] = Field(None, description="S3-compatible endpoint.")
+    region: Optional[str] = Field(None, description="S3 region, where the server needs one.")
 
 
 PathMap = Union[list[str], dict[str, str]]
@@ -136,7 +137,7 @@ class Pipeline(_Strict):
 
 
 _MODELS_BY_FIELD = {"steps": Step, "experiment": Experiment, "defaults": Defaults, "env": EnvSpec,
-                    "resources": Resources, "authors": Author}
+                    "resources": Resources, "authors": Author, "remotes": RemoteSpec}
 
 
 def _fields_at(loc: tuple) -> list[str]:
@@ -155,7 +156,7 @@ def _fields_at(loc: tuple) -> list[str]:
             return list(model.model_fields)
         model = nxt
         # steps.<name>, authors.<index> are containers: skip the container key
-        if part in ("steps", "authors") and i + 1 < len(parts):
+        if part in ("steps", "authors", "remotes") and i + 1 < len(parts):
             i += 1
         i += 1
     return list(model.model_fields)

@@ -120,7 +120,11 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------
     def _tmp_name(self) -> str:
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="w-")
+        try:
+            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="w-")
+        except FileNotFoundError:  # someone removed tmp/: make it again
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="w-")
         os.close(fd)
         return name
 
@@ -134,9 +138,10 @@ class Store:
         except FileNotFoundError:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
+        if _FSYNC:
+            _fsync_file(str(final.parent))
 
     def _write_atomic(self, final: Path, data: bytes, readonly: bool = True) -> None:
-        self.tmp.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp_name()
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -148,6 +153,12 @@ class Store:
         if not path.exists():
             self._write_atomic(path, data)
         return digest
+
+    def put_stream(self, fh) -> str:
+        """Store the whole content of an open binary file (e.g. a step's captured stdout)."""
+        fh.seek(0)
+        data = fh.read()
+        return self.put_bytes(data)
 
     def put_file(self, src: str | os.PathLike, digest: str | None = None, *, move: bool = False) -> str:
         """Store a file's bytes as a blob; with `move`, src may be renamed into the store."""
@@ -248,11 +259,13 @@ class Store:
     def materialize(self, rec: OutputRecord, dest: str | os.PathLike, mode: str = "copy") -> None:
         """Make `dest` hold exactly `rec`, replacing whatever is there, atomically per file."""
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.parent.is_dir():
+            dest.parent.mkdir(parents=True, exist_ok=True)
         if rec.type == "file":
             self._materialize_file(rec.digest, dest, mode, executable=False)
             return
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.sci-"))
+        os.chmod(staging, 0o755)  # mkdtemp makes 0700; a restored directory is an ordinary one
         try:
             for e in self.get_tree(rec.digest):
                 self._materialize_file(e.digest, staging / e.path, mode, e.executable)
@@ -274,7 +287,8 @@ class Store:
         if not src.exists():
             raise StoreError(f"object {digest[:12]} needed for {dest} is missing from the store",
                              hint="run `sci build` to rebuild it, or `sci pull`")
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not dest.parent.is_dir():
+            dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.sci-tmp-{os.getpid()}")
         if tmp.exists() or tmp.is_symlink():
             tmp.unlink()

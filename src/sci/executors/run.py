@@ -27,10 +27,6 @@ from sci.store import Store
 # toolchain needs to find its libraries. Everything else a step sees is declared (SPEC §2).
 PASSTHROUGH = ("LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "SSL_CERT_FILE", "TZ", "OPENBLAS_CORETYPE",
                "OPENBLAS_L2_SIZE", "SYSTEMROOT")
-STDOUT_NAME = ".sci-stdout"
-STDERR_NAME = ".sci-stderr"
-METRICS_NAME = ".sci-metrics.json"
-REQUEST_NAME = ".sci-request.json"
 
 
 def _now() -> str:
@@ -68,8 +64,6 @@ def step_environment(task: Task, cwd: Path) -> dict[str, str]:
     path = os.environ.get("PATH", os.defpath)
     env = {
         "PATH": f"{python_dir}{os.pathsep}{path}" if python_dir else path,
-        "HOME": str(cwd / ".sci-home"),
-        "TMPDIR": str(cwd / ".sci-tmp"),
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONPATH": str(cwd),
@@ -84,28 +78,44 @@ def step_environment(task: Task, cwd: Path) -> dict[str, str]:
     return env
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def _tail(fh, lines: int = 20) -> str:
+    """The last lines of an open log file."""
     try:
-        data = path.read_bytes()[-8192:]
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - 8192))
+        data = fh.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def _tail_blob(store: Store, digest: str, lines: int = 20) -> str:
+    try:
+        data = store.read_blob(digest)[-8192:]
     except OSError:
         return ""
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
 
 def run_task(task: Task, track: Callable[[str, int | None], None] | None = None) -> TaskResult:
-    """Run `task` to completion and return what happened; never raises for step failures."""
-    store = Store(Path(task.store))
+    """Run `task` to completion and return what happened; never raises for step failures.
+
+    Directory operations are the slow part of a sandbox on many filesystems, so a task makes
+    one directory, its box: the working directory of a sandboxed step, and HOME and TMPDIR of
+    every step, so nothing a step leaves behind outlives it (only declared outputs are kept).
+    """
+    store = Store(Path(task.store), create=False)
     ws = Path(task.workspace)
     result = TaskResult(node=task.node, ok=False, exit_status=-1, host=socket.gethostname())
-    Path(task.scratch_root).mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=task.scratch_root, prefix="n-"))
-    cwd = scratch / "w" if task.sandbox else ws
-    logs = scratch / "logs"
-    logs.mkdir()
+    scratch_root = Path(task.scratch_root)
+    if not scratch_root.is_dir():
+        scratch_root.mkdir(parents=True, exist_ok=True)
+    box = Path(tempfile.mkdtemp(dir=scratch_root, prefix="n-"))
+    cwd = box if task.sandbox else ws
+    logs = {name: Path(f"{box}{suffix}") for name, suffix in (("metrics", ".metrics.json"), ("request", ".request.json"))}
     keep = os.environ.get("SCI_KEEP_SCRATCH") == "1"
     try:
         if task.sandbox:
-            cwd.mkdir()
             _link_inputs(task, cwd)
         else:
             for rel in task.outs.values():  # stale outputs would hide a step that writes nothing
@@ -114,34 +124,34 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
                     shutil.rmtree(p)
                 elif os.path.lexists(p):
                     p.unlink()
+        made: set[Path] = set()
         for rel in task.outs.values():
-            (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
+            parent = (cwd / rel).parent
+            if parent not in made:
+                parent.mkdir(parents=True, exist_ok=True)
+                made.add(parent)
         for rel, text in task.files.items():
             (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
             (cwd / rel).write_text(text, encoding="utf-8")
-        home = cwd / ".sci-home" if task.sandbox else scratch / "home"
-        tmpd = cwd / ".sci-tmp" if task.sandbox else scratch / "tmp"
-        home.mkdir(exist_ok=True)
-        tmpd.mkdir(exist_ok=True)
         env = step_environment(task, cwd)
-        env["HOME"], env["TMPDIR"] = str(home), str(tmpd)
-        before = {rel: _stat_sig(ws / rel) for rel in task.deps}
+        env["HOME"] = env["TMPDIR"] = str(box)
+        before = {rel: _stat_sig(ws / rel) for rel in (*task.deps, *task.code)}
 
         if task.kind == "cmd":
             argv = ["/bin/sh", "-c", (task.cmd or "").replace(GPUS_MARK, ",".join(map(str, task.gpus)))]
         else:
-            request = scratch / REQUEST_NAME
-            request.write_text(json.dumps({
+            logs["request"].write_text(json.dumps({
                 "node": task.node, "fn": task.fn, "deps": task.ctx_deps, "outs": task.outs,
                 "params": task.params, "seed": task.seed, "gpus": task.gpus,
                 "determinism": task.determinism, "threads": task.threads,
-                "metrics": str(logs / METRICS_NAME),
+                "metrics": str(logs["metrics"]),
             }))
-            argv = [task.python or sys.executable, "-m", "sci.executors.fn_runner", str(request)]
+            argv = [task.python or sys.executable, "-m", "sci.executors.fn_runner", str(logs["request"])]
 
         result.start = _now()
         t0 = time.perf_counter()
-        with open(logs / STDOUT_NAME, "wb") as out, open(logs / STDERR_NAME, "wb") as err:
+        # Unnamed temporary files (O_TMPFILE): no directory entry to create or remove.
+        with tempfile.TemporaryFile(dir=scratch_root) as out, tempfile.TemporaryFile(dir=scratch_root) as err:
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             if track:
@@ -151,15 +161,15 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
             finally:
                 if track:
                     track(task.node, None)
-        result.duration_s = time.perf_counter() - t0
-        result.end = _now()
-        result.exit_status = code
-        result.stdout = store.put_file(logs / STDOUT_NAME)
-        result.stderr = store.put_file(logs / STDERR_NAME)
-        if code != 0:
-            result.error = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
-            result.stderr_tail = _tail(logs / STDERR_NAME)
-            return result
+            result.duration_s = time.perf_counter() - t0
+            result.end = _now()
+            result.exit_status = code
+            result.stdout = store.put_stream(out)
+            result.stderr = store.put_stream(err)
+            if code != 0:
+                result.error = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
+                result.stderr_tail = _tail(err)
+                return result
         changed = [rel for rel, sig in before.items() if _stat_sig(ws / rel) != sig]
         if changed:
             result.error = f"modified its input {changed[0]} (steps must not write to their deps)"
@@ -167,14 +177,13 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
         missing = [rel for rel in task.outs.values() if not os.path.exists(cwd / rel)]
         if missing:
             result.error = f"did not produce its declared output {missing[0]}"
-            result.stderr_tail = _tail(logs / STDERR_NAME)
+            result.stderr_tail = _tail_blob(store, result.stderr)
             return result
         for name, rel in task.outs.items():
             rec = store.put_output(cwd / rel, move=task.sandbox)
             result.outputs[name] = {"path": rel, **rec.to_json()}
-        metrics_path = logs / METRICS_NAME
-        if metrics_path.exists():
-            result.metrics = json.loads(metrics_path.read_text())
+        if logs["metrics"].exists():
+            result.metrics = json.loads(logs["metrics"].read_text())
         result.ok = True
         return result
     except OSError as exc:
@@ -182,4 +191,9 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
         return result
     finally:
         if not keep:
-            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(box, ignore_errors=True)
+            for p in logs.values():
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
