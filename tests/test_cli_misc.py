@@ -36,3 +36,25 @@ def test_schema_command_matches_the_published_schemas(tmp_path):
         assert written == (REPO / "docs" / "schemas" / f"{name}.schema.json").read_text()
     proc = sci("schema", "Nope", check=2)
     assert "no schema named 'Nope'" in proc.stderr
+
+
+def test_cite_every_format_from_the_built_dossier(ws):
+    from test_citation import _check_cff, _parse_bibtex
+    from test_remote_build import PIPELINE
+
+    sci = ws({"sci.yaml": PIPELINE})
+    proc = sci("cite", check=2)
+    assert "is not built for the current pipeline" in proc.stderr and "sci build dossier" in proc.stderr
+    sci.build("dossier")
+    dossier = json.loads((ws.root / "dossier" / "dossier.json").read_text())
+    version = dossier["citation"]["version"]
+    entries = _parse_bibtex(sci("cite").stdout)
+    assert entries[0]["version"] == version and "Tiny" in entries[0]["title"]
+    assert len(entries) == 1 + len(dossier["evidence"])  # the evidence files as parent artifacts
+    csl = json.loads(sci("cite", "dossier", "--format", "csl-json").stdout)
+    assert csl["version"] == version and csl["author"][0]["family"] == "Lovelace"
+    cff = _check_cff(sci("cite", "--format", "cff").stdout + "\n")
+    assert cff["version"] == version and len(cff["references"]) == len(dossier["evidence"])
+    assert version in sci("cite", "--format", "markdown").stdout
+    assert (ws.root / "dossier" / "CITATION.cff").read_text() == sci("cite", "--format", "cff").stdout
+    assert "is not a dossier node" in sci("cite", "gen", check=2).stderr

@@ -275,7 +275,7 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
           wait: bool = True, emit: Callable[..., None] | None = None, argv: list[str] | None = None,
           executor: str = "local", link_mode: str | None = None, store: Path | None = None,
           seed: int | None = None, remote: str | None = None, use_remote: bool = True,
-          remote_upload: bool = False) -> BuildReport:
+          remote_upload: bool = False, executor_options: dict | None = None) -> BuildReport:
     """Build `targets` (default: every node); raises StepFailed when a node failed."""
     from sci.executors import make_executor
     from sci.inputs import Resolver
@@ -294,7 +294,9 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         stat_cache = StatCache(ws.state_dir / "statcache")
         env = environment_records(loaded, stat_cache, [graph.nodes[n] for n in selected])
         jobs = jobs or loaded.hardware.cpu or 1
-        ex = make_executor(executor, jobs=jobs)  # an unknown executor fails before any record
+        # An unknown executor, or a cluster that cannot run some node, fails before any record.
+        ex = make_executor(executor, jobs=jobs, nodes=[graph.nodes[n] for n in selected], pos=loaded.pos,
+                           **(executor_options or {}))
         run_id = records.new_run_id()
         run_dir = ws.runs_dir / run_id
         log = records.RunLog(run_dir)
@@ -642,3 +644,51 @@ def pull(ws: Workspace, targets: list[str] | None = None, *, remote: str | None 
         fetched.append(name)
     stat_cache.save()
     return {"pulled_nodes": fetched, "not_on_remote": absent, "unknown": unknown, **total.to_json()}
+
+
+# -- citations -------------------------------------------------------------------------------
+CITE_FORMATS = ("bibtex", "csl-json", "cff", "markdown")
+
+
+def built_dossier(ws: Workspace, target: str | None = None) -> dict:
+    """The current dossier.json of a dossier node, read from the store (not the editable copy)."""
+    from sci.errors import TargetError, UserError
+
+    loaded = load(ws)
+    g = loaded.graph
+    dossiers = [n for n, m in g.nodes.items() if m.kind == "dossier"]
+    if target is None:
+        if not dossiers:
+            raise UserError("this pipeline has no dossier step", hint="add a step with kind: dossier (docs/dossier.md)")
+        name = dossiers[0]
+    else:
+        matches = [n for n in dossiers if n == target or g.nodes[n].step == target]
+        if not matches:
+            raise TargetError(f"{target!r} is not a dossier node", hint=f"dossier nodes: {', '.join(dossiers) or 'none'}")
+        name = matches[0]
+    rows = {r.node: r for r in status(ws, [name])}
+    row = rows.get(name)
+    if row is None or row.state not in ("up to date", "restore"):
+        raise UserError(f"the dossier {name} is not built for the current pipeline", hint=f"run `sci build {name}` first")
+    store = _store(loaded)
+    action = store.get_action(row.key)
+    tree = next(iter(action["outputs"].values()))
+    entry = next(e for e in store.get_tree(tree["digest"]) if e.path == "dossier.json")
+    import json as _json
+
+    return _json.loads(store.read_blob(entry.digest))
+
+
+def cite(ws: Workspace, target: str | None = None, fmt: str = "bibtex") -> str:
+    from sci import citation
+    from sci.dossier import evidence_works
+
+    dossier = built_dossier(ws, target)
+    exp, version, parents = dossier["experiment"], dossier["citation"]["version"], evidence_works(dossier)
+    if fmt == "bibtex":
+        return citation.bibtex(exp, version, parents)
+    if fmt == "csl-json":
+        return canonical.dumps_text(citation.csl_json(exp, version, parents))
+    if fmt == "cff":
+        return citation.cff(exp, version, parents)
+    return citation.markdown(exp, version, parents)

@@ -43,12 +43,13 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another sci holds the workspace lock.")
 @click.option("--executor", default="local", show_default=True, help="Where nodes run: local or ray.")
+@click.option("--address", metavar="HOST:PORT", help="Ray cluster (GCS) address for --executor ray (default: RAY_ADDRESS).")
 @click.option("--remote", "remote", metavar="NAME", help="Consult this remote store (default: remotes.default / SCI_REMOTE).")
 @click.option("--no-remote", is_flag=True, help="Do not consult any remote store.")
 @click.option("--remote-upload", is_flag=True, help="Push what this build produced to the remote.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list cached nodes.")
-def build(targets, jobs, keep_going, dry_run, overrides, force, as_json, no_wait, executor, remote, no_remote,
-          remote_upload, verbose) -> None:
+def build(targets, jobs, keep_going, dry_run, overrides, force, as_json, no_wait, executor, address, remote,
+          no_remote, remote_upload, verbose) -> None:
     """Build TARGETS (node names, step names or output paths; default: everything)."""
     from sci import api, console
 
@@ -66,7 +67,8 @@ def build(targets, jobs, keep_going, dry_run, overrides, force, as_json, no_wait
     try:
         report = api.build(ws, list(targets), jobs=jobs, keep_going=keep_going, overrides=list(overrides),
                            force=list(force), wait=not no_wait, emit=rep, argv=["build", *sys.argv[2:]],
-                           executor=executor, remote=remote, use_remote=not no_remote,
+                           executor=executor, executor_options={"address": address} if address else {},
+                           remote=remote, use_remote=not no_remote,
                            remote_upload=remote_upload)
     except Exception as exc:
         rep.close() if hasattr(rep, "close") else None
@@ -280,6 +282,17 @@ def pull(targets, remote, jobs, as_json) -> None:
     click.echo(f"sci: pulled {len(out['pulled_nodes'])} results: {out['objects']} objects ({out['bytes']} bytes) "
                f"received, {out['skipped']} already here"
                + (f"; not on the remote: {', '.join(out['not_on_remote'])}" if out["not_on_remote"] else ""), err=True)
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--format", "fmt", type=click.Choice(["bibtex", "csl-json", "cff", "markdown"]), default="bibtex",
+              show_default=True)
+def cite(target, fmt) -> None:
+    """How to cite TARGET (a dossier node; default: the pipeline's dossier), its digest as version."""
+    from sci import api
+
+    click.echo(api.cite(_ws(), target, fmt).rstrip("\n"))
 
 
 def main() -> None:

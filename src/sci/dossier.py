@@ -144,8 +144,16 @@ def build_step(ctx) -> None:
     (out_dir / "index.html").write_bytes(render_html(dossier, evidence_files))
     if dossier["experiment"]:
         exp, version = dossier["experiment"], dossier["citation"]["version"]
-        parents: list[dict] = []  # other works this one builds on; evidence is listed in the dossier
+        parents = evidence_works(dossier)
         (out_dir / "CITATION.cff").write_text(citation.cff(exp, version, parents), encoding="utf-8")
         (out_dir / "citation.bib").write_text(citation.bibtex(exp, version, parents), encoding="utf-8")
     ctx.metrics["nodes"] = len(dossier["nodes"])
     ctx.metrics["evidence"] = len(dossier["evidence"])
+
+
+def evidence_works(dossier: dict) -> list[dict]:
+    """The dossier's evidence files as citable parent artifacts (title, version = digest)."""
+    exp = dossier.get("experiment") or {}
+    return [{"title": f"{exp.get('title', 'sci dossier')}: {e['path']}", "version": e["digest"],
+             "authors": exp.get("authors", []), "license": exp.get("license")}
+            for e in dossier.get("evidence", [])]

@@ -23,7 +23,9 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def make_executor(name: str, *, jobs: int, **options) -> Executor:
+def make_executor(name: str, *, jobs: int, nodes=(), pos=None, **options) -> Executor:
+    """The executor called `name`. `nodes` are the nodes it will be asked to run, so a
+    distributed executor can reject, before anything runs, one no worker could satisfy."""
     if name == "local":
         from sci.executors.local import LocalExecutor
 
