@@ -295,6 +295,83 @@ def cite(target, fmt) -> None:
     click.echo(api.cite(_ws(), target, fmt).rstrip("\n"))
 
 
+@cli.command()
+@click.argument("target")
+@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="The .zip to write.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+def export(target, out, as_json) -> None:
+    """Seal TARGET's outputs, its closure's StepResults, the pipeline, params, code and environment."""
+    from pathlib import Path
+
+    from sci.bundle import export_bundle
+
+    info = export_bundle(_ws(), target, Path(out))
+    if as_json:
+        _print_json(info)
+    click.echo(f"sci: wrote {out}", err=True)
+
+
+@cli.command("import")
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite differing files in DIRECTORY.")
+@click.option("--public-key", metavar="KEY", help="Require a valid signature by this Ed25519 public key.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+def import_(bundle, directory, force, public_key, as_json) -> None:
+    """Verify every digest of BUNDLE, then unpack it into DIRECTORY (default: here) and its store."""
+    from pathlib import Path
+
+    from sci.bundle import import_bundle
+
+    info = import_bundle(Path(directory or "."), Path(bundle), force=force, public_key=public_key)
+    if as_json:
+        _print_json(info)
+    click.echo(f"sci: imported {bundle} into {directory or '.'}; check it with `sci repro-check {info.get('target', 'TARGET')}`",
+               err=True)
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path())
+@click.option("--key", metavar="KEY", help="Ed25519 private key: a PEM file (default: SCI_SIGNING_KEY).")
+@click.option("--out", metavar="SIG", type=click.Path(dir_okay=False), help="Where to write the signature.")
+@click.option("--generate-key", "generate", metavar="PATH", type=click.Path(dir_okay=False),
+              help="Create a new key pair at PATH (0600) and PATH.pub, then stop.")
+@click.option("--force", is_flag=True, help="With --generate-key: overwrite an existing key.")
+def sign(path, key, out, generate, force) -> None:
+    """Sign a dossier directory or a bundle's manifest (Ed25519, detached SIGNATURE.json)."""
+    from pathlib import Path
+
+    from sci import signing
+    from sci.errors import UserError
+
+    if generate:
+        info = signing.generate_key(Path(generate), force=force)
+        click.echo(f"sci: wrote {generate} and {generate}.pub", err=True)
+        return
+    if not path:
+        raise UserError("sign needs a PATH (a dossier directory or a bundle)", hint="e.g. sci sign dossier/ --key signer.pem")
+    written = signing.sign(Path(path), key, out=Path(out) if out else None)
+    click.echo(f"sci: wrote {written}", err=True)
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--public-key", metavar="KEY", help="Trust only signatures by this key (PEM file).")
+@click.option("--signature", metavar="SIG", type=click.Path(dir_okay=False), help="The signature file, if not beside PATH.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+def verify(path, public_key, signature, as_json) -> None:
+    """Check every digest and the signature of a dossier or bundle (exit 1 naming what changed)."""
+    from pathlib import Path
+
+    from sci import signing
+
+    info = signing.verify(Path(path), public_key, signature=Path(signature) if signature else None)
+    if as_json:
+        _print_json(info)
+    click.echo(f"sci: {path} verified" + ("" if info.get("trusted") else " (signature valid, signer not pinned: "
+                                                                         "pass --public-key to trust a key)"), err=True)
+
+
 def main() -> None:
     from sci.errors import SciError
 

@@ -93,10 +93,13 @@ def explain(old: dict[str, Any], new: dict[str, Any], env_diff: list[str] | None
                 out.append(Reason(kind, f"{path} (removed)"))
             elif o[path] != n[path]:
                 out.append(Reason(kind, path))
-    oi, ni = old.get("inputs", {}), new.get("inputs", {})
+    oi, ni = old.get("inputs") or {}, new.get("inputs") or {}
     for name in sorted(set(oi) | set(ni)):
         if oi.get(name) != ni.get(name):
-            out.append(Reason("dep changed", name))
+            if name == "implementation":  # sci's own dossier code (a new sci version or a patched one)
+                out.append(Reason("code changed", "sci's dossier implementation"))
+            else:
+                out.append(Reason("dep changed", "the indexed nodes' results" if name == "dossier_input" else name))
     op, np_ = old.get("params", {}), new.get("params", {})
     for k in sorted(set(op) | set(np_)):
         if op.get(k) != np_.get(k):

@@ -30,9 +30,13 @@ def make_executor(name: str, *, jobs: int, nodes=(), pos=None, **options) -> Exe
         from sci.executors.local import LocalExecutor
 
         return LocalExecutor(jobs=jobs)
+    if name == "ray":
+        from sci.executors.ray import RayExecutor
+
+        return RayExecutor(address=options.get("address"), nodes=nodes, pos=pos, jobs=jobs)
     from sci.errors import UserError
 
-    raise UserError(f"unknown executor {name!r}", hint="use --executor local")
+    raise UserError(f"unknown executor {name!r}", hint="use --executor local or --executor ray")
 
 
 __all__ = ["Executor", "Task", "TaskResult", "make_executor"]
