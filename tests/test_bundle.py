@@ -390,18 +390,10 @@ def test_a_store_outside_the_workspace_is_refused(investigation, tmp_path):
 
 
 # -- through the CLI (once `sci export` / `sci import` are wired; the flags are docs/bundles.md's) --
-def _has_commands(*names: str) -> bool:
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "sci.cli", "--help"], capture_output=True, text=True, check=False).stdout
-    return all(f"  {n} " in out for n in names)
 
 
-needs_cli = pytest.mark.usefixtures()  # the commands are wired: these tests always run
 
 
-@needs_cli
 def test_cli_export_then_import_builds_nothing(investigation, tmp_path):
     out = tmp_path / "cli.zip"
     Sci(investigation)("export", "dossier", "-o", str(out))
@@ -410,7 +402,6 @@ def test_cli_export_then_import_builds_nothing(investigation, tmp_path):
     assert Sci(tmp_path / "ws").build("dossier")["executed"] == []
 
 
-@needs_cli
 def test_cli_exit_codes_name_the_member(sealed, tmp_path):
     from conftest import no_traceback
 

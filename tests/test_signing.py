@@ -261,12 +261,6 @@ def test_a_file_that_is_neither_is_refused(built, tmp_path):
 
 
 # -- through the CLI (once `sci sign` / `sci verify` are wired; the flags are docs/bundles.md's) --
-def _has_commands(*names: str) -> bool:
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", "sci.cli", "--help"], capture_output=True, text=True, check=False).stdout
-    return all(f"  {n} " in out for n in names)
 
 
 def test_cli_sign_verify_and_exit_codes(built, copy):
