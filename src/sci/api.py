@@ -12,16 +12,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import sci
 from sci import canonical, records
 from sci.errors import SciError, StepFailed
-from sci.graph import Graph
 from sci.hashing import StatCache, digest_bytes
-from sci.load import Positions
-from sci.resources import Hardware
 from sci.workspace import RESERVED, Workspace
+
+if TYPE_CHECKING:  # for annotations only: the no-op path never imports the planner
+    from sci.graph import Graph
+    from sci.load import Positions
+    from sci.resources import Hardware
 
 PLAN_CACHE = "plan.pickle"
 PLAN_CACHE_FORMAT = 2
@@ -141,6 +143,18 @@ def _store_reserved(ws: Workspace, store_cfg: str | None) -> tuple[str, ...]:
     return (rel.parts[0],) if rel.parts else ()
 
 
+def plan_key(ws: Workspace, overrides: list[str], seed: int | None, yaml_bytes: bytes | None = None) -> str:
+    """Digest of everything a plan is a function of, besides the filesystem: the bytes of
+    sci.yaml, the params file and config/hardware.yaml, the overrides, the store location,
+    the seed override and sci's version."""
+    yaml_bytes = _read(ws.pipeline_file) if yaml_bytes is None else yaml_bytes
+    params_path = _params_path(ws, yaml_bytes)
+    parts = [sci.__version__.encode(), str(PLAN_CACHE_FORMAT).encode(), yaml_bytes,
+             _read(params_path) if params_path else b"", _read(ws.root / "config" / "hardware.yaml"),
+             "\0".join(overrides).encode(), os.environ.get("SCI_CAS", "").encode(), str(seed).encode()]
+    return digest_bytes(b"\0sci\0".join(parts))
+
+
 def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None = None) -> Loaded:
     """Parse and plan the pipeline, reusing `.sci/plan.pickle` when its inputs are unchanged.
 
@@ -150,11 +164,7 @@ def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None 
     """
     overrides = list(overrides or [])
     yaml_bytes = _read(ws.pipeline_file)
-    params_path = _params_path(ws, yaml_bytes)
-    parts = [sci.__version__.encode(), str(PLAN_CACHE_FORMAT).encode(), yaml_bytes,
-             _read(params_path) if params_path else b"", _read(ws.root / "config" / "hardware.yaml"),
-             "\0".join(overrides).encode(), os.environ.get("SCI_CAS", "").encode(), str(seed).encode()]
-    cache_key = digest_bytes(b"\0sci\0".join(parts))
+    cache_key = plan_key(ws, overrides, seed, yaml_bytes)
     cache_file = ws.state_dir / PLAN_CACHE
     try:
         with open(cache_file, "rb") as fh:
@@ -284,7 +294,13 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
 
     emit = emit or (lambda *a, **k: None)
     started, clock = records.utc_now(), time.perf_counter()
+    fast_ok = not force and store is None and not (remote_upload)
     with ws.lock(wait=wait):
+        if fast_ok:
+            report = _noop_build(ws, list(targets or []), list(overrides or []), seed, argv, emit, started, clock,
+                                 executor)
+            if report is not None:
+                return report
         loaded = load(ws, overrides, seed=seed)
         graph = loaded.graph
         selected = graph.select(list(targets or []), ws.root)
@@ -362,6 +378,13 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
                                                        for s in ("cached", "executed", "failed", "skipped")})
             log.close()
         report = BuildReport(run_id, run_dir, outcomes, selected, man)
+        if fast_ok and report.ok:
+            _record_noop(ws, loaded, list(targets or []), list(overrides or []), seed, selected, outcomes, resolver,
+                         stat_cache, env, man, store)
+        else:
+            from sci import noop
+
+            noop.discard(ws.state_dir)
         if cache is not None:
             report.remote = {"lookups": cache.looked_up, "hits": cache.hits, **cache.stats.to_json()}
     if not report.ok:
@@ -373,6 +396,63 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         err.report = report  # type: ignore[attr-defined]
         raise err
     return report
+
+
+def _record_noop(ws, loaded, targets, overrides, seed, selected, outcomes, resolver, stat_cache, env, man, store) -> None:
+    from sci import noop
+
+    graph = loaded.graph
+    paths: set[str] = set(loaded.env_spec.get("files", []))
+    for name in selected:
+        node = graph.nodes[name]
+        paths.update(node.all_dep_paths())
+        paths.update(resolver.code_files(node))
+        paths.update(node.outs.values())
+    base = {k: v for k, v in man.items() if k not in ("volatile", "command")}
+    base["plan"] = [dict(p, status="cached") for p in man["plan"]]
+    noop.record(ws.state_dir, plan_key=plan_key(ws, overrides, seed), targets=targets,
+                env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
+                paths=sorted(paths), stat_entries=stat_cache.entries, globs=dict(loaded.graph.globs),
+                manifest=base, action_paths=[str(store.action_path(outcomes[n].key)) for n in selected])
+
+
+def _noop_build(ws, targets, overrides, seed, argv, emit, started, clock, executor) -> BuildReport | None:
+    """The fast path of noop.py: a build that provably runs nothing, decided from stats alone."""
+    from sci import fingerprint, noop
+    from sci.scheduler import Outcome, Status
+
+    doc = noop.check(ws.state_dir, ws.root, plan_key=plan_key(ws, overrides, seed), targets=targets)
+    if doc is None or set(doc["env"]) != {"cpu"}:
+        return None  # GPU nodes re-detect their GPUs on the normal path
+    spec = doc["env_spec"]
+    stat_cache = StatCache(ws.state_dir / "statcache")
+    comps = fingerprint.environment(ws.root, spec["files"], spec["vars"], spec["tools"], stat_cache=stat_cache,
+                                    cache_dir=ws.state_dir / "cache")
+    if fingerprint.digest(comps) != doc["env"]["cpu"]:
+        return None
+    stat_cache.save()
+    run_id = records.new_run_id()
+    run_dir = ws.runs_dir / run_id
+    log = records.RunLog(run_dir)
+    plan = doc["manifest"]["plan"]
+    selected = [p["node"] for p in plan]
+    log.write("build_started", None, targets=targets, nodes=len(selected), jobs=0)
+    emit("build_started", None, targets=targets, nodes=len(selected), jobs=0)
+    log.write("noop", None, nodes=len(selected), reason="no stat signature, environment or plan input changed")
+    outcomes = {p["node"]: Outcome(p["node"], Status.CACHED, key=p["key"], outputs=p["outputs"]) for p in plan}
+    man = dict(doc["manifest"])
+    man["git_commit"] = records.git_commit(ws.root)
+    man["command"] = records.redact_argv(list(argv if argv is not None else sys.argv[1:]))
+    man["volatile"] = records.manifest(
+        root=ws.root, pipeline_digest="", params_digest="", environment={}, determinism="strict", root_seed=0,
+        command=[], targets=[], plan=[], run_id=run_id, started=started, started_clock=clock, executor=executor,
+        durations={}, with_git=False)["volatile"]
+    records.write_manifest(run_dir, man)
+    counts = {"cached": len(selected), "executed": 0, "failed": 0, "skipped": 0}
+    log.write("build_finished", None, counts=counts)
+    emit("build_finished", None, counts=counts)
+    log.close()
+    return BuildReport(run_id, run_dir, outcomes, selected, man)
 
 
 def _forced(graph: Graph, force: list[str], root: Path) -> set[str]:

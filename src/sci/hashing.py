@@ -198,6 +198,11 @@ class StatCache:
             return tree_digest(self.tree_entries(path, key))
         return self.file_digest(path, key, st)
 
+    @property
+    def entries(self) -> dict[str, tuple[tuple[int, int, int, int], str]]:
+        """key -> (stat signature, digest), as last seen (read-only use, please)."""
+        return self._entries
+
     def forget(self, key: str) -> None:
         if self._entries.pop(key, None) is not None:
             self._dirty = True

@@ -54,17 +54,20 @@ def _yaml_rt():
     return y
 
 
-def _yaml_fast():
+def _yaml_safe(pure: bool):
     from ruamel.yaml import YAML
 
-    try:
-        import ruamel.yaml.clib  # noqa: F401 - the C scanner/parser, several times faster
-
-        y = YAML(typ="safe", pure=False)
-    except ImportError:
-        y = YAML(typ="safe", pure=True)
+    y = YAML(typ="safe", pure=pure)
     y.allow_duplicate_keys = False
     return y
+
+
+def _has_c_parser() -> bool:
+    try:
+        import _ruamel_yaml  # noqa: F401 - ruamel.yaml.clib's C scanner/parser, several times faster
+    except ImportError:
+        return False
+    return True
 
 
 def _mark(node: Any, path: tuple, pos: Positions) -> None:
@@ -117,7 +120,13 @@ def load_yaml_text(text: str, file: str) -> tuple[Any, Positions]:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     try:
-        doc = _yaml_fast().load(text)
+        # The C parser (libyaml) is several times faster; scalars resolve the same either way
+        # (ruamel's YAML 1.2 resolver), but libyaml rejects a few 1.2 constructs, so a syntax
+        # error from it is only believed once the pure-Python parser agrees.
+        try:
+            doc = _yaml_safe(pure=not _has_c_parser()).load(text)
+        except YAMLError:
+            doc = _yaml_safe(pure=True).load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)

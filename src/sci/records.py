@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -61,14 +60,34 @@ def without_volatile(record: dict) -> dict:
 
 
 def git_commit(root: Path) -> str | None:
-    head = root / ".git" / "HEAD"
-    if not head.is_file():
-        return None
+    """HEAD's commit of the workspace's git repository, read from .git without running git."""
+    git = root / ".git"
     try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
+        if git.is_file():  # a worktree or submodule: "gitdir: PATH"
+            git = (root / git.read_text().split(":", 1)[1].strip()).resolve()
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head or None
+        ref = head.split(":", 1)[1].strip()
+        for base in (git, _common_dir(git)):
+            loose = base / ref
+            if loose.is_file():
+                return loose.read_text().strip() or None
+            packed = base / "packed-refs"
+            if packed.is_file():
+                for line in packed.read_text().splitlines():
+                    if line.endswith(" " + ref):
+                        return line.split(" ", 1)[0]
+    except OSError:
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return None
+
+
+def _common_dir(git: Path) -> Path:
+    try:
+        return (git / (git / "commondir").read_text().strip()).resolve()
+    except OSError:
+        return git
 
 
 def redact_argv(argv: list[str]) -> list[str]:
@@ -110,13 +129,13 @@ def write_manifest(run_dir: Path, manifest: dict) -> Path:
 def manifest(*, root: Path, pipeline_digest: str, params_digest: str, environment: dict,
              determinism: str, root_seed: int, command: list[str], targets: list[str], plan: list[dict],
              run_id: str, started: str, started_clock: float, executor: str, durations: dict[str, float],
-             kind: str = "build") -> dict[str, Any]:
+             kind: str = "build", with_git: bool = True) -> dict[str, Any]:
     return {
         "format": RECORD_FORMAT,
         "type": "sci.run_manifest",
         "kind": kind,
         "sci_version": sci.__version__,
-        "git_commit": git_commit(root),
+        "git_commit": git_commit(root) if with_git else None,
         "pipeline_digest": pipeline_digest,
         "params_digest": params_digest,
         "environment": environment,

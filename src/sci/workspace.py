@@ -49,20 +49,30 @@ class Workspace:
 
     @contextmanager
     def lock(self, *, wait: bool = True) -> Iterator[None]:
-        """Hold the workspace lock: one building sci process per workspace at a time."""
-        from filelock import FileLock, Timeout
+        """Hold the workspace lock: one building sci process per workspace at a time.
 
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.state_dir / "lock"))
+        An flock(2) on `.sci/lock`: the kernel drops it when the process dies, even by SIGKILL,
+        so a crashed build never leaves a stale lock. (filelock does the same where there is no
+        fcntl; on POSIX the direct call saves its import on every command.)
+        """
+        if not self.state_dir.is_dir():
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = str(self.state_dir / "lock")
         try:
-            lock.acquire(timeout=-1 if wait else 0)
-        except Timeout:
-            raise LockHeld(f"the workspace {self.root} is locked by another sci process",
-                           hint="wait for it to finish, or run without --no-wait to wait") from None
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield from _filelock(path, wait, self.root)
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise LockHeld(f"the workspace {self.root} is locked by another sci process",
+                               hint="wait for it to finish, or run without --no-wait to wait") from None
             yield
         finally:
-            lock.release()
+            os.close(fd)
 
 
 def find_workspace(start: Path | None = None) -> Workspace:
@@ -73,3 +83,18 @@ def find_workspace(start: Path | None = None) -> Workspace:
             return Workspace(d)
     raise UserError(f"no {PIPELINE_FILE} in {here} or any parent directory",
                     hint=f"run sci inside a workspace, or create {PIPELINE_FILE} (see docs/format.md)")
+
+
+def _filelock(path: str, wait: bool, root: Path) -> Iterator[None]:  # pragma: no cover - not POSIX
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        raise LockHeld(f"the workspace {root} is locked by another sci process",
+                       hint="wait for it to finish, or run without --no-wait to wait") from None
+    try:
+        yield
+    finally:
+        lock.release()
