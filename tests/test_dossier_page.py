@@ -11,6 +11,7 @@ results/residuals.svg.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -344,3 +345,33 @@ def test_page_in_headless_chromium(browser, tmp_path):
         target = Path(__file__).parent / "artifacts"
         target.mkdir(exist_ok=True)
         shutil.copyfile(shot, target / "dossier.png")
+
+
+@needs_chromium
+def test_page_built_by_sci_in_headless_chromium(browser, ws):
+    """The page `sci build dossier` really writes: DAG, every evidence figure, no network."""
+    from test_remote_build import PIPELINE
+
+    sci = ws({"sci.yaml": PIPELINE.replace("evidence: [results/summary.txt]",
+                                           "evidence: [results/summary.txt, figure.png]")
+                           .replace("steps:\n  gen:", "steps:\n  fig:\n    cmd: python make_png.py {outs}\n"
+                                    "    code: [make_png.py]\n    outs: [figure.png]\n  gen:")
+                           .replace("steps: [gen, summary]", "steps: [gen, summary, fig]"),
+              "make_png.py": "import sys, base64\n"
+                             "sys.path.insert(0, '.')\n"
+                             "open(sys.argv[1], 'wb').write(" + repr(make_png()) + ")\n"})
+    sci.build("dossier")
+    page_path = ws.root / "dossier" / "index.html"
+    dossier = json.loads((ws.root / "dossier" / "dossier.json").read_text())
+    context, page, watch = _open(browser, page_path)
+    try:
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.alt, e.complete, e.naturalWidth])")
+        dag_nodes = page.locator("svg.sci-dag g.node").count()
+        visible = page.locator("svg.sci-dag").is_visible()
+        page.screenshot(path=str(ws.root / "page.png"), full_page=True)
+    finally:
+        context.close()
+    assert watch.external() == [] and watch.failed == [] and watch.console_errors == [] and watch.page_errors == []
+    assert visible and dag_nodes == len(dossier["nodes"]) == 5
+    assert images == [["figure.png", True, 96]]
+    assert (ws.root / "page.png").read_bytes()[:4] == b"\x89PNG"

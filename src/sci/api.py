@@ -304,15 +304,17 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         loaded = load(ws, overrides, seed=seed)
         graph = loaded.graph
         selected = graph.select(list(targets or []), ws.root)
-        check_fits([graph.nodes[n] for n in selected], loaded.hardware, loaded.pos)
+        if executor == "local":  # a distributed executor checks the nodes against its cluster instead
+            check_fits([graph.nodes[n] for n in selected], loaded.hardware, loaded.pos)
         forced = _forced(graph, force or [], ws.root)
         store = _store(loaded, store)
         stat_cache = StatCache(ws.state_dir / "statcache")
         env = environment_records(loaded, stat_cache, [graph.nodes[n] for n in selected])
-        jobs = jobs or loaded.hardware.cpu or 1
         # An unknown executor, or a cluster that cannot run some node, fails before any record.
-        ex = make_executor(executor, jobs=jobs, nodes=[graph.nodes[n] for n in selected], pos=loaded.pos,
-                           **(executor_options or {}))
+        ex = make_executor(executor, jobs=jobs or loaded.hardware.cpu or 1, nodes=[graph.nodes[n] for n in selected],
+                           pos=loaded.pos, **(executor_options or {}))
+        hardware = ex.hardware() if hasattr(ex, "hardware") else loaded.hardware  # a cluster's, for Ray
+        jobs = jobs or hardware.cpu or 1
         run_id = records.new_run_id()
         run_dir = ws.runs_dir / run_id
         log = records.RunLog(run_dir)
@@ -348,7 +350,7 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
             cache = open_remote_cache(store, loaded.remotes, remote, ws.root, emit_all)
         sched = Scheduler(root=ws.root, graph=graph, resolver=resolver, store=store, state=state,
                           remote=cache, requested=graph.requested(list(targets or []), ws.root),
-                          stat_cache=stat_cache, executor=ex, pools=Pools(loaded.hardware, jobs), emit=emit_all,
+                          stat_cache=stat_cache, executor=ex, pools=Pools(hardware, jobs), emit=emit_all,
                           environment=env, keep_going=keep_going, force=forced, prepare=prepare,
                           link_mode=mode, python=sys.executable)
         try:
@@ -370,7 +372,8 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
             man = records.manifest(
                 root=ws.root, pipeline_digest=loaded.pipeline_digest, params_digest=loaded.params_digest,
                 environment=env["cpu"], determinism=loaded.determinism, root_seed=loaded.root_seed,
-                command=list(argv if argv is not None else sys.argv[1:]), targets=list(targets or []),
+                command=records.without_executor_options(list(argv if argv is not None else sys.argv[1:])),
+                targets=list(targets or []),
                 plan=plan, run_id=run_id, started=started, started_clock=clock, executor=ex.name,
                 durations=durations)
             records.write_manifest(run_dir, man)
@@ -413,7 +416,7 @@ def _record_noop(ws, loaded, targets, overrides, seed, selected, outcomes, resol
     noop.record(ws.state_dir, plan_key=plan_key(ws, overrides, seed), targets=targets,
                 env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
                 paths=sorted(paths), stat_entries=stat_cache.entries, globs=dict(loaded.graph.globs),
-                manifest=base, action_paths=[str(store.action_path(outcomes[n].key)) for n in selected])
+                manifest=base, action_paths=[f"{store.actions}/{outcomes[n].key[:2]}/{outcomes[n].key}" for n in selected])
 
 
 def _noop_build(ws, targets, overrides, seed, argv, emit, started, clock, executor) -> BuildReport | None:
@@ -442,7 +445,7 @@ def _noop_build(ws, targets, overrides, seed, argv, emit, started, clock, execut
     outcomes = {p["node"]: Outcome(p["node"], Status.CACHED, key=p["key"], outputs=p["outputs"]) for p in plan}
     man = dict(doc["manifest"])
     man["git_commit"] = records.git_commit(ws.root)
-    man["command"] = records.redact_argv(list(argv if argv is not None else sys.argv[1:]))
+    man["command"] = records.redact_argv(records.without_executor_options(list(argv if argv is not None else sys.argv[1:])))
     man["volatile"] = records.manifest(
         root=ws.root, pipeline_digest="", params_digest="", environment={}, determinism="strict", root_seed=0,
         command=[], targets=[], plan=[], run_id=run_id, started=started, started_clock=clock, executor=executor,

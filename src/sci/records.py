@@ -90,6 +90,26 @@ def _common_dir(git: Path) -> Path:
         return git
 
 
+# Options that choose where nodes run, not what they compute: kept out of the manifest's
+# non-volatile fields (SPEC §9: the executor never enters a record), recorded under volatile.
+EXECUTOR_OPTIONS = ("--executor", "--address")
+
+
+def without_executor_options(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in EXECUTOR_OPTIONS:
+            skip = True
+            continue
+        if a.split("=", 1)[0] in EXECUTOR_OPTIONS:
+            continue
+        out.append(a)
+    return out
+
+
 def redact_argv(argv: list[str]) -> list[str]:
     """The command line with the values of secret-looking `--set`/env assignments hidden."""
     out = []

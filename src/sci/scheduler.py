@@ -4,7 +4,8 @@ Loop: key every ready node (its inputs' digests are known once its upstream fini
 the store already holds is a cache hit whose outputs are restored in the workspace; the rest
 wait in priority order (graph order: longest path to a sink, then name) until the CPU, RAM,
 GPU, VRAM and `-j` pools admit them. A failed node stops its dependants only; without
-keep-going nothing new starts after a failure, while the nodes already running finish.
+keep-going nothing new starts after a failure and the running nodes are cancelled (their
+process groups get SIGTERM), so a failed build ends promptly.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Scheduler:
     # -- cache hits ----------------------------------------------------------------------
     def _cached_outputs(self, name: str, key: str) -> dict[str, dict] | None:
         st = self.state.get(name)
-        if st is not None and st.get("key") == key and self.store.action_path(key).exists():
+        if st is not None and st.get("key") == key and self.store.has_action(key):
             return st["outputs"]
         action = self.store.get_action(key)
         if action is None or action.get("key") != key:
@@ -246,6 +247,8 @@ class Scheduler:
                     self.pools.release(node.resources, gpus)
                     outcome = self._complete(node, pending.pop(name), fut)
                     if outcome.status is Status.FAILED:
+                        if not stopping and not self.keep_going:
+                            self.executor.cancel_all()  # SPEC §9: without keep-going a failure cancels the rest
                         stopping = stopping or not self.keep_going
                     finish(name, outcome)
         except KeyboardInterrupt:

@@ -91,6 +91,7 @@ class Store:
         self.trees = self.root / "trees"
         self.actions = self.root / "actions"
         self.tmp = self.root / "tmp"
+        self._actions_str = str(self.actions)
         fmt = self.root / "FORMAT"
         if fmt.exists():
             found = fmt.read_text().strip()
@@ -117,6 +118,10 @@ class Store:
 
     def action_path(self, key: str) -> Path:
         return self._shard(self.actions, key)
+
+    def has_action(self, key: str) -> bool:
+        """Cheap existence test (string paths: this runs once per node on every build)."""
+        return os.path.exists(f"{self._actions_str}/{key[:2]}/{key}")
 
     # -- writing -------------------------------------------------------------------------
     def _tmp_name(self) -> str:

@@ -33,7 +33,7 @@ def make_executor(name: str, *, jobs: int, nodes=(), pos=None, **options) -> Exe
     if name == "ray":
         from sci.executors.ray import RayExecutor
 
-        return RayExecutor(address=options.get("address"), nodes=nodes, pos=pos, jobs=jobs)
+        return RayExecutor(address=options.get("address"), nodes=nodes, pos=pos)
     from sci.errors import UserError
 
     raise UserError(f"unknown executor {name!r}", hint="use --executor local or --executor ray")

@@ -20,13 +20,19 @@ import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from sci.errors import ResourceError, UserError
 from sci.executors.task import Task, TaskResult
 
+if TYPE_CHECKING:
+    from sci.resources import Hardware
+
 NAMESPACE = "sci"
 ADDRESS_ENV = "RAY_ADDRESS"
+DEFAULT_GCS_PORT = 6379
+# How long to wait for the GCS port to answer before saying the address is wrong.
+PROBE_TIMEOUT_S = 5.0
 GIB = 2**30
 # The seconds a step's process group gets between SIGTERM and SIGKILL once its worker is gone.
 KILL_GRACE_S = 2
@@ -119,28 +125,59 @@ def resolve_address(address: str | None) -> str:
     return addr
 
 
-def _import_ray():
+def _require_ray() -> None:
+    """Say clearly that the extra is missing, before anything slow happens."""
+    import importlib.util
+
     try:
-        import ray
-    except ImportError:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
         raise UserError("--executor ray needs the ray package, which is not installed",
-                        hint="uv sync --extra ray (or pip install 'sci[ray]')") from None
-    return ray
+                        hint="uv sync --extra ray (or pip install 'sci[ray]')")
 
 
-def _connect(ray, address: str) -> None:
+def _probe(address: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast on an address nothing listens on: `ray.init` retries an unreachable GCS for
+    about a minute and then kills its own process, without a word sci could report."""
+    import socket
+
+    if address == "auto":
+        return  # Ray looks the local cluster up itself and says clearly when there is none
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        host, port = address, str(DEFAULT_GCS_PORT)
+    host = host.strip("[]")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}",
+                        hint="check --address / RAY_ADDRESS (the head's GCS HOST:PORT); "
+                             "start a cluster with `ray start --head`") from None
+
+
+def _connect(address: str):
+    """The `ray` module, connected to the cluster at `address` (importing ray takes a second:
+    the address is checked first, so a typo fails at once)."""
     import logging
 
-    if ray.is_initialized():
-        return  # one connection per process; a second executor (e.g. repro-check) reuses it
-    # Ray's C++ core logs start-up chatter to stderr; sci's terminal shows only sci's own lines.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
+    _require_ray()
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return ray  # one connection per process; a second executor (e.g. repro-check) reuses it
+    _probe(address)
+    import ray
+
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.ERROR,
                  configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise UserError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0] if str(exc) else exc}",
-                        hint="check --address / RAY_ADDRESS; start a cluster with `ray start --head`") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot connect to the Ray cluster at {address}: {reason}",
+                        hint="run sci on a node of the cluster (Ray needs a raylet beside its driver: "
+                             "`ray start --address=HEAD:PORT --num-cpus=0` on this machine) and check the address") from None
+    return ray
 
 
 # -- the executor --------------------------------------------------------------------------
@@ -149,16 +186,17 @@ class RayExecutor:
 
     `nodes` are the nodes this build may ask to run: their resources become the Ray options of
     their tasks (a Task carries no resources), and are checked against the cluster at start.
+    How many tasks run at once is the driver's business (`-j` and the scheduler's pools); Ray
+    only places each task on a node that has its resources free.
     Futures map every Ray failure (a cancelled task, a dead worker) to a failed `TaskResult`, so
     the scheduler sees one kind of failure whatever the executor.
     """
 
     name = "ray"
 
-    def __init__(self, *, address: str | None = None, nodes: Iterable = (), pos=None, jobs: int = 1):
+    def __init__(self, *, address: str | None = None, nodes: Iterable = (), pos=None):
         self.address = resolve_address(address)
-        self._ray = _import_ray()
-        _connect(self._ray, self.address)
+        self._ray = _connect(self.address)
         nodes = list(nodes)
         self.cluster = cluster_nodes(self._ray.nodes())
         check_cluster_fits(nodes, self.cluster, self.address, pos)
@@ -169,7 +207,7 @@ class RayExecutor:
         self._cancelled: set[Any] = set()
         self._lock = threading.Lock()
 
-    def hardware(self):
+    def hardware(self) -> "Hardware":
         """The cluster's totals as a `Hardware`, for pools sized to the cluster, not the driver."""
         from sci.resources import Gpu, Hardware
 
@@ -196,9 +234,15 @@ class RayExecutor:
         if out is None:
             return
         try:
-            out.set_result(ray_future.result())
+            result: TaskResult = ray_future.result()
         except Exception as exc:  # noqa: BLE001 - any Ray failure is this node's failure
-            out.set_result(TaskResult(node=node, ok=False, exit_status=-1, error=_failure_text(exc, cancelled)))
+            result = TaskResult(node=node, ok=False, exit_status=-1, error=_failure_text(exc, cancelled))
+        else:
+            if cancelled and not result.ok:
+                # Ray may kill the step's process before the worker, so the task "returns" a
+                # step killed by a signal: the real cause is the cancellation.
+                result = replace(result, error=_failure_text(None, True))
+        out.set_result(result)
 
     def cancel_all(self) -> None:
         """Stop every running task: Ray kills its worker, and the worker's guard stops the step."""
@@ -217,9 +261,9 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def _failure_text(exc: BaseException, cancelled: bool) -> str:
-    if cancelled:
-        return "cancelled: another node failed (use --keep-going to let running nodes finish)"
+def _failure_text(exc: BaseException | None, cancelled: bool) -> str:
+    if cancelled or exc is None:
+        return "cancelled: the build stopped (a node failed without --keep-going, or it was interrupted)"
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return f"Ray could not run the task ({type(exc).__name__}): {first}"
 
