@@ -58,3 +58,37 @@ def test_cite_every_format_from_the_built_dossier(ws):
     assert version in sci("cite", "--format", "markdown").stdout
     assert (ws.root / "dossier" / "CITATION.cff").read_text() == sci("cite", "--format", "cff").stdout
     assert "is not a dossier node" in sci("cite", "gen", check=2).stderr
+
+
+def test_progress_display_on_a_terminal_and_plain_lines_otherwise(ws):
+    """On a terminal sci draws a live progress bar (rich) on stderr; piped, it prints plain lines."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    sci = ws({"sci.yaml": "version: 1\nsteps:\n  a:\n    foreach: {i: [1, 2, 3]}\n"
+                          "    cmd: sleep 0.3 && echo {item.i} > {outs}\n    outs: ['o/{item.i}.txt']\n"})
+    master, slave = pty.openpty()
+    env = dict(sci.env, TERM="xterm", COLUMNS="100")
+    proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build", "-j", "1"], cwd=ws.root, env=env,
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=60)
+    os.close(master)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0
+    assert "sci build" in screen and "/3" in screen and "running" in screen  # the live bar
+    assert "executed  a[i=1]" in screen
+    (ws.root / "o" / "1.txt").unlink()
+    plain = sci("build", "--force", "a[i=2]")
+    assert "\x1b[" not in plain.stderr and "executed  a[i=2]" in plain.stderr

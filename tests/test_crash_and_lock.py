@@ -105,3 +105,24 @@ def test_corrupted_store_object_is_named_by_fsck(ws):
     assert blob.name in proc.stderr
     sci("fsck", "--repair")
     assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws):
+    sci = ws(PIPELINE)
+    proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build", "-j", "2"], cwd=ws.root, env=sci.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline and not list((ws.root / "cas" / "actions").glob("*/*")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not list((ws.root / ".sci" / "scratch").glob("n-*")), "sandboxes are cleaned up"
+    run = sorted((ws.root / "runs").iterdir())[-1]
+    manifest = json.loads((run / "manifest.json").read_text())  # the interrupted run is recorded too
+    assert any(p["status"] == "failed" for p in manifest["plan"]) or len(manifest["plan"]) < N + 1
+    assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
+    done = _completed_nodes(ws.root)
+    out = sci.build()
+    assert set(out["executed"]) == ({f"part[i={i}]" for i in range(N)} | {"join"}) - done

@@ -89,7 +89,8 @@ class RichReporter(PlainReporter):
             self.running.pop(node, None)
             self.done += 1
             if event == "node_executed":
-                self.progress.console.print(f"  executed  {node} ({data.get('duration_s', 0):.2f}s)")
+                self.progress.console.print(f"  executed  {node} ({data.get('duration_s', 0):.2f}s)", markup=False,
+                                            highlight=False)
             else:
                 self.done -= 1
                 PlainReporter.__call__(self, event, node, **data)
