@@ -310,6 +310,7 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         store = _store(loaded, store)
         stat_cache = StatCache(ws.state_dir / "statcache")
         env = environment_records(loaded, stat_cache, [graph.nodes[n] for n in selected])
+        _clean_scratch(ws, start=True)
         # An unknown executor, or a cluster that cannot run some node, fails before any record.
         ex = make_executor(executor, jobs=jobs or loaded.hardware.cpu or 1, nodes=[graph.nodes[n] for n in selected],
                            pos=loaded.pos, **(executor_options or {}))
@@ -354,7 +355,11 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
                           environment=env, keep_going=keep_going, force=forced, prepare=prepare,
                           link_mode=mode, python=sys.executable)
         try:
-            outcomes = sched.run(selected)
+            try:
+                outcomes = sched.run(selected)
+            finally:
+                ex.close()
+                _clean_scratch(ws, start=False)
             if remote_upload and cache is not None:
                 from sci.transfer import push
 
@@ -362,7 +367,6 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
                 up = push(store, cache.remote, built)
                 emit_all("remote_upload", None, **up.to_json())
         finally:
-            ex.close()
             stat_cache.save()
             state.save()
             plan = [{"node": n, "step": graph.nodes[n].step, "key": o.key, "status": o.status.value,
@@ -399,6 +403,32 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         err.report = report  # type: ignore[attr-defined]
         raise err
     return report
+
+
+def _clean_scratch(ws: Workspace, *, start: bool) -> None:
+    """Sandboxes live in .sci/scratch. At the start of a build (under the workspace lock, so no
+    other build uses them) whatever a killed build left is removed; at the end, the empty
+    boxes the workers kept for reuse. SCI_KEEP_SCRATCH=1 keeps boxes for inspection."""
+    root = ws.scratch_dir
+    if not root.is_dir():
+        return
+    if os.environ.get("SCI_KEEP_SCRATCH") == "1":
+        return
+    import shutil
+
+    for entry in os.scandir(root):
+        if not entry.name.startswith("n-"):
+            continue
+        try:
+            if start:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                os.rmdir(entry.path)
+        except OSError:
+            pass
 
 
 def _record_noop(ws, loaded, targets, overrides, seed, selected, outcomes, resolver, stat_cache, env, man, store) -> None:

@@ -61,16 +61,22 @@ def _fsync_file(path: str) -> None:
         os.close(fd)
 
 
+_NO_REFLINK: set[tuple[int, int]] = set()  # (source device, target device) pairs that refused a clone
+
+
 def _reflink_or_copy(src: str, dst: str) -> None:
     """Copy src to a new file dst, sharing blocks (reflink) where the filesystem can."""
     with open(src, "rb") as fin, open(dst, "wb") as fout:
-        try:
-            fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY,
-                                 errno.EBADF, errno.ENOSYS):
-                raise
+        devices = (os.fstat(fin.fileno()).st_dev, os.fstat(fout.fileno()).st_dev)
+        if devices not in _NO_REFLINK:
+            try:
+                fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY,
+                                     errno.EBADF, errno.ENOSYS):
+                    raise
+                _NO_REFLINK.add(devices)
         # sendfile/copy_file_range: the kernel copies without a trip through Python.
         remaining = os.fstat(fin.fileno()).st_size
         offset = 0

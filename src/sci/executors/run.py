@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,20 +34,105 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _link_inputs(task: Task, scratch: Path) -> None:
+class _Box:
+    """A task's scratch directory. It remembers what sci put in it (links, directories, files),
+    so cleaning up is a few unlinks instead of a tree walk; anything else left behind (a
+    step's own junk) falls back to rmtree. Directory operations are the slow part of a
+    sandbox on many filesystems."""
+
+    def __init__(self, root: Path):
+        self.root = str(root)
+        self.made: list[str] = []  # created directories and links, in creation order
+
+    def mkdirs(self, rel_dir: str) -> None:
+        missing = []
+        d = rel_dir
+        while d and d != "." and not os.path.isdir(f"{self.root}/{d}"):
+            missing.append(d)
+            d = os.path.dirname(d)
+        for d in reversed(missing):
+            os.mkdir(f"{self.root}/{d}")
+            self.made.append(d + "/")
+
+    def link(self, rel: str, src: str) -> None:
+        self.mkdirs(os.path.dirname(rel))
+        os.symlink(src, f"{self.root}/{rel}")
+        self.made.append(rel)
+
+    def write(self, rel: str, text: str) -> None:
+        self.mkdirs(os.path.dirname(rel))
+        with open(f"{self.root}/{rel}", "w", encoding="utf-8") as fh:
+            fh.write(text)
+        self.made.append(rel)
+
+    def clean(self) -> bool:
+        """Empty the box, keeping the directory itself for the next task; False when the step
+        left something of its own there (the box is then removed whole)."""
+        try:
+            for entry in reversed(self.made):
+                if entry.endswith("/"):
+                    os.rmdir(f"{self.root}/{entry[:-1]}")
+                else:
+                    os.unlink(f"{self.root}/{entry}")
+            self.made.clear()
+            if not os.listdir(self.root):
+                return True
+        except OSError:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
+        return False
+
+
+def _link_inputs(task: Task, box: _Box) -> None:
     """Symlink each declared dep and code path into the sandbox at the same relative path."""
-    ws = Path(task.workspace)
-    linked: list[str] = []
+    ws = task.workspace
+    linked: set[str] = set()
     for rel in sorted(set(task.deps) | set(task.code)):
-        if any(rel == p or rel.startswith(p + "/") for p in linked):
-            continue  # already visible through a linked parent directory
-        src = ws / rel
+        parent, covered = rel, False
+        while parent:
+            if parent in linked:
+                covered = True  # already visible through a linked parent directory
+                break
+            parent = os.path.dirname(parent)
+        if covered:
+            continue
+        src = f"{ws}/{rel}"
         if not os.path.lexists(src):
             continue  # globs in code: may match nothing; missing deps were caught earlier
-        dst = scratch / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(src, dst)
-        linked.append(rel)
+        box.link(rel, src)
+        linked.add(rel)
+
+
+_LOGS = threading.local()
+_BOXES = threading.local()
+
+
+def _take_box(scratch_root: Path) -> Path:
+    """This worker thread's empty sandbox directory, made once and reused while tasks leave it
+    clean: one directory less to create and remove per task."""
+    box = getattr(_BOXES, "box", None)
+    if box is None or box.parent != scratch_root or not box.is_dir():
+        box = Path(tempfile.mkdtemp(dir=scratch_root, prefix="n-"))
+        _BOXES.box = box
+    return box
+
+
+def _return_box(box: _Box, keep: bool) -> None:
+    if keep or not box.clean():
+        _BOXES.box = None  # kept for inspection, or removed because a step left files behind
+
+
+def _log_files(scratch_root: Path):
+    """This worker thread's two unnamed temporary files for a step's stdout and stderr, emptied
+    and reused task after task (O_TMPFILE: no directory entry is ever made)."""
+    files = getattr(_LOGS, "files", None)
+    if files is None or files[2] != str(scratch_root):
+        files = (tempfile.TemporaryFile(dir=scratch_root), tempfile.TemporaryFile(dir=scratch_root), str(scratch_root))
+        _LOGS.files = files
+    for fh in files[:2]:
+        fh.seek(0)
+        fh.truncate()
+    return files[0], files[1]
 
 
 def _stat_sig(path: Path) -> tuple | None:
@@ -110,13 +196,14 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
     scratch_root = Path(task.scratch_root)
     if not scratch_root.is_dir():
         scratch_root.mkdir(parents=True, exist_ok=True)
-    box = Path(tempfile.mkdtemp(dir=scratch_root, prefix="n-"))
+    box = _take_box(scratch_root)
+    sandbox = _Box(box)
     cwd = box if task.sandbox else ws
     logs = {name: Path(f"{box}{suffix}") for name, suffix in (("metrics", ".metrics.json"), ("request", ".request.json"))}
     keep = os.environ.get("SCI_KEEP_SCRATCH") == "1"
     try:
         if task.sandbox:
-            _link_inputs(task, cwd)
+            _link_inputs(task, sandbox)
         else:
             for rel in task.outs.values():  # stale outputs would hide a step that writes nothing
                 p = ws / rel
@@ -124,15 +211,17 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
                     shutil.rmtree(p)
                 elif os.path.lexists(p):
                     p.unlink()
-        made: set[Path] = set()
         for rel in task.outs.values():
-            parent = (cwd / rel).parent
-            if parent not in made:
-                parent.mkdir(parents=True, exist_ok=True)
-                made.add(parent)
+            if task.sandbox:
+                sandbox.mkdirs(os.path.dirname(rel))
+            else:
+                (ws / rel).parent.mkdir(parents=True, exist_ok=True)
         for rel, text in task.files.items():
-            (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
-            (cwd / rel).write_text(text, encoding="utf-8")
+            if task.sandbox:
+                sandbox.write(rel, text)
+            else:
+                (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
+                (cwd / rel).write_text(text, encoding="utf-8")
         env = step_environment(task, cwd)
         env["HOME"] = env["TMPDIR"] = str(box)
         before = {rel: _stat_sig(ws / rel) for rel in (*task.deps, *task.code)}
@@ -150,26 +239,25 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
 
         result.start = _now()
         t0 = time.perf_counter()
-        # Unnamed temporary files (O_TMPFILE): no directory entry to create or remove.
-        with tempfile.TemporaryFile(dir=scratch_root) as out, tempfile.TemporaryFile(dir=scratch_root) as err:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        out, err = _log_files(scratch_root)
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        if track:
+            track(task.node, proc.pid)
+        try:
+            code = proc.wait()
+        finally:
             if track:
-                track(task.node, proc.pid)
-            try:
-                code = proc.wait()
-            finally:
-                if track:
-                    track(task.node, None)
-            result.duration_s = time.perf_counter() - t0
-            result.end = _now()
-            result.exit_status = code
-            result.stdout = store.put_stream(out)
-            result.stderr = store.put_stream(err)
-            if code != 0:
-                result.error = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
-                result.stderr_tail = _tail(err)
-                return result
+                track(task.node, None)
+        result.duration_s = time.perf_counter() - t0
+        result.end = _now()
+        result.exit_status = code
+        result.stdout = store.put_stream(out)
+        result.stderr = store.put_stream(err)
+        if code != 0:
+            result.error = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
+            result.stderr_tail = _tail(err)
+            return result
         changed = [rel for rel, sig in before.items() if _stat_sig(ws / rel) != sig]
         if changed:
             result.error = f"modified its input {changed[0]} (steps must not write to their deps)"
@@ -190,10 +278,11 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
         result.error = f"could not run: {exc}"
         return result
     finally:
+        _return_box(sandbox, keep)
         if not keep:
-            shutil.rmtree(box, ignore_errors=True)
             for p in logs.values():
-                try:
-                    p.unlink()
-                except FileNotFoundError:
-                    pass
+                if task.kind != "cmd":  # only Python steps have a request and metrics file
+                    try:
+                        p.unlink()
+                    except FileNotFoundError:
+                        pass
