@@ -18,6 +18,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from sci.determinism import Mode
+from sci.records import NodeStatus
+
 # Bump with the record formats the engine writes (records.RECORD_FORMAT); the schemas pin it
 # as a constant, so regenerating docs/schemas/ is part of any format change.
 RECORD_FORMAT = 1
@@ -47,20 +50,8 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Determinism(str, Enum):
-    """How a node treats nondeterminism (SPEC §5)."""
-
-    strict = "strict"
-    fast = "fast"
-
-
-class NodeStatus(str, Enum):
-    """What happened to a node in one run: found in the store, run, failed, or not reached."""
-
-    cached = "cached"
-    executed = "executed"
-    failed = "failed"
-    skipped = "skipped"
+# The enums the engine itself uses, so a record and its schema can never disagree on a value.
+Determinism = Mode
 
 
 class Author(_Record):

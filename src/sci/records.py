@@ -14,11 +14,21 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import sci
 from sci import canonical
+
+class NodeStatus(str, Enum):
+    """What happened to a node in one run: found in the store, run, failed, or not reached."""
+
+    CACHED = "cached"
+    EXECUTED = "executed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
 
 # Bump when a record's shape changes (and regenerate docs/schemas with `sci schema`).
 RECORD_FORMAT = 1

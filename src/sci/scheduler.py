@@ -14,7 +14,6 @@ import heapq
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,11 +28,7 @@ from sci.resources import Pools
 from sci.store import OutputRecord, Store
 
 
-class Status(str, Enum):
-    CACHED = "cached"
-    EXECUTED = "executed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
+Status = records.NodeStatus
 
 
 class Interrupted(WorkFailed):
