@@ -306,7 +306,7 @@ class Scheduler:
             res = TaskResult(node=node.name, ok=False, exit_status=-1, error=f"executor error: {exc}")
         if not res.ok:
             self.emit("node_failed", node.name, error=res.error, stderr_tail=res.stderr_tail,
-                      exit_status=res.exit_status)
+                      exit_status=res.exit_status, stdout=res.stdout or None, stderr=res.stderr or None)
             return Outcome(node.name, Status.FAILED, key=key, error=res.error, stderr_tail=res.stderr_tail,
                            duration_s=res.duration_s)
         env = self.environment["gpu" if node.needs_gpu and "gpu" in self.environment else "cpu"]
