@@ -9,8 +9,6 @@ The pipeline used here:
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 from conftest import no_traceback
 

@@ -295,21 +295,21 @@ def test_a_node_no_cluster_node_can_hold_exits_2_before_anything_runs(cluster, t
 MARKER = "37.25"  # a sleep nobody else runs: how the test finds the step's grandchild process
 
 FAILING = {
-    "sci.yaml": f"""
+    "sci.yaml": """
         version: 1
         steps:
           bad:
             cmd: sleep 2; echo broken >&2; exit 3
             outs: [bad.txt]
           after_bad:
-            cmd: cp {{deps}} {{outs}}
+            cmd: cp {deps} {outs}
             deps: [bad.txt]
             outs: [after_bad.txt]
           slow:
-            cmd: sh -c 'sleep SLEEP & wait'; echo done > {{outs}}
+            cmd: sh -c 'sleep SLEEP & wait'; echo done > {outs}
             outs: [slow.txt]
           after_slow:
-            cmd: cp {{deps}} {{outs}}
+            cmd: cp {deps} {outs}
             deps: [slow.txt]
             outs: [after_slow.txt]
         """,

@@ -7,10 +7,8 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
-import pytest
 
 from conftest import Sci, write
 from servers import aws_env, dav_server, s3_endpoint, site  # noqa: F401 - fixtures: real remotes

@@ -7,240 +7,23 @@ progress leaves through the `emit(event, node, **data)` callback.
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import sci
 from sci import canonical, records
+from sci.dossier_keys import KeyOnly
 from sci.errors import SciError, StepFailed
-from sci.hashing import StatCache, digest_bytes
-from sci.workspace import RESERVED, Workspace
+from sci.hashing import StatCache
+from sci.pipeline import (Loaded, _params_path, _pipeline_doc, _read, environment_records, load,  # noqa: F401
+                          plan_key, store_of as _store)
+from sci.sync import pull, push  # noqa: F401 - operations of this API, kept in their own module
+from sci.workspace import Workspace
 
-if TYPE_CHECKING:  # for annotations only: the no-op path never imports the planner
+if TYPE_CHECKING:  # for annotations only
     from sci.graph import Graph
-    from sci.load import Positions
-    from sci.resources import Hardware
-
-PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 2
-
-
-@dataclass
-class Loaded:
-    """A validated pipeline, expanded into a graph: everything a build needs before hashing."""
-
-    ws: Workspace
-    graph: Graph
-    pos: Positions
-    params: dict
-    params_digest: str
-    pipeline_digest: str
-    experiment: dict | None
-    env_spec: dict
-    root_seed: int
-    determinism: str
-    store_config: str | None
-    remotes: dict
-    hardware: Hardware
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return b""
-
-
-PIPELINE_CACHE = "pipeline.pickle"
-
-
-def _pipeline_doc(ws: Workspace, yaml_bytes: bytes) -> tuple[dict, Positions]:
-    """sci.yaml validated into plain data; cached by its bytes so pydantic runs only on edits."""
-    from sci.load import load_yaml_text
-
-    key = digest_bytes(sci.__version__.encode() + b"\0" + yaml_bytes)
-    cache = ws.state_dir / PIPELINE_CACHE
-    try:
-        with open(cache, "rb") as fh:
-            stored, doc, pos = pickle.load(fh)
-        if stored == key:
-            return doc, pos
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
-        pass
-    from sci.errors import Location, SpecError
-    from sci.spec import validate_pipeline
-
-    try:
-        text = yaml_bytes.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", location=Location("sci.yaml"),
-                        hint="save sci.yaml as UTF-8") from None
-    data, pos = load_yaml_text(text, "sci.yaml")
-    pipeline = validate_pipeline(data, pos)
-    doc = pipeline.model_dump()
-    doc["experiment"] = pipeline.experiment.model_dump(exclude_none=True) if pipeline.experiment else None
-    _write_pickle(cache, (key, doc, pos))
-    return doc, pos
-
-
-def _write_pickle(path: Path, value: Any) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except OSError:
-        pass
-
-
-def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | None = None) -> Loaded:
-    from sci import params as params_mod
-    from sci.determinism import derive_seed
-    from sci.graph import build_graph, check_code
-    from sci.plan import expand, render_commands
-    from sci.resources import load_hardware
-
-    if not yaml_bytes and not ws.pipeline_file.exists():
-        from sci.errors import SpecError
-
-        raise SpecError("sci.yaml not found", hint="create it (see docs/format.md)")
-    doc, pos = _pipeline_doc(ws, yaml_bytes)
-    if seed is not None:  # `repro-check --seed N`: replay under another root seed
-        doc = dict(doc, defaults=dict(doc["defaults"], seed=seed))
-    raw_params, params_file, params_pos = params_mod.load(ws.root, doc["params"], pos)
-    params = params_mod.apply_overrides(raw_params, overrides)
-    store_cfg = doc["store"]
-    reserved = tuple(RESERVED) + _store_reserved(ws, store_cfg)
-    nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
-    graph = build_graph(nodes, ws.root, pos, reserved=reserved)
-    check_code(nodes, ws.root, pos)
-    render_commands(list(graph.nodes.values()), params, pos)
-    return Loaded(
-        ws=ws, graph=graph, pos=pos, params=params,
-        params_digest=digest_bytes(canonical.dumps(params)),
-        pipeline_digest=digest_bytes(yaml_bytes),
-        experiment=doc["experiment"],
-        env_spec=doc["env"],
-        root_seed=doc["defaults"]["seed"], determinism=doc["defaults"]["determinism"],
-        store_config=store_cfg,
-        remotes={k: (v if isinstance(v, str) else {a: b for a, b in v.items() if b is not None})
-                 for k, v in (doc["remotes"] or {}).items()},
-        hardware=load_hardware(ws.root),
-    )
-
-
-def _store_reserved(ws: Workspace, store_cfg: str | None) -> tuple[str, ...]:
-    root = ws.store_root(store_cfg)
-    try:
-        rel = root.resolve().relative_to(ws.root.resolve())
-    except ValueError:
-        return ()
-    return (rel.parts[0],) if rel.parts else ()
-
-
-def plan_key(ws: Workspace, overrides: list[str], seed: int | None, yaml_bytes: bytes | None = None) -> str:
-    """Digest of everything a plan is a function of, besides the filesystem: the bytes of
-    sci.yaml, the params file and config/hardware.yaml, the overrides, the store location,
-    the seed override and sci's version."""
-    yaml_bytes = _read(ws.pipeline_file) if yaml_bytes is None else yaml_bytes
-    params_path = _params_path(ws, yaml_bytes)
-    parts = [sci.__version__.encode(), str(PLAN_CACHE_FORMAT).encode(), yaml_bytes,
-             _read(params_path) if params_path else b"", _read(ws.root / "config" / "hardware.yaml"),
-             "\0".join(overrides).encode(), os.environ.get("SCI_CAS", "").encode(), str(seed).encode()]
-    return digest_bytes(b"\0sci\0".join(parts))
-
-
-def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None = None) -> Loaded:
-    """Parse and plan the pipeline, reusing `.sci/plan.pickle` when its inputs are unchanged.
-
-    The cache is keyed by the bytes of sci.yaml, the params file, config/hardware.yaml, the
-    overrides and sci's version; glob matches over workspace files and source deps are
-    re-checked on every load, since they depend on the filesystem, not on those bytes.
-    """
-    overrides = list(overrides or [])
-    yaml_bytes = _read(ws.pipeline_file)
-    cache_key = plan_key(ws, overrides, seed, yaml_bytes)
-    cache_file = ws.state_dir / PLAN_CACHE
-    try:
-        with open(cache_file, "rb") as fh:
-            stored_key, loaded = pickle.load(fh)
-        if stored_key == cache_key and _still_valid(loaded):
-            loaded.ws = ws
-            return loaded
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
-        pass
-    loaded = _parse(ws, overrides, yaml_bytes, seed)
-    _write_pickle(cache_file, (cache_key, loaded))
-    return loaded
-
-
-def _params_path(ws: Workspace, yaml_bytes: bytes) -> Path | None:
-    """Find `params: FILE` cheaply (without parsing YAML) so the plan cache key can include it."""
-    for line in yaml_bytes.decode("utf-8", "replace").splitlines():
-        if line.startswith("params:"):
-            value = line.split(":", 1)[1].split("#", 1)[0].strip().strip("'\"")
-            if value and not value.startswith("{"):
-                return ws.root / value
-    return None
-
-
-def _still_valid(loaded: Loaded) -> bool:
-    import glob as glob_mod
-
-    root = loaded.ws.root
-    for pattern, matches in loaded.graph.globs.items():
-        found = sorted(m for m in glob_mod.glob(pattern, root_dir=root, recursive=True)
-                       if m.split("/", 1)[0] not in RESERVED)
-        if found != matches:
-            return False
-    for srcs in loaded.graph.sources.values():
-        for s in srcs:
-            if s.producer is None and not os.path.exists(root / s.path):
-                return False  # re-plan, so the missing dep is reported with its location
-    for node in loaded.graph.nodes.values():
-        for path in node.code:
-            if not os.path.exists(root / path) and not any(c in path for c in "*?["):
-                return False
-    return True
-
-
-# -- environment ---------------------------------------------------------------------------
-def environment_records(loaded: Loaded, stat_cache: StatCache, nodes) -> dict[str, dict]:
-    """{"cpu": {digest, components}} plus "gpu" when a selected node needs a GPU."""
-    from sci import fingerprint
-
-    spec = loaded.env_spec
-    comps = fingerprint.environment(loaded.ws.root, spec["files"], spec["vars"], spec["tools"],
-                                    stat_cache=stat_cache, cache_dir=loaded.ws.state_dir / "cache")
-    out = {"cpu": {"digest": fingerprint.digest(comps), "components": comps}}
-    if any(n.needs_gpu for n in nodes):
-        gcomps = dict(comps, gpu=_gpu_components(loaded.hardware))
-        out["gpu"] = {"digest": fingerprint.digest(gcomps), "components": gcomps}
-    return out
-
-
-def _gpu_components(hw: Hardware) -> dict:
-    """The GPU part of the fingerprint: detected, or as declared in config/hardware.yaml.
-
-    A machine whose hardware.yaml declares GPUs that no driver reports (a test rig, a
-    container without nvidia-smi) is taken at its word for scheduling; the fingerprint then
-    says the GPUs were declared, not detected, so results never pass for detected-GPU ones.
-    """
-    from sci import fingerprint
-    from sci.errors import SciError as _SciError
-
-    try:
-        return fingerprint.gpu_components()
-    except _SciError:
-        if hw.gpus and hw.source != "detected":
-            return {"model": [g.name or "declared" for g in hw.gpus], "driver": "undetected",
-                    "cuda": "undetected", "declared_in": hw.source}
-        raise
 
 
 # -- build ---------------------------------------------------------------------------------
@@ -274,11 +57,6 @@ class BuildReport:
         }
 
 
-def _store(loaded: Loaded, override: Path | None = None):
-    from sci.store import Store
-
-    return Store(override or loaded.ws.store_root(loaded.store_config))
-
 
 def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None = None,
           keep_going: bool = False, overrides: list[str] | None = None, force: list[str] | None = None,
@@ -297,8 +75,10 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
     fast_ok = not force and store is None and not (remote_upload)
     with ws.lock(wait=wait):
         if fast_ok:
-            report = _noop_build(ws, list(targets or []), list(overrides or []), seed, argv, emit, started, clock,
-                                 executor)
+            from sci.noop import fast_build
+
+            report = fast_build(ws, list(targets or []), list(overrides or []), seed, argv, emit, started, clock,
+                                executor)
             if report is not None:
                 return report
         loaded = load(ws, overrides, seed=seed)
@@ -386,7 +166,9 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
             log.close()
         report = BuildReport(run_id, run_dir, outcomes, selected, man)
         if fast_ok and report.ok:
-            _record_noop(ws, loaded, list(targets or []), list(overrides or []), seed, selected, outcomes, resolver,
+            from sci.noop import record_build
+
+            record_build(ws, loaded, list(targets or []), list(overrides or []), seed, selected, outcomes, resolver,
                          stat_cache, env, man, store)
         else:
             from sci import noop
@@ -403,6 +185,7 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         err.report = report  # type: ignore[attr-defined]
         raise err
     return report
+
 
 
 def _clean_scratch(ws: Workspace, *, start: bool) -> None:
@@ -431,62 +214,6 @@ def _clean_scratch(ws: Workspace, *, start: bool) -> None:
             pass
 
 
-def _record_noop(ws, loaded, targets, overrides, seed, selected, outcomes, resolver, stat_cache, env, man, store) -> None:
-    from sci import noop
-
-    graph = loaded.graph
-    paths: set[str] = set(loaded.env_spec.get("files", []))
-    for name in selected:
-        node = graph.nodes[name]
-        paths.update(node.all_dep_paths())
-        paths.update(resolver.code_files(node))
-        paths.update(node.outs.values())
-    base = {k: v for k, v in man.items() if k not in ("volatile", "command")}
-    base["plan"] = [dict(p, status="cached") for p in man["plan"]]
-    noop.record(ws.state_dir, plan_key=plan_key(ws, overrides, seed), targets=targets,
-                env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
-                paths=sorted(paths), stat_entries=stat_cache.entries, globs=dict(loaded.graph.globs),
-                manifest=base, action_paths=[f"{store.actions}/{outcomes[n].key[:2]}/{outcomes[n].key}" for n in selected])
-
-
-def _noop_build(ws, targets, overrides, seed, argv, emit, started, clock, executor) -> BuildReport | None:
-    """The fast path of noop.py: a build that provably runs nothing, decided from stats alone."""
-    from sci import fingerprint, noop
-    from sci.scheduler import Outcome, Status
-
-    doc = noop.check(ws.state_dir, ws.root, plan_key=plan_key(ws, overrides, seed), targets=targets)
-    if doc is None or set(doc["env"]) != {"cpu"}:
-        return None  # GPU nodes re-detect their GPUs on the normal path
-    spec = doc["env_spec"]
-    stat_cache = StatCache(ws.state_dir / "statcache")
-    comps = fingerprint.environment(ws.root, spec["files"], spec["vars"], spec["tools"], stat_cache=stat_cache,
-                                    cache_dir=ws.state_dir / "cache")
-    if fingerprint.digest(comps) != doc["env"]["cpu"]:
-        return None
-    stat_cache.save()
-    run_id = records.new_run_id()
-    run_dir = ws.runs_dir / run_id
-    log = records.RunLog(run_dir)
-    plan = doc["manifest"]["plan"]
-    selected = [p["node"] for p in plan]
-    log.write("build_started", None, targets=targets, nodes=len(selected), jobs=0)
-    emit("build_started", None, targets=targets, nodes=len(selected), jobs=0)
-    log.write("noop", None, nodes=len(selected), reason="no stat signature, environment or plan input changed")
-    outcomes = {p["node"]: Outcome(p["node"], Status.CACHED, key=p["key"], outputs=p["outputs"]) for p in plan}
-    man = dict(doc["manifest"])
-    man["git_commit"] = records.git_commit(ws.root)
-    man["command"] = records.redact_argv(records.without_executor_options(list(argv if argv is not None else sys.argv[1:])))
-    man["volatile"] = records.manifest(
-        root=ws.root, pipeline_digest="", params_digest="", environment={}, determinism="strict", root_seed=0,
-        command=[], targets=[], plan=[], run_id=run_id, started=started, started_clock=clock, executor=executor,
-        durations={}, with_git=False)["volatile"]
-    records.write_manifest(run_dir, man)
-    counts = {"cached": len(selected), "executed": 0, "failed": 0, "skipped": 0}
-    log.write("build_finished", None, counts=counts)
-    emit("build_finished", None, counts=counts)
-    log.close()
-    return BuildReport(run_id, run_dir, outcomes, selected, man)
-
 
 def _forced(graph: Graph, force: list[str], root: Path) -> set[str]:
     out: set[str] = set()
@@ -508,11 +235,6 @@ def _forced(graph: Graph, force: list[str], root: Path) -> set[str]:
             raise TargetError(f"--force {f!r} names no node, step or output", hint="run `sci dag` to list the nodes")
         out.add(owner)  # an output path forces its own node, not the nodes upstream of it
     return out
-
-
-@dataclass
-class _KeyOnly:
-    key: str
 
 
 # -- status --------------------------------------------------------------------------------
@@ -568,7 +290,7 @@ def status(ws: Workspace, targets: list[str] | None = None, *, overrides: list[s
             extra, _ = dossier.prepare(node, known_keys, graph, store, loaded.experiment, env["cpu"], ws.root)
         comp = resolver.components(node, extra)
         key = keys.key_of(comp)
-        known_keys[name] = _KeyOnly(key)
+        known_keys[name] = KeyOnly(key)
         action = store.get_action(key)
         prev = state.get(name)
         if action is not None and all(store.has_output(OutputRecord.from_json(r)) for r in action["outputs"].values()):
@@ -680,84 +402,6 @@ def _store_root_only(ws: Workspace) -> Path:
 
 
 # -- remotes ---------------------------------------------------------------------------------
-def _remote(loaded: Loaded, name: str | None):
-    from sci.errors import UserError
-    from sci.remote import open_remote, select_remote
-
-    chosen = select_remote(loaded.remotes, name)
-    if chosen is None:
-        raise UserError("no remote store is configured",
-                        hint="set SCI_REMOTE, or add `remotes: {default: URL}` to sci.yaml (docs/remotes.md)")
-    return open_remote(chosen[1], name=chosen[0], base_dir=loaded.ws.root)
-
-
-def push(ws: Workspace, targets: list[str] | None = None, *, remote: str | None = None, jobs: int = 8,
-         progress=None) -> dict:
-    """Copy the latest action results of the selected nodes, and the objects they need, to a remote."""
-    from sci.transfer import push as run_push
-
-    loaded = load(ws)
-    selected = loaded.graph.select(list(targets or []), ws.root)
-    store = _store(loaded)
-    state = records.State(ws.state_dir / "state.json")
-    keys, missing = [], []
-    for name in selected:
-        last = state.get(name)
-        if last and store.get_action(last["key"]) is not None:
-            keys.append(last["key"])
-        else:
-            missing.append(name)
-    stats = run_push(store, _remote(loaded, remote), keys, jobs=jobs, progress=progress)
-    return {"pushed_actions": len(keys), "not_built": missing, **stats.to_json()}
-
-
-def pull(ws: Workspace, targets: list[str] | None = None, *, remote: str | None = None, jobs: int = 8,
-         progress=None) -> dict:
-    """Fetch the action results of the selected nodes' current keys, and every object they need.
-
-    Keys are computed as a build would (a node's key needs its upstream's outputs), so a node
-    the remote lacks leaves its dependants unknown: they are reported, not guessed.
-    """
-    from sci.inputs import Resolver
-    from sci import keys as keys_mod
-    from sci.transfer import TransferStats, fetch_action, pull as run_pull
-
-    loaded = load(ws)
-    graph = loaded.graph
-    selected = graph.select(list(targets or []), ws.root)
-    store = _store(loaded)
-    stat_cache = StatCache(ws.state_dir / "statcache")
-    env = environment_records(loaded, stat_cache, [graph.nodes[n] for n in selected])
-    resolver = Resolver(ws.root, graph, stat_cache, store, env["cpu"]["digest"], env.get("gpu", {}).get("digest"))
-    rem = _remote(loaded, remote)
-    total = TransferStats()
-    fetched, absent, unknown = [], [], []
-    known_keys: dict[str, Any] = {}
-    for name in selected:
-        node = graph.nodes[name]
-        if any(u not in resolver.outputs for u in graph.upstream[name]):
-            unknown.append(name)
-            continue
-        extra = None
-        if node.kind == "dossier":
-            from sci import dossier
-
-            extra, _ = dossier.prepare(node, known_keys, graph, store, loaded.experiment, env["cpu"], ws.root)
-        key = keys_mod.key_of(resolver.components(node, extra))
-        action = fetch_action(store, rem, key)
-        if action is None:
-            absent.append(name)
-            continue
-        stats = run_pull(store, rem, [key], outputs=True, jobs=jobs, progress=progress)
-        for k, v in stats.to_json().items():
-            if isinstance(v, int):
-                setattr(total, k, getattr(total, k) + v)
-        resolver.outputs[name] = action["outputs"]
-        known_keys[name] = _KeyOnly(key)
-        fetched.append(name)
-    stat_cache.save()
-    return {"pulled_nodes": fetched, "not_on_remote": absent, "unknown": unknown, **total.to_json()}
-
 
 # -- citations -------------------------------------------------------------------------------
 CITE_FORMATS = ("bibtex", "csl-json", "cff", "markdown")
@@ -805,3 +449,4 @@ def cite(ws: Workspace, target: str | None = None, fmt: str = "bibtex") -> str:
     if fmt == "cff":
         return citation.cff(exp, version, parents)
     return citation.markdown(exp, version, parents)
+

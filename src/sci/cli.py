@@ -345,7 +345,7 @@ def sign(path, key, out, generate, force) -> None:
     from sci.errors import UserError
 
     if generate:
-        info = signing.generate_key(Path(generate), force=force)
+        signing.generate_key(Path(generate), force=force)
         click.echo(f"sci: wrote {generate} and {generate}.pub", err=True)
         return
     if not path:

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sci.store import OutputRecord, Store
+from sci.store import Store
 
 # A tmp file younger than this may belong to a writer still at work: gc leaves it alone.
 TMP_GRACE_S = 3600

@@ -12,7 +12,6 @@ Import this module lazily (inside a function): it imports pydantic at top level.
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 

@@ -18,8 +18,12 @@ from __future__ import annotations
 import glob as glob_mod
 import marshal
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sci.api import BuildReport
 
 NOOP_FILE = "noop"
 NOOP_FORMAT = "sci-noop-1"
@@ -97,3 +101,64 @@ def check(state_dir: Path, root: Path, *, plan_key: str, targets: list[str]) -> 
         if not os.path.exists(action):
             return None
     return doc
+
+
+def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resolver, stat_cache, env, man, store) -> None:
+    """After a build whose every node succeeded: the record `fast_build` checks next time."""
+    from sci.pipeline import plan_key
+
+    graph = loaded.graph
+    paths: set[str] = set(loaded.env_spec.get("files", []))
+    for name in selected:
+        node = graph.nodes[name]
+        paths.update(node.all_dep_paths())
+        paths.update(resolver.code_files(node))
+        paths.update(node.outs.values())
+    base = {k: v for k, v in man.items() if k not in ("volatile", "command")}
+    base["plan"] = [dict(p, status="cached") for p in man["plan"]]
+    record(ws.state_dir, plan_key=plan_key(ws, overrides, seed), targets=targets,
+                env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
+                paths=sorted(paths), stat_entries=stat_cache.entries, globs=dict(loaded.graph.globs),
+                manifest=base, action_paths=[f"{store.actions}/{outcomes[n].key[:2]}/{outcomes[n].key}" for n in selected])
+
+
+def fast_build(ws, targets, overrides, seed, argv, emit, started, clock, executor) -> BuildReport | None:
+    """The fast path of noop.py: a build that provably runs nothing, decided from stats alone."""
+    from sci import fingerprint, records
+    from sci.api import BuildReport
+    from sci.hashing import StatCache
+    from sci.pipeline import plan_key
+    from sci.scheduler import Outcome, Status
+
+    doc = check(ws.state_dir, ws.root, plan_key=plan_key(ws, overrides, seed), targets=targets)
+    if doc is None or set(doc["env"]) != {"cpu"}:
+        return None  # GPU nodes re-detect their GPUs on the normal path
+    spec = doc["env_spec"]
+    stat_cache = StatCache(ws.state_dir / "statcache")
+    comps = fingerprint.environment(ws.root, spec["files"], spec["vars"], spec["tools"], stat_cache=stat_cache,
+                                    cache_dir=ws.state_dir / "cache")
+    if fingerprint.digest(comps) != doc["env"]["cpu"]:
+        return None
+    stat_cache.save()
+    run_id = records.new_run_id()
+    run_dir = ws.runs_dir / run_id
+    log = records.RunLog(run_dir)
+    plan = doc["manifest"]["plan"]
+    selected = [p["node"] for p in plan]
+    log.write("build_started", None, targets=targets, nodes=len(selected), jobs=0)
+    emit("build_started", None, targets=targets, nodes=len(selected), jobs=0)
+    log.write("noop", None, nodes=len(selected), reason="no stat signature, environment or plan input changed")
+    outcomes = {p["node"]: Outcome(p["node"], Status.CACHED, key=p["key"], outputs=p["outputs"]) for p in plan}
+    man = dict(doc["manifest"])
+    man["git_commit"] = records.git_commit(ws.root)
+    man["command"] = records.redact_argv(records.without_executor_options(list(argv if argv is not None else sys.argv[1:])))
+    man["volatile"] = records.manifest(
+        root=ws.root, pipeline_digest="", params_digest="", environment={}, determinism="strict", root_seed=0,
+        command=[], targets=[], plan=[], run_id=run_id, started=started, started_clock=clock, executor=executor,
+        durations={}, with_git=False)["volatile"]
+    records.write_manifest(run_dir, man)
+    counts = {"cached": len(selected), "executed": 0, "failed": 0, "skipped": 0}
+    log.write("build_finished", None, counts=counts)
+    emit("build_finished", None, counts=counts)
+    log.close()
+    return BuildReport(run_id, run_dir, outcomes, selected, man)

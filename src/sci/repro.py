@@ -20,6 +20,7 @@ from sci import canonical, records
 from sci.errors import SciError, UserError
 from sci.hashing import digest_file
 from sci.store import Store
+from sci.pipeline import store_of
 from sci.workspace import Workspace
 
 MATCH, MISMATCH, NONDET, DRIFT = "match", "mismatch", "nondeterministic-declared", "env-drift"
@@ -74,7 +75,7 @@ def scratch_workspace(ws: Workspace, loaded, selected: list[str], results: dict[
     dest.mkdir(parents=True)
     for rel in ("sci.yaml", "config/hardware.yaml"):
         _copy_into(ws.root, dest, rel)
-    from sci.api import _params_path
+    from sci.pipeline import _params_path
 
     params = _params_path(ws, (ws.root / "sci.yaml").read_bytes())
     if params is not None:
@@ -196,7 +197,7 @@ def repro_check(ws: Workspace, target: str, *, jobs: int | None = None, seed: in
     if stale:
         api.build(ws, [target], jobs=jobs, emit=emit, argv=argv)
     loaded = api.load(ws)
-    store = api._store(loaded)
+    store = store_of(loaded)
     selected = loaded.graph.select([target], ws.root)
     state = records.State(ws.state_dir / "state.json")
     results: dict[str, dict] = {}

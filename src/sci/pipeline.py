@@ -1,0 +1,250 @@
+"""sci.yaml → a planned pipeline (`Loaded`): validated, expanded into nodes, graphed, cached.
+
+Two caches under `.sci/` keep this off the hot path: the validated sci.yaml by its bytes
+(pydantic runs only after an edit), and the whole plan by everything it is a function of
+(`plan_key`). Also here: the pipeline's store and its environment fingerprint records.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sci
+from sci import canonical
+from sci.hashing import StatCache, digest_bytes
+from sci.workspace import RESERVED, Workspace
+
+if TYPE_CHECKING:  # for annotations only: the no-op path never imports the planner
+    from sci.graph import Graph
+    from sci.load import Positions
+    from sci.resources import Hardware
+
+PLAN_CACHE = "plan.pickle"
+PLAN_CACHE_FORMAT = 2
+
+
+@dataclass
+class Loaded:
+    """A validated pipeline, expanded into a graph: everything a build needs before hashing."""
+
+    ws: Workspace
+    graph: Graph
+    pos: Positions
+    params: dict
+    params_digest: str
+    pipeline_digest: str
+    experiment: dict | None
+    env_spec: dict
+    root_seed: int
+    determinism: str
+    store_config: str | None
+    remotes: dict
+    hardware: Hardware
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+PIPELINE_CACHE = "pipeline.pickle"
+
+
+def _pipeline_doc(ws: Workspace, yaml_bytes: bytes) -> tuple[dict, Positions]:
+    """sci.yaml validated into plain data; cached by its bytes so pydantic runs only on edits."""
+    from sci.load import load_yaml_text
+
+    key = digest_bytes(sci.__version__.encode() + b"\0" + yaml_bytes)
+    cache = ws.state_dir / PIPELINE_CACHE
+    try:
+        with open(cache, "rb") as fh:
+            stored, doc, pos = pickle.load(fh)
+        if stored == key:
+            return doc, pos
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
+        pass
+    from sci.errors import Location, SpecError
+    from sci.spec import validate_pipeline
+
+    try:
+        text = yaml_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", location=Location("sci.yaml"),
+                        hint="save sci.yaml as UTF-8") from None
+    data, pos = load_yaml_text(text, "sci.yaml")
+    pipeline = validate_pipeline(data, pos)
+    doc = pipeline.model_dump()
+    doc["experiment"] = pipeline.experiment.model_dump(exclude_none=True) if pipeline.experiment else None
+    _write_pickle(cache, (key, doc, pos))
+    return doc, pos
+
+
+def _write_pickle(path: Path, value: Any) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | None = None) -> Loaded:
+    from sci import params as params_mod
+    from sci.determinism import derive_seed
+    from sci.graph import build_graph, check_code
+    from sci.plan import expand, render_commands
+    from sci.resources import load_hardware
+
+    if not yaml_bytes and not ws.pipeline_file.exists():
+        from sci.errors import SpecError
+
+        raise SpecError("sci.yaml not found", hint="create it (see docs/format.md)")
+    doc, pos = _pipeline_doc(ws, yaml_bytes)
+    if seed is not None:  # `repro-check --seed N`: replay under another root seed
+        doc = dict(doc, defaults=dict(doc["defaults"], seed=seed))
+    raw_params, params_file, params_pos = params_mod.load(ws.root, doc["params"], pos)
+    params = params_mod.apply_overrides(raw_params, overrides)
+    store_cfg = doc["store"]
+    reserved = tuple(RESERVED) + _store_reserved(ws, store_cfg)
+    nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
+    graph = build_graph(nodes, ws.root, pos, reserved=reserved)
+    check_code(nodes, ws.root, pos)
+    render_commands(list(graph.nodes.values()), params, pos)
+    return Loaded(
+        ws=ws, graph=graph, pos=pos, params=params,
+        params_digest=digest_bytes(canonical.dumps(params)),
+        pipeline_digest=digest_bytes(yaml_bytes),
+        experiment=doc["experiment"],
+        env_spec=doc["env"],
+        root_seed=doc["defaults"]["seed"], determinism=doc["defaults"]["determinism"],
+        store_config=store_cfg,
+        remotes={k: (v if isinstance(v, str) else {a: b for a, b in v.items() if b is not None})
+                 for k, v in (doc["remotes"] or {}).items()},
+        hardware=load_hardware(ws.root),
+    )
+
+
+def _store_reserved(ws: Workspace, store_cfg: str | None) -> tuple[str, ...]:
+    root = ws.store_root(store_cfg)
+    try:
+        rel = root.resolve().relative_to(ws.root.resolve())
+    except ValueError:
+        return ()
+    return (rel.parts[0],) if rel.parts else ()
+
+
+def plan_key(ws: Workspace, overrides: list[str], seed: int | None, yaml_bytes: bytes | None = None) -> str:
+    """Digest of everything a plan is a function of, besides the filesystem: the bytes of
+    sci.yaml, the params file and config/hardware.yaml, the overrides, the store location,
+    the seed override and sci's version."""
+    yaml_bytes = _read(ws.pipeline_file) if yaml_bytes is None else yaml_bytes
+    params_path = _params_path(ws, yaml_bytes)
+    parts = [sci.__version__.encode(), str(PLAN_CACHE_FORMAT).encode(), yaml_bytes,
+             _read(params_path) if params_path else b"", _read(ws.root / "config" / "hardware.yaml"),
+             "\0".join(overrides).encode(), os.environ.get("SCI_CAS", "").encode(), str(seed).encode()]
+    return digest_bytes(b"\0sci\0".join(parts))
+
+
+def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None = None) -> Loaded:
+    """Parse and plan the pipeline, reusing `.sci/plan.pickle` when its inputs are unchanged.
+
+    The cache is keyed by the bytes of sci.yaml, the params file, config/hardware.yaml, the
+    overrides and sci's version; glob matches over workspace files and source deps are
+    re-checked on every load, since they depend on the filesystem, not on those bytes.
+    """
+    overrides = list(overrides or [])
+    yaml_bytes = _read(ws.pipeline_file)
+    cache_key = plan_key(ws, overrides, seed, yaml_bytes)
+    cache_file = ws.state_dir / PLAN_CACHE
+    try:
+        with open(cache_file, "rb") as fh:
+            stored_key, loaded = pickle.load(fh)
+        if stored_key == cache_key and _still_valid(loaded):
+            loaded.ws = ws
+            return loaded
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
+        pass
+    loaded = _parse(ws, overrides, yaml_bytes, seed)
+    _write_pickle(cache_file, (cache_key, loaded))
+    return loaded
+
+
+def _params_path(ws: Workspace, yaml_bytes: bytes) -> Path | None:
+    """Find `params: FILE` cheaply (without parsing YAML) so the plan cache key can include it."""
+    for line in yaml_bytes.decode("utf-8", "replace").splitlines():
+        if line.startswith("params:"):
+            value = line.split(":", 1)[1].split("#", 1)[0].strip().strip("'\"")
+            if value and not value.startswith("{"):
+                return ws.root / value
+    return None
+
+
+def _still_valid(loaded: Loaded) -> bool:
+    import glob as glob_mod
+
+    root = loaded.ws.root
+    for pattern, matches in loaded.graph.globs.items():
+        found = sorted(m for m in glob_mod.glob(pattern, root_dir=root, recursive=True)
+                       if m.split("/", 1)[0] not in RESERVED)
+        if found != matches:
+            return False
+    for srcs in loaded.graph.sources.values():
+        for s in srcs:
+            if s.producer is None and not os.path.exists(root / s.path):
+                return False  # re-plan, so the missing dep is reported with its location
+    for node in loaded.graph.nodes.values():
+        for path in node.code:
+            if not os.path.exists(root / path) and not any(c in path for c in "*?["):
+                return False
+    return True
+
+
+# -- environment ---------------------------------------------------------------------------
+def environment_records(loaded: Loaded, stat_cache: StatCache, nodes) -> dict[str, dict]:
+    """{"cpu": {digest, components}} plus "gpu" when a selected node needs a GPU."""
+    from sci import fingerprint
+
+    spec = loaded.env_spec
+    comps = fingerprint.environment(loaded.ws.root, spec["files"], spec["vars"], spec["tools"],
+                                    stat_cache=stat_cache, cache_dir=loaded.ws.state_dir / "cache")
+    out = {"cpu": {"digest": fingerprint.digest(comps), "components": comps}}
+    if any(n.needs_gpu for n in nodes):
+        gcomps = dict(comps, gpu=_gpu_components(loaded.hardware))
+        out["gpu"] = {"digest": fingerprint.digest(gcomps), "components": gcomps}
+    return out
+
+
+def _gpu_components(hw: Hardware) -> dict:
+    """The GPU part of the fingerprint: detected, or as declared in config/hardware.yaml.
+
+    A machine whose hardware.yaml declares GPUs that no driver reports (a test rig, a
+    container without nvidia-smi) is taken at its word for scheduling; the fingerprint then
+    says the GPUs were declared, not detected, so results never pass for detected-GPU ones.
+    """
+    from sci import fingerprint
+    from sci.errors import SciError as _SciError
+
+    try:
+        return fingerprint.gpu_components()
+    except _SciError:
+        if hw.gpus and hw.source != "detected":
+            return {"model": [g.name or "declared" for g in hw.gpus], "driver": "undetected",
+                    "cuda": "undetected", "declared_in": hw.source}
+        raise
+
+
+
+def store_of(loaded: Loaded, override: Path | None = None):
+    from sci.store import Store
+
+    return Store(override or loaded.ws.store_root(loaded.store_config))
+
+
