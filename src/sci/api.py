@@ -65,11 +65,6 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
           seed: int | None = None, remote: str | None = None, use_remote: bool = True,
           remote_upload: bool = False, executor_options: dict | None = None) -> BuildReport:
     """Build `targets` (default: every node); raises StepFailed when a node failed."""
-    from sci.executors import make_executor
-    from sci.inputs import Resolver
-    from sci.resources import Pools, check_fits
-    from sci.scheduler import Scheduler
-
     emit = emit or (lambda *a, **k: None)
     started, clock = records.utc_now(), time.perf_counter()
     fast_ok = not force and store is None and not (remote_upload)
@@ -81,6 +76,11 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
                                 executor)
             if report is not None:
                 return report
+        from sci.executors import make_executor
+        from sci.inputs import Resolver
+        from sci.resources import Pools, check_fits
+        from sci.scheduler import Scheduler
+
         loaded = load(ws, overrides, seed=seed)
         graph = loaded.graph
         selected = graph.select(list(targets or []), ws.root)

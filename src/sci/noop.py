@@ -128,7 +128,7 @@ def fast_build(ws, targets, overrides, seed, argv, emit, started, clock, executo
     from sci.api import BuildReport
     from sci.hashing import StatCache
     from sci.pipeline import plan_key
-    from sci.scheduler import Outcome, Status
+    from sci.records import NodeStatus as Status, Outcome
 
     doc = check(ws.state_dir, ws.root, plan_key=plan_key(ws, overrides, seed), targets=targets)
     if doc is None or set(doc["env"]) != {"cpu"}:

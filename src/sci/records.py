@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -28,6 +29,21 @@ class NodeStatus(str, Enum):
     EXECUTED = "executed"
     FAILED = "failed"
     SKIPPED = "skipped"
+
+
+@dataclass
+class Outcome:
+    """What happened to one node in one run, as the scheduler reports it."""
+
+    node: str
+    status: NodeStatus
+    key: str | None = None
+    outputs: dict[str, dict] = field(default_factory=dict)
+    error: str | None = None
+    stderr_tail: str = ""
+    duration_s: float = 0.0
+    result: dict | None = None
+
 
 
 # Bump when a record's shape changes (and regenerate docs/schemas with `sci schema`).

@@ -29,22 +29,11 @@ from sci.store import OutputRecord, Store
 
 
 Status = records.NodeStatus
+Outcome = records.Outcome
 
 
 class Interrupted(WorkFailed):
     exit_code = 130
-
-
-@dataclass
-class Outcome:
-    node: str
-    status: Status
-    key: str | None = None
-    outputs: dict[str, dict] = field(default_factory=dict)
-    error: str | None = None
-    stderr_tail: str = ""
-    duration_s: float = 0.0
-    result: dict | None = None
 
 
 Emit = Callable[..., None]
