@@ -1,0 +1,99 @@
+"""The store: putting and materializing many small files, as a step's outputs are."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sci.store import OutputRecord, Store
+
+
+@pytest.fixture(scope="module")
+def small_files(tmp_path_factory, sizes) -> list[Path]:
+    src = tmp_path_factory.mktemp("small-src")
+    paths = []
+    for i in range(sizes.store_files):
+        path = src / f"f{i:05d}.txt"
+        path.write_bytes(f"result {i}\n".encode() * (1 + i % 50))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """A factory of empty directories, one per benchmark round."""
+    counter = itertools.count()
+    made = []
+
+    def make() -> Path:
+        path = tmp_path / f"round-{next(counter)}"
+        path.mkdir()
+        made.append(path)
+        return path
+
+    yield make
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.benchmark(group="store: small files")
+def test_store_put_small_files(benchmark, small_files, fresh, sizes):
+    def setup():
+        return (Store(fresh() / "cas"),), {}
+
+    def put_all(store):
+        return [store.put_file(path) for path in small_files]
+
+    digests = benchmark.pedantic(put_all, setup=setup, rounds=sizes.rounds)
+    assert len(set(digests)) == len(small_files)
+
+
+@pytest.mark.benchmark(group="store: small files")
+def test_store_put_output_tree(benchmark, small_files, fresh, sizes):
+    """One directory output holding every small file: blobs plus one tree object."""
+    tree_src = small_files[0].parent
+
+    def setup():
+        return (Store(fresh() / "cas"),), {}
+
+    record = benchmark.pedantic(lambda store: store.put_output(tree_src), setup=setup,
+                                rounds=sizes.rounds)
+    assert record.type == "tree"
+
+
+@pytest.fixture(scope="module")
+def filled_store(tmp_path_factory, small_files) -> tuple[Store, list[OutputRecord]]:
+    store = Store(tmp_path_factory.mktemp("filled") / "cas")
+    records = [OutputRecord("file", store.put_file(p), p.stat().st_size) for p in small_files]
+    return store, records
+
+
+@pytest.mark.benchmark(group="store: small files")
+def test_store_materialize_small_files(benchmark, filled_store, fresh, sizes):
+    store, records = filled_store
+
+    def setup():
+        return (fresh(),), {}
+
+    def materialize_all(dest):
+        for i, rec in enumerate(records):
+            store.materialize(rec, dest / f"out{i:05d}.txt")
+        return dest
+
+    dest = benchmark.pedantic(materialize_all, setup=setup, rounds=sizes.rounds)
+    assert len(os.listdir(dest)) == len(records)
+
+
+@pytest.mark.benchmark(group="store: small files")
+def test_store_materialize_tree(benchmark, filled_store, small_files, fresh, sizes):
+    store, _ = filled_store
+    tree = store.put_output(small_files[0].parent)
+
+    def setup():
+        return (fresh() / "out",), {}
+
+    benchmark.pedantic(lambda dest: store.materialize(tree, dest), setup=setup, rounds=sizes.rounds)
