@@ -226,59 +226,55 @@ def schema(out_dir, name) -> None:
     _print_json(schemas)
 
 
-def _transfer_progress(verb: str):
-    """A rich progress bar on a terminal; nothing otherwise (the summary line says it all)."""
-    if not sys.stderr.isatty():
-        return None, lambda: None
-    from rich.progress import Progress
+def _transfer(verb: str, targets, remote, jobs, as_json) -> dict:
+    """Run `api.push` or `api.pull` with a progress bar on a terminal (nothing otherwise)."""
+    from sci import api
 
-    bar = Progress(transient=True)
-    task = bar.add_task(verb, total=None)
-    bar.start()
+    progress = stop = None
+    if sys.stderr.isatty():
+        from rich.progress import Progress
 
-    def on_event(event) -> None:
-        bar.advance(task)
+        bar = Progress(transient=True)
+        task = bar.add_task(verb, total=None)
+        bar.start()
+        progress, stop = (lambda event: bar.advance(task)), bar.stop
+    try:
+        out = getattr(api, verb)(_ws(), list(targets), remote=remote, jobs=jobs, progress=progress)
+    finally:
+        if stop:
+            stop()
+    if as_json:
+        _print_json(out)
+    return out
 
-    return on_event, bar.stop
+
+def _transfer_options(verb: str):
+    def wrap(fn):
+        fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")(fn)
+        fn = click.option("-j", "--jobs", type=click.IntRange(min=1), default=8, show_default=True,
+                          help="Parallel transfers.")(fn)
+        fn = click.option("--remote", metavar="NAME",
+                          help=f"Remote to {verb} (default: remotes.default / SCI_REMOTE).")(fn)
+        return click.argument("targets", nargs=-1)(fn)
+
+    return wrap
 
 
 @cli.command()
-@click.argument("targets", nargs=-1)
-@click.option("--remote", metavar="NAME", help="Remote to push to (default: remotes.default / SCI_REMOTE).")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=8, show_default=True, help="Parallel transfers.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+@_transfer_options("push to")
 def push(targets, remote, jobs, as_json) -> None:
     """Copy the latest results of TARGETS (default: every node) and their objects to a remote."""
-    from sci import api
-
-    progress, stop = _transfer_progress("push")
-    try:
-        out = api.push(_ws(), list(targets), remote=remote, jobs=jobs, progress=progress)
-    finally:
-        stop()
-    if as_json:
-        _print_json(out)
+    out = _transfer("push", targets, remote, jobs, as_json)
     click.echo(f"sci: pushed {out['pushed_actions']} results: {out['objects']} objects ({out['bytes']} bytes) sent, "
                f"{out['skipped']} already there" + (f"; not built: {', '.join(out['not_built'])}" if out["not_built"] else ""),
                err=True)
 
 
 @cli.command()
-@click.argument("targets", nargs=-1)
-@click.option("--remote", metavar="NAME", help="Remote to pull from (default: remotes.default / SCI_REMOTE).")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=8, show_default=True, help="Parallel transfers.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
+@_transfer_options("pull from")
 def pull(targets, remote, jobs, as_json) -> None:
     """Fetch the results of TARGETS' current keys (default: every node) and their objects."""
-    from sci import api
-
-    progress, stop = _transfer_progress("pull")
-    try:
-        out = api.pull(_ws(), list(targets), remote=remote, jobs=jobs, progress=progress)
-    finally:
-        stop()
-    if as_json:
-        _print_json(out)
+    out = _transfer("pull", targets, remote, jobs, as_json)
     click.echo(f"sci: pulled {len(out['pulled_nodes'])} results: {out['objects']} objects ({out['bytes']} bytes) "
                f"received, {out['skipped']} already here"
                + (f"; not on the remote: {', '.join(out['not_on_remote'])}" if out["not_on_remote"] else ""), err=True)
