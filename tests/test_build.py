@@ -304,3 +304,26 @@ def test_glob_deps_expand_over_declared_outputs_only(ws):
     })
     sci.build()
     assert (ws.root / "joined.txt").read_text() == "1\n2\n"
+
+
+def test_no_op_fast_path_notices_a_file_added_to_a_directory_dep(ws):
+    """The stat-only no-op (.sci/noop) must fall back when a directory dep gains a file."""
+    sci = ws({
+        "sci.yaml": """
+            version: 1
+            steps:
+              count:
+                cmd: ls {deps} | wc -l > {outs}
+                deps: [inputs]
+                outs: [count.txt]
+            """,
+        "inputs/a.txt": "a\n",
+    })
+    assert sci.build()["executed"] == ["count"]
+    assert sci.build()["executed"] == []
+    assert (ws.root / ".sci" / "noop").exists()
+    (ws.root / "inputs" / "b.txt").write_text("b\n")
+    assert sci.build()["executed"] == ["count"]
+    assert (ws.root / "count.txt").read_text().strip() == "2"
+    (ws.root / "extra_module.py").write_text("x = 1\n")  # beside nothing we read: still a no-op
+    assert sci.build()["executed"] == []

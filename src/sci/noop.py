@@ -37,9 +37,9 @@ def _sig(path: str) -> tuple | None:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def record(state_dir: Path, *, plan_key: str, targets: list[str], env_digests: dict[str, str],
-           env_spec: dict, paths: list[str], stat_entries: dict, globs: dict[str, list[str]],
-           manifest: dict, action_paths: list[str]) -> bool:
+def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], env_digests: dict[str, str],
+           env_spec: dict, paths: list[str], directories: list[str], stat_entries: dict,
+           globs: dict[str, list[str]], manifest: dict, action_paths: list[str]) -> bool:
     """Write the record; False (and no record) when some path has no trusted signature."""
     sigs: dict[str, tuple] = {}
     wanted_dirs = []
@@ -61,6 +61,14 @@ def record(state_dir: Path, *, plan_key: str, targets: list[str], env_digests: d
         if not all(found.values()):
             discard(state_dir)
             return False
+    # Directories too: a file added to a directory dep or output, or a new module beside a code
+    # file (it could change an import closure), changes its directory's mtime, not any file's.
+    for d in directories:
+        sig = _sig(os.path.join(root, d))
+        if sig is None:
+            discard(state_dir)
+            return False
+        sigs[d.rstrip("/") + "/"] = sig
     doc = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets), "env": env_digests,
            "env_spec": env_spec, "sigs": sigs, "globs": globs, "manifest": manifest,
            "actions": action_paths}
@@ -90,7 +98,7 @@ def check(state_dir: Path, root: Path, *, plan_key: str, targets: list[str]) -> 
         return None
     prefix = str(root) + os.sep
     for path, sig in doc["sigs"].items():
-        if _sig(prefix + path) != sig:
+        if _sig(prefix + path.rstrip("/")) != sig:
             return None
     for pattern, matches in doc["globs"].items():
         found = sorted(m for m in glob_mod.glob(pattern, root_dir=root, recursive=True)
@@ -109,16 +117,24 @@ def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resol
 
     graph = loaded.graph
     paths: set[str] = set(loaded.env_spec.get("files", []))
+    directories: set[str] = set()
+    root = ws.root
     for name in selected:
         node = graph.nodes[name]
         paths.update(node.all_dep_paths())
-        paths.update(resolver.code_files(node))
         paths.update(node.outs.values())
+        for code in resolver.code_files(node):
+            paths.add(code)
+            directories.add(os.path.dirname(code) or ".")
+    for p in list(paths):
+        if os.path.isdir(root / p):
+            for dirpath, _dirs, _files in os.walk(root / p):
+                directories.add(os.path.relpath(dirpath, root))
     base = {k: v for k, v in man.items() if k not in ("volatile", "command")}
     base["plan"] = [dict(p, status="cached") for p in man["plan"]]
-    record(ws.state_dir, plan_key=plan_key(ws, overrides, seed), targets=targets,
+    record(ws.state_dir, root=root, plan_key=plan_key(ws, overrides, seed), targets=targets,
                 env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
-                paths=sorted(paths), stat_entries=stat_cache.entries, globs=dict(loaded.graph.globs),
+                paths=sorted(paths), directories=sorted(directories), stat_entries=stat_cache.entries, globs=dict(loaded.graph.globs),
                 manifest=base, action_paths=[f"{store.actions}/{outcomes[n].key[:2]}/{outcomes[n].key}" for n in selected])
 
 
