@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from sci.api import BuildReport
 
 NOOP_FILE = "noop"
-NOOP_FORMAT = "sci-noop-1"
+NOOP_FORMAT = "sci-noop-2"
 
 
 def _sig(path: str) -> tuple | None:
@@ -69,12 +69,14 @@ def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], en
             discard(state_dir)
             return False
         sigs[d.rstrip("/") + "/"] = sig
-    doc = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets), "env": env_digests,
-           "env_spec": env_spec, "sigs": sigs, "globs": globs, "manifest": manifest,
+    header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets)}
+    doc = {"env": env_digests, "env_spec": env_spec, "sigs": sigs, "globs": globs, "manifest": manifest,
            "actions": action_paths}
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = state_dir / f"{NOOP_FILE}.{os.getpid()}.tmp"
-    tmp.write_bytes(marshal.dumps(doc))
+    with open(tmp, "wb") as fh:  # a small header first: a changed plan is refused before the rest is read
+        marshal.dump(header, fh)
+        marshal.dump(doc, fh)
     os.replace(tmp, state_dir / NOOP_FILE)
     return True
 
@@ -91,10 +93,13 @@ def check(state_dir: Path, root: Path, *, plan_key: str, targets: list[str]) -> 
 
     The caller still compares the environment digests (they need the fingerprint)."""
     try:
-        doc: dict[str, Any] = marshal.loads((state_dir / NOOP_FILE).read_bytes())
+        with open(state_dir / NOOP_FILE, "rb") as fh:
+            header = marshal.load(fh)
+            if (not isinstance(header, dict) or header.get("format") != NOOP_FORMAT
+                    or header.get("plan") != plan_key or header.get("targets") != list(targets)):
+                return None
+            doc: dict[str, Any] = marshal.load(fh)
     except (OSError, EOFError, ValueError, TypeError):
-        return None
-    if doc.get("format") != NOOP_FORMAT or doc["plan"] != plan_key or doc["targets"] != list(targets):
         return None
     prefix = str(root) + os.sep
     for path, sig in doc["sigs"].items():
