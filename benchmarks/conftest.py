@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+
+from bench_support import PAIRS
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def _random_bytes(rng: random.Random, n: int) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def big_file(tmp_path_factory, sizes) -> Path:
+def big_file(tmp_path_factory, sizes):
     """One file of `big_file_bytes` random bytes (written in 16 MiB pieces)."""
     path = tmp_path_factory.mktemp("big") / "big.bin"
     rng = random.Random(1)
@@ -64,12 +66,13 @@ def big_file(tmp_path_factory, sizes) -> Path:
             n = min(piece, left)
             fh.write(_random_bytes(rng, n))
             left -= n
-    return path
+    yield path
+    path.unlink()  # pytest keeps its last three temp dirs; 1 GiB each is too much to leave
 
 
 @pytest.fixture(scope="session")
-def many_files(tmp_path_factory, sizes) -> tuple[Path, list[str]]:
-    """A tree of `many_files` files in 100-file folders; returns (root, sorted file paths)."""
+def many_files(tmp_path_factory, sizes):
+    """A tree of `many_files` files in 100-file folders; gives (root, sorted file paths)."""
     root = tmp_path_factory.mktemp("many") / "tree"
     rng = random.Random(2)
     each = sizes.many_total_bytes // sizes.many_files
@@ -81,16 +84,8 @@ def many_files(tmp_path_factory, sizes) -> tuple[Path, list[str]]:
         path = folder / f"f{i:06d}.bin"
         path.write_bytes(_random_bytes(rng, each))
         paths.append(str(path))
-    return root, sorted(paths)
-
-
-def wait_out_racy_window() -> None:
-    """Let freshly written files age past the stat cache's racy window, so it may keep them."""
-    import time
-
-    from sci.hashing import RACY_WINDOW_NS
-
-    time.sleep(RACY_WINDOW_NS / 1e9 + 0.05)
+    yield root, sorted(paths)
+    shutil.rmtree(root)
 
 
 # -- the sci-versus-raw summary --------------------------------------------------------------
@@ -107,14 +102,6 @@ COMPARISONS: list[tuple[str, str, str, str]] = [
 ]
 
 
-_PAIRS: list[tuple[str, float, float, str]] = []
-
-
-def record_pair(label: str, sci: float, raw: float, which: str) -> None:
-    """Remember medians of sci and raw measured in alternation (see test_bench_hashing)."""
-    _PAIRS.append((label, sci, raw, which))
-
-
 @pytest.fixture
 def record(request, benchmark):
     """Use instead of `benchmark` to have the median remembered for the summary table."""
@@ -127,7 +114,7 @@ def record(request, benchmark):
 def pytest_terminal_summary(terminalreporter, config):
     sizes = _sizes()
     volume = {"big": sizes.big_file_bytes, "many": sizes.many_total_bytes}
-    rows = [(label + " (alternating)", sci, raw, volume[which]) for label, sci, raw, which in _PAIRS]
+    rows = [(label + " (alternating)", sci, raw, volume[which]) for label, sci, raw, which in PAIRS]
     rows += [(label, _MEDIANS[sci], _MEDIANS[raw], volume[which])
              for label, sci, raw, which in COMPARISONS if sci in _MEDIANS and raw in _MEDIANS]
     if not rows:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -254,23 +253,6 @@ def edit_param(tool: str, w: Workload, dest: Path, index: int, value: int | str,
     else:
         Path(dest, "params.yaml").write_text(_params_yaml(values))
     return values
-
-
-def output_stamps(w: Workload, dest: Path) -> dict[str, tuple[int, int, int]]:
-    """(mtime, ctime, inode) of each node's output, to see afterwards which ones were rewritten."""
-    stamps = {}
-    for i in range(w.n):
-        try:
-            st = os.stat(Path(dest, w.out(i)))
-        except FileNotFoundError:
-            continue
-        stamps[w.name(i)] = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-    return stamps
-
-
-def rewritten(before: dict, after: dict) -> list[str]:
-    """Nodes whose output appeared or changed stamp between two `output_stamps` calls."""
-    return sorted(name for name, stamp in after.items() if before.get(name) != stamp)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,19 +82,36 @@ class Run:
 
 def time_command(argv, cwd: Path | str, cap: float, log: Path | None = None,
                  env: dict | None = None) -> Run:
-    """Run argv in cwd and time it; past `cap` seconds the whole process group is killed."""
+    """Run argv in cwd and time it; past `cap` seconds the whole process group is killed.
+
+    The wait is a plain blocking `waitpid` and the cap a timer thread: `Popen.wait(timeout=...)`
+    polls with sleeps that grow to 50 ms, which would round every time above ~64 ms up to the
+    next 50 ms step.
+    """
     out = open(log, "ab") if log else subprocess.DEVNULL
+    killed = threading.Event()
     try:
         start = time.perf_counter()
         proc = subprocess.Popen(list(argv), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env or clean_env(), start_new_session=True)
+
+        def kill() -> None:
+            killed.set()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(cap, kill)
+        timer.daemon = True
+        timer.start()
         try:
-            code = proc.wait(timeout=cap)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return Run(None, "capped", f"over the {cap:g} s cap")
+            code = proc.wait()
+        finally:
+            timer.cancel()
         elapsed = time.perf_counter() - start
+        if killed.is_set():
+            return Run(None, "capped", f"over the {cap:g} s cap")
     finally:
         if log:
             out.close()

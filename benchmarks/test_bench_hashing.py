@@ -15,7 +15,7 @@ import time
 import pytest
 from blake3 import blake3
 
-from conftest import record_pair, wait_out_racy_window
+from bench_support import record_pair, wait_out_racy_window
 from sci import hashing
 from sci.hashing import StatCache
 
