@@ -16,12 +16,7 @@ from sci.hashing import StatCache, tree_digest
 from sci.plan import GLOB_CHARS, Node
 from sci.store import Store
 
-try:  # secrets never enter a key by value (SPEC §7)
-    from sci.fingerprint import is_secret_name
-except ImportError:  # pragma: no cover - fingerprint.py ships with sci
-    def is_secret_name(name: str) -> bool:
-        up = name.upper()
-        return any(w in up for w in ("TOKEN", "SECRET", "PASSWORD", "KEY"))
+from sci.fingerprint import is_secret_name  # secrets never enter a key by value (SPEC §7)
 
 
 @dataclass

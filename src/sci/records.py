@@ -21,6 +21,7 @@ from typing import Any
 
 import sci
 from sci import canonical
+from sci.fingerprint import is_secret_name
 
 class NodeStatus(str, Enum):
     """What happened to a node in one run: found in the store, run, failed, or not reached."""
@@ -48,7 +49,6 @@ class Outcome:
 
 # Bump when a record's shape changes (and regenerate docs/schemas with `sci schema`).
 RECORD_FORMAT = 1
-SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
 
 
 def utc_now() -> str:
@@ -141,7 +141,7 @@ def redact_argv(argv: list[str]) -> list[str]:
     out = []
     for a in argv:
         name = a.split("=", 1)[0].upper()
-        out.append(f"{a.split('=', 1)[0]}=<redacted>" if "=" in a and any(w in name for w in SECRET_WORDS) else a)
+        out.append(f"{a.split('=', 1)[0]}=<redacted>" if "=" in a and is_secret_name(name) else a)
     return out
 
 
