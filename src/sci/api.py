@@ -134,9 +134,21 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
                           stat_cache=stat_cache, executor=ex, pools=Pools(hardware, jobs), emit=emit_all,
                           environment=env, keep_going=keep_going, force=forced, prepare=prepare,
                           link_mode=mode, python=sys.executable)
+        to_run = selected
+        if fast_ok and not forced:
+            from sci.noop import unchanged_nodes
+
+            known = unchanged_nodes(ws, loaded, list(targets or []), {k: v["digest"] for k, v in env.items()}, selected)
+            if known:
+                log.write("unchanged", None, nodes=len(known),
+                          reason="only parameters changed, and these nodes read none of them")
+                sched.preset(known.values())
+                for name, entry in known.items():  # the display counts them; the log has the line above
+                    emit("node_cached", name, key=entry["key"])
+                to_run = [n for n in selected if n not in known]
         try:
             try:
-                outcomes = sched.run(selected)
+                outcomes = sched.run(to_run)
             finally:
                 ex.close()
                 _clean_scratch(ws, start=False)

@@ -53,9 +53,8 @@ class Resolver:
             from sci.hashing import TreeEntry
 
             return tree_digest([TreeEntry(e.path[len(sub) + 1:], e.digest, e.size, e.executable) for e in inner])
-        full = self.root / path
         try:
-            return self.stat_cache.path_digest(full, path)
+            return self.stat_cache.path_digest(f"{self.root}/{path}", path)
         except FileNotFoundError:
             raise GraphError(f"{node.name}: dep {path!r} does not exist",
                              hint="create it, or add the step that writes it") from None

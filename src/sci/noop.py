@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from sci.api import BuildReport
 
 NOOP_FILE = "noop"
-NOOP_FORMAT = "sci-noop-2"
+NOOP_FORMAT = "sci-noop-4"
 
 
 def _sig(path: str) -> tuple | None:
@@ -39,7 +39,8 @@ def _sig(path: str) -> tuple | None:
 
 def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], env_digests: dict[str, str],
            env_spec: dict, paths: list[str], directories: list[str], stat_entries: dict,
-           globs: dict[str, list[str]], manifest: dict, action_paths: list[str]) -> bool:
+           globs: dict[str, list[str]], manifest: dict, action_paths: list[str], structure: str = "",
+           params: dict | None = None) -> bool:
     """Write the record; False (and no record) when some path has no trusted signature."""
     sigs: dict[str, tuple] = {}
     wanted_dirs = []
@@ -69,14 +70,14 @@ def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], en
             discard(state_dir)
             return False
         sigs[d.rstrip("/") + "/"] = sig
-    header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets)}
+    header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets), "structure": structure}
     doc = {"env": env_digests, "env_spec": env_spec, "sigs": sigs, "globs": globs, "manifest": manifest,
-           "actions": action_paths}
+           "actions": action_paths, "params": params if params is not None else {}}
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = state_dir / f"{NOOP_FILE}.{os.getpid()}.tmp"
+    head = marshal.dumps(header)
     with open(tmp, "wb") as fh:  # a small header first: a changed plan is refused before the rest is read
-        marshal.dump(header, fh)
-        marshal.dump(doc, fh)
+        fh.write(len(head).to_bytes(4, "little") + head + marshal.dumps(doc))
     os.replace(tmp, state_dir / NOOP_FILE)
     return True
 
@@ -88,32 +89,68 @@ def discard(state_dir: Path) -> None:
         pass
 
 
+def _read(state_dir: Path, accept) -> dict | None:
+    """The record's document, if its header passes `accept(header)`."""
+    try:
+        # marshal.load(file) reads in tiny pieces; whole reads and marshal.loads are ~10x faster.
+        with open(state_dir / NOOP_FILE, "rb") as fh:
+            header = marshal.loads(fh.read(int.from_bytes(fh.read(4), "little")))
+            if not isinstance(header, dict) or header.get("format") != NOOP_FORMAT or not accept(header):
+                return None
+            return marshal.loads(fh.read())
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+
+
 def check(state_dir: Path, root: Path, *, plan_key: str, targets: list[str]) -> dict | None:
     """The recorded document if nothing that could change a key has changed, else None.
 
     The caller still compares the environment digests (they need the fingerprint)."""
-    try:
-        with open(state_dir / NOOP_FILE, "rb") as fh:
-            header = marshal.load(fh)
-            if (not isinstance(header, dict) or header.get("format") != NOOP_FORMAT
-                    or header.get("plan") != plan_key or header.get("targets") != list(targets)):
-                return None
-            doc: dict[str, Any] = marshal.load(fh)
-    except (OSError, EOFError, ValueError, TypeError):
-        return None
+    doc = _read(state_dir, lambda h: h.get("plan") == plan_key and h.get("targets") == list(targets))
+    return doc if doc is not None and _files_unchanged(doc, root) else None
+
+
+def _files_unchanged(doc: dict, root: Path) -> bool:
     prefix = str(root) + os.sep
     for path, sig in doc["sigs"].items():
         if _sig(prefix + path.rstrip("/")) != sig:
-            return None
+            return False
     for pattern, matches in doc["globs"].items():
         found = sorted(m for m in glob_mod.glob(pattern, root_dir=root, recursive=True)
                        if m.split("/", 1)[0] not in (".sci", "runs"))
         if found != matches:
-            return None
-    for action in doc["actions"]:
-        if not os.path.exists(action):
-            return None
-    return doc
+            return False
+    return all(os.path.exists(action) for action in doc["actions"])
+
+
+def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str], selected: list[str]) -> dict[str, dict]:
+    """After a parameter edit: the selected nodes whose keys provably equal last build's.
+
+    The record must come from the same sci.yaml, hardware and targets (same structure key),
+    the same environment, and no recorded file may have changed. Then a node whose step reads
+    none of the parameters that differ from the recorded ones, and none of whose upstream
+    nodes is such a step's, has the same definition and the same inputs as last time: its
+    recorded plan entry (key, outputs) is returned, and the build neither keys nor checks it.
+    """
+    from sci import replan
+
+    doc = _read(ws.state_dir, lambda h: h.get("structure") == loaded.structure_key
+                and h.get("targets") == list(targets))
+    if doc is None or doc["env"] != env_digests or loaded.step_reads is None:
+        return {}
+    entries = {p["node"]: p for p in doc["manifest"]["plan"]}
+    if set(entries) != set(selected) or not _files_unchanged(doc, ws.root):
+        return {}
+    steps = replan.affected_steps(loaded.step_reads, replan.changed_keys(doc["params"], loaded.params))
+    graph = loaded.graph
+    dirty = {n for n in selected if graph.nodes[n].step in steps}
+    stack = list(dirty)
+    while stack:
+        for m in graph.downstream[stack.pop()]:
+            if m not in dirty:
+                dirty.add(m)
+                stack.append(m)
+    return {n: entries[n] for n in selected if n not in dirty}
 
 
 def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resolver, stat_cache, env, man, store) -> None:
@@ -131,8 +168,9 @@ def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resol
         for code in resolver.code_files(node):
             paths.add(code)
             directories.add(os.path.dirname(code) or ".")
+    hashed_files = stat_cache.entries  # what the stat cache holds is a file
     for p in list(paths):
-        if os.path.isdir(root / p):
+        if p not in hashed_files and os.path.isdir(root / p):
             for dirpath, _dirs, _files in os.walk(root / p):
                 directories.add(os.path.relpath(dirpath, root))
     base = {k: v for k, v in man.items() if k not in ("volatile", "command")}
@@ -140,7 +178,8 @@ def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resol
     record(ws.state_dir, root=root, plan_key=plan_key(ws, overrides, seed), targets=targets,
                 env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
                 paths=sorted(paths), directories=sorted(directories), stat_entries=stat_cache.entries, globs=dict(loaded.graph.globs),
-                manifest=base, action_paths=[f"{store.actions}/{outcomes[n].key[:2]}/{outcomes[n].key}" for n in selected])
+                manifest=base, action_paths=[f"{store.actions}/{outcomes[n].key[:2]}/{outcomes[n].key}" for n in selected],
+                structure=loaded.structure_key, params=loaded.params)
 
 
 def fast_build(ws, targets, overrides, seed, argv, emit, started, clock, executor) -> BuildReport | None:

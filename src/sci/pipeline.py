@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # for annotations only: the no-op path never imports the plan
     from sci.resources import Hardware
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 2
+PLAN_CACHE_FORMAT = 3
 
 
 @dataclass
@@ -44,6 +44,9 @@ class Loaded:
     store_config: str | None
     remotes: dict
     hardware: Hardware
+    reserved: tuple[str, ...] = ()  # top-level names no path may use (sci's own, the store)
+    step_reads: dict[str, list[str]] | None = None  # step -> parameter keys its expansion reads
+    structure_key: str = ""  # plan_key without the parameters: equal means a params edit only
 
 
 def _read(path: Path) -> bytes:
@@ -96,11 +99,14 @@ def _write_pickle(path: Path, value: Any) -> None:
         pass
 
 
-def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | None = None) -> Loaded:
+def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | None = None,
+           previous: Loaded | None = None) -> tuple[Loaded, bool]:
+    """Plan from scratch; or, when `previous` was planned from the same sci.yaml and hardware
+    and only parameters differ, patch it (replan.py). The flag says which."""
     from sci import params as params_mod
     from sci.determinism import derive_seed
     from sci.graph import build_graph, check_code
-    from sci.plan import expand, render_commands
+    from sci.plan import expand, param_reads, render_commands
     from sci.resources import load_hardware
 
     if not yaml_bytes and not ws.pipeline_file.exists():
@@ -112,6 +118,14 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
         doc = dict(doc, defaults=dict(doc["defaults"], seed=seed))
     raw_params, params_file, params_pos = params_mod.load(ws.root, doc["params"], pos)
     params = params_mod.apply_overrides(raw_params, overrides)
+    structure = structure_key(ws, seed, yaml_bytes)
+    if previous is not None and previous.structure_key == structure and previous.step_reads is not None:
+        from sci import replan
+
+        patched = replan.patch(previous, doc, params, derive_seed=derive_seed)
+        if patched is not None:
+            patched.ws = ws
+            return patched, True
     store_cfg = doc["store"]
     reserved = tuple(RESERVED) + _store_reserved(ws, store_cfg)
     nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
@@ -129,7 +143,9 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
         remotes={k: (v if isinstance(v, str) else {a: b for a, b in v.items() if b is not None})
                  for k, v in (doc["remotes"] or {}).items()},
         hardware=load_hardware(ws.root),
-    )
+        reserved=reserved, step_reads={name: param_reads(step) for name, step in doc["steps"].items()},
+        structure_key=structure,
+    ), False
 
 
 def _store_reserved(ws: Workspace, store_cfg: str | None) -> tuple[str, ...]:
@@ -147,9 +163,17 @@ def plan_key(ws: Workspace, overrides: list[str], seed: int | None, yaml_bytes: 
     the seed override and sci's version."""
     yaml_bytes = _read(ws.pipeline_file) if yaml_bytes is None else yaml_bytes
     params_path = _params_path(ws, yaml_bytes)
+    params = _read(params_path) if params_path else b""
+    return digest_bytes(b"\0sci\0".join([structure_key(ws, seed, yaml_bytes).encode(), params,
+                                          "\0".join(overrides).encode()]))
+
+
+def structure_key(ws: Workspace, seed: int | None, yaml_bytes: bytes) -> str:
+    """The part of plan_key that is not parameters: what a plan patched after a params edit
+    (replan.py) must share with the plan it patches."""
     parts = [sci.__version__.encode(), str(PLAN_CACHE_FORMAT).encode(), yaml_bytes,
-             _read(params_path) if params_path else b"", _read(ws.root / "config" / "hardware.yaml"),
-             "\0".join(overrides).encode(), os.environ.get("SCI_CAS", "").encode(), str(seed).encode()]
+             _read(ws.root / "config" / "hardware.yaml"), os.environ.get("SCI_CAS", "").encode(),
+             str(seed).encode()]
     return digest_bytes(b"\0sci\0".join(parts))
 
 
@@ -164,16 +188,21 @@ def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None 
     yaml_bytes = _read(ws.pipeline_file)
     cache_key = plan_key(ws, overrides, seed, yaml_bytes)
     cache_file = ws.state_dir / PLAN_CACHE
+    previous = None
     try:
         with open(cache_file, "rb") as fh:
-            stored_key, loaded = pickle.load(fh)
-        if stored_key == cache_key and _still_valid(loaded):
-            loaded.ws = ws
-            return loaded
+            stored_key, previous = pickle.load(fh)
+        previous.ws = ws
+        valid = _still_valid(previous)
+        if stored_key == cache_key and valid:
+            return previous
+        if not valid:  # globs or sources moved: a patch could not be trusted either
+            previous = None
     except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
-        pass
-    loaded = _parse(ws, overrides, yaml_bytes, seed)
-    _write_pickle(cache_file, (cache_key, loaded))
+        previous = None
+    loaded, patched = _parse(ws, overrides, yaml_bytes, seed, previous)
+    if not patched:  # a patched plan is as quick to make again as to load: keep the one it came from
+        _write_pickle(cache_file, (cache_key, loaded))
     return loaded
 
 
@@ -196,10 +225,11 @@ def _still_valid(loaded: Loaded) -> bool:
                        if m.split("/", 1)[0] not in RESERVED)
         if found != matches:
             return False
-    for srcs in loaded.graph.sources.values():
-        for s in srcs:
-            if s.producer is None and not os.path.exists(root / s.path):
-                return False  # re-plan, so the missing dep is reported with its location
+    prefix = f"{root}/"
+    sources = {s.path for srcs in loaded.graph.sources.values() for s in srcs if s.producer is None}
+    for path in sources:
+        if not os.path.exists(prefix + path):
+            return False  # re-plan, so the missing dep is reported with its location
     for node in loaded.graph.nodes.values():
         for path in node.code:
             if not os.path.exists(root / path) and not any(c in path for c in "*?["):

@@ -173,8 +173,25 @@ class _Fields:
         return self._d[name]
 
 
-def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str, ...], derive_seed) -> list[Node]:
-    """Every step's nodes, in declaration order (foreach combinations in declaration order).
+def param_reads(step: dict) -> list[str]:
+    """The dotted parameter keys a step's expansion reads: its `params:` and `{params.…}` placeholders."""
+    reads = list(step["params"])
+    texts = [step["cmd"] or "", *step["code"]]
+    for table in (step["deps"], step["outs"]):
+        if table:
+            texts.extend(table.values() if isinstance(table, dict) else table)
+    for text in texts:
+        for m in PLACEHOLDER.finditer(str(text)):
+            name = (m.group(1) or "").strip()
+            if name.startswith("params."):
+                reads.append(name[len("params."):])
+    return reads
+
+
+def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str, ...], derive_seed,
+           only: set[str] | None = None) -> list[Node]:
+    """Every step's nodes (or those of the steps in `only`), in declaration order (foreach
+    combinations in declaration order).
 
     `pipeline` is the validated sci.yaml as plain data (spec.Pipeline.model_dump()), so a
     cached pipeline can be expanded again without importing pydantic.
@@ -183,6 +200,8 @@ def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str,
     defaults = pipeline["defaults"]
     all_steps = pipeline["steps"]
     for step_name, step_data in all_steps.items():
+        if only is not None and step_name not in only:
+            continue
         step = _Fields(step_data)
         origin = ("steps", step_name)
         declared: dict[str, Any] = {}

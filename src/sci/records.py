@@ -154,9 +154,11 @@ class RunLog:
         self._fh = open(self.path, "a", encoding="utf-8")
         self._lock = threading.Lock()
 
+    # One encoder for every line: json.dumps with options builds a new one per call.
+    _encode = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False, sort_keys=True).encode
+
     def write(self, event: str, node: str | None = None, level: str = "info", **data: Any) -> None:
-        line = json.dumps({"time": utc_now(), "level": level, "node": node, "event": event, "data": data},
-                          ensure_ascii=False, default=str, allow_nan=False, sort_keys=True)
+        line = self._encode({"time": utc_now(), "level": level, "node": node, "event": event, "data": data})
         with self._lock:
             self._fh.write(line + "\n")
 

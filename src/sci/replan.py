@@ -1,0 +1,71 @@
+"""A parameter edit → the previous plan with only the steps that read a changed value re-expanded.
+
+Parameters reach a plan in two ways only: the values a step declares under `params:`, and
+`{params.…}` placeholders in its cmd, deps, outs and code. So when sci.yaml, hardware.yaml and
+the store location are what they were, and only params.yaml or the `--set` overrides changed,
+the steps that read none of the changed keys expand exactly as before. This module re-expands
+the others, and keeps the old graph when their paths are unchanged (so edges, order and globs
+are too). When in doubt — a path moved, a dossier step is touched, the cache is from another
+plan — it returns None and the caller plans from scratch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from sci import canonical
+from sci.hashing import digest_bytes
+
+if TYPE_CHECKING:
+    from sci.pipeline import Loaded
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two parameter mappings (a list counts as one value)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in old.keys() | new.keys():
+            key = f"{prefix}{k}"
+            if k not in old or k not in new:
+                out.append(key)
+            else:
+                out.extend(changed_keys(old[k], new[k], key + "."))
+        return out
+    if type(old) is type(new) and (old == new if not isinstance(old, list)
+                                   else canonical.dumps(old) == canonical.dumps(new)):
+        return []  # 1, 1.0 and True are different values, also inside a list
+    return [prefix[:-1]] if prefix else [""]
+
+
+def _touches(read: str, changed: str) -> bool:
+    return (not changed or read == changed or read.startswith(changed + ".")
+            or changed.startswith(read + "."))
+
+
+def affected_steps(step_reads: dict[str, list[str]], changed: list[str]) -> set[str]:
+    return {step for step, reads in step_reads.items()
+            if any(_touches(r, c) for r in reads for c in changed)}
+
+
+def patch(old: Loaded, doc: dict, params: dict, *, derive_seed) -> Loaded | None:
+    """`old` re-planned for `params`, or None when only a full plan can be trusted."""
+    from sci.plan import expand, render_commands
+
+    changed = changed_keys(old.params, params)
+    steps = affected_steps(old.step_reads, changed)
+    graph = old.graph
+    new_nodes = expand(doc, params, old.pos, reserved=old.reserved, derive_seed=derive_seed, only=steps)
+    nodes = dict(graph.nodes)
+    for node in new_nodes:
+        before = nodes.get(node.name)
+        if (before is None or node.kind == "dossier" or node.deps != before.deps or node.outs != before.outs
+                or node.code != before.code):
+            return None
+        node.dep_paths = before.dep_paths
+        nodes[node.name] = node
+    if sum(1 for n in nodes.values() if n.step in steps) != len(new_nodes):
+        return None
+    render_commands(new_nodes, params, old.pos)
+    return dataclasses.replace(old, graph=dataclasses.replace(graph, nodes=nodes), params=params,
+                               params_digest=digest_bytes(canonical.dumps(params)))

@@ -1,0 +1,97 @@
+"""YAML loading: the fast event reader must give exactly what ruamel's safe loader gives."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sci import load
+from sci.errors import SpecError
+
+pytestmark = pytest.mark.skipif(not load._has_c_parser(), reason="needs ruamel.yaml.clib's C parser")
+
+
+def ruamel_plain(text: str):
+    from ruamel.yaml import YAML
+
+    return load._plain(YAML(typ="safe", pure=True).load(text))
+
+
+def same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+TRICKY = ["0", "1", "-1", "+1", "007", "0o17", "0x1F", "0b101", "1_000", "1.5", "-0.0", "1e5", "1E-3",
+          "1.5e+3", ".5", "5.", ".inf", "-.inf", ".nan", "true", "True", "TRUE", "yes", "no", "on", "off",
+          "null", "Null", "~", "", "2024-01-31", "2024-1-3 10:20:30", "12:30", "1:20:30", "-", "-x",
+          "+x", ".x", "<<", "=", "a b", "1a", "n", "y", "NaN", "inf", "nulls", "trueish", "0.1.2"]
+scalar_text = st.one_of(st.sampled_from(TRICKY), st.from_regex(r"[a-zA-Z0-9_.+\-~ ]{0,8}", fullmatch=True))
+
+
+def render(value: str, style: str) -> str:
+    if style == "plain":
+        return value
+    if style == "single":
+        return "'" + value.replace("'", "''") + "'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(scalar_text, st.sampled_from(["plain", "single", "double"])), min_size=1, max_size=6),
+       st.sampled_from(["block", "flow", "nested"]))
+def test_fast_reader_agrees_with_ruamel(items, shape):
+    values = [render(v.strip(), s) for v, s in items]
+    if shape == "block":
+        text = "".join(f"k{i}: {v}\n" for i, v in enumerate(values))
+    elif shape == "flow":
+        text = "xs: [" + ", ".join(v if v else "''" for v in values) + "]\n"
+    else:
+        text = "top:\n  inner:\n" + "".join(f"    - {v}\n" for v in values) + f"  {values[0] or 'k'}: 1\n"
+    try:
+        expected = ruamel_plain(text)
+    except Exception:  # noqa: BLE001 - text ruamel rejects must be rejected by load_yaml_text too
+        with pytest.raises(SpecError):
+            load.load_yaml_text(text, "p.yaml")
+        return
+    got, _pos = load.load_yaml_text(text, "p.yaml")
+    assert same(got, expected), (text, got, expected)
+
+
+@pytest.mark.parametrize("text", [
+    "a: &x 1\nb: *x\n",                     # anchors and aliases
+    "base: &b {x: 1}\nd:\n  <<: *b\n  y: 2\n",  # merge key
+    "a: !!str 5\nb: !!float 1\n",           # explicit tags
+    "%YAML 1.1\n---\na: yes\nb: 010\n",      # a YAML 1.1 document
+    "1: one\nyes: t\n~: n\n2.5: f\n",      # non-text keys become text
+    "a:\n  - [1, 2]\n  - {b: [c, {d: e}]}\n",
+    "",
+    "# only a comment\n",
+])
+def test_documents_the_fast_reader_hands_on(text):
+    got, _pos = load.load_yaml_text(text, "p.yaml")
+    assert same(got, ruamel_plain(text))
+
+
+def test_fast_reader_covers_a_params_file():
+    """The common case really takes the fast path (not the fallback)."""
+    text = "fit:\n  degree: 3\n  alpha: 0.05\n  name: poly\n  grid: [1, 2.5, -3]\nflag: true\nnone: ~\n"
+    assert load._fast_load(text) == ruamel_plain(text)
+
+
+@pytest.mark.parametrize("text,line", [("a: 1\na: 2\n", 2), ("1: a\ntrue: b\n", 2), ("a: [1, 2\nb: 3\n", 2), ("a:\n\tb: 1\n", 2)])
+def test_bad_yaml_is_still_reported_with_its_line(text, line):
+    with pytest.raises(SpecError) as err:
+        load.load_yaml_text(text, "params.yaml")
+    assert err.value.location.file == "params.yaml"
+    assert err.value.location.line == line
