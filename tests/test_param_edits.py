@@ -1,0 +1,184 @@
+"""Parameter edits take a short path (replan.py patches the plan, noop.unchanged_nodes skips the
+keying of untouched nodes); these tests check it re-runs exactly what a full plan would."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sci import canonical, params as params_mod, replan
+
+PIPELINE = {
+    "sci.yaml": """
+        version: 1
+        params: params.yaml
+        steps:
+          a:
+            cmd: echo {params.x} > {outs}
+            params: [x]
+            outs: [a.txt]
+          sign:
+            cmd: "if [ {params.x} -gt 0 ]; then echo pos; else echo neg; fi > {outs}"
+            outs: [sign.txt]
+          after_sign:
+            cmd: cat {deps} > {outs}
+            deps: [sign.txt]
+            outs: [after_sign.txt]
+          b:
+            cmd: echo {params.y} > {outs}
+            outs: [b.txt]
+          named:
+            cmd: echo hi > {outs}
+            outs: ["out/{params.name}.txt"]
+          after_a:
+            cmd: cat {deps} > {outs}
+            deps: [a.txt, src.txt]
+            outs: [after_a.txt]
+          sweep:
+            foreach:
+              i: [1, 2]
+            cmd: echo {item.i} {params.z.k} > {outs}
+            outs: ["sweep/{item.i}.txt"]
+        """,
+    "params.yaml": """
+        x: 1
+        y: 2
+        name: first
+        z:
+          k: 3
+        unused: 0
+        """,
+    "src.txt": "source\n",
+}
+ALL = ["a", "after_a", "after_sign", "b", "named", "sign", "sweep[i=1]", "sweep[i=2]"]
+
+
+def edit(root, old: str, new: str) -> None:
+    p = root / "params.yaml"
+    text = p.read_text()
+    assert old in text
+    p.write_text(text.replace(old, new))
+
+
+def last_log(root) -> list[dict]:
+    run = sorted((root / "runs").iterdir())[-1]
+    return [json.loads(line) for line in (run / "logs.jsonl").read_text().splitlines()]
+
+
+def test_an_edit_reruns_exactly_the_readers_and_proves_the_rest_unchanged(ws):
+    sci = ws(PIPELINE)
+    assert sci.build()["executed"] == ALL
+    edit(ws.root, "y: 2", "y: 5")
+    out = sci.build()
+    assert out["executed"] == ["b"]
+    assert (ws.root / "b.txt").read_text() == "5\n"
+    unchanged = [e for e in last_log(ws.root) if e["event"] == "unchanged"]
+    assert unchanged and unchanged[0]["data"]["nodes"] == len(ALL) - 1
+
+
+def test_an_edit_reaches_downstream_nodes_through_their_inputs(ws):
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "x: 1", "x: 7")
+    out = sci.build()
+    # a's bytes changed, so after_a runs; sign still says "pos", so after_sign is cut off early
+    assert out["executed"] == ["a", "after_a", "sign"]
+    assert "after_sign" in out["cached"]
+    assert (ws.root / "after_a.txt").read_text() == "7\nsource\n"
+    edit(ws.root, "x: 7", "x: -1")
+    assert sci.build()["executed"] == ["a", "after_a", "after_sign", "sign"]
+    assert (ws.root / "after_sign.txt").read_text() == "neg\n"
+
+
+def test_an_edit_of_a_value_in_a_path_plans_again(ws):
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "name: first", "name: second")
+    assert sci.build()["executed"] == ["named"]
+    assert (ws.root / "out/second.txt").read_text() == "hi\n"
+    edit(ws.root, "name: second", "name: first")
+    assert sci.build()["executed"] == []  # back to the stored result
+
+
+def test_foreach_nodes_of_a_step_that_reads_the_edited_key_all_rerun(ws):
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "  k: 3", "  k: 4")
+    assert sci.build()["executed"] == ["sweep[i=1]", "sweep[i=2]"]
+    assert (ws.root / "sweep/2.txt").read_text() == "2 4\n"
+    edit(ws.root, "z:\n  k: 4", "z: {k: 4, extra: 1}")  # a sibling key added under z
+    assert sci.build()["executed"] == []
+
+
+def test_unread_keys_added_removed_or_changed_run_nothing(ws):
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "unused: 0", "unused: 1\nbrand_new: [1, 2]")
+    assert sci.build()["executed"] == []
+    edit(ws.root, "unused: 1\n", "")
+    assert sci.build()["executed"] == []
+
+
+def test_a_value_of_another_type_is_a_change(ws):
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "y: 2", "y: 2.0")
+    assert sci.build()["executed"] == ["b"]
+    assert (ws.root / "b.txt").read_text() == "2.0\n"
+
+
+def test_a_param_edit_and_a_file_edit_together(ws):
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "y: 2", "y: 3")
+    (ws.root / "src.txt").write_text("changed\n")
+    assert sci.build()["executed"] == ["after_a", "b"]
+    assert (ws.root / "after_a.txt").read_text() == "1\nchanged\n"
+
+
+def test_set_overrides_take_the_short_path_too(ws):
+    sci = ws(PIPELINE)
+    sci.build()
+    assert sci.build("--set", "y=9")["executed"] == ["b"]
+    assert (ws.root / "b.txt").read_text() == "9\n"
+    assert sci.build()["executed"] == []
+    assert (ws.root / "b.txt").read_text() == "2\n"
+
+
+def test_status_after_an_edit_names_the_parameter(ws):
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "x: 1", "x: 2")
+    rows = {r["node"]: r for r in json.loads(sci("status", "--json").stdout)["nodes"]}
+    assert rows["a"]["state"] != "up to date"
+    assert any("x: 1 → 2" in reason for reason in rows["a"]["reasons"])
+    assert rows["b"]["state"] == "up to date"
+
+
+# -- changed_keys, the part the short path's correctness rests on --------------------------
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([0.0, 1.0, 2.5]),
+                    st.sampled_from(["a", "b"]))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                       st.dictionaries(st.sampled_from("pqr"), inner, max_size=3)),
+                      max_leaves=8)
+mappings = st.dictionaries(st.sampled_from("xyz"), values, max_size=3)
+
+
+def leaf_paths(value, prefix=""):
+    if isinstance(value, dict) and value:
+        return [p for k, v in value.items() for p in leaf_paths(v, f"{prefix}{k}.")]
+    return [prefix[:-1]] if prefix else []
+
+
+@settings(max_examples=400, deadline=None)
+@given(mappings, mappings)
+def test_changed_keys_cover_every_difference(old, new):
+    changed = replan.changed_keys(old, new)
+    assert (changed == []) == (canonical.dumps(old) == canonical.dumps(new))
+    for path in set(leaf_paths(old)) | set(leaf_paths(new)):
+        a = params_mod.lookup(old, path, default=KeyError)
+        b = params_mod.lookup(new, path, default=KeyError)
+        if a is KeyError or b is KeyError or canonical.dumps(a) != canonical.dumps(b):
+            assert replan.affected_steps({"s": [path]}, changed) == {"s"}, (path, changed)
