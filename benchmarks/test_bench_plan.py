@@ -2,18 +2,21 @@
 
 The workload is gen_pipeline's sci workspace (N one-command steps with one parameter each,
 10,000; quick: 1,000) in both shapes: a chain (N-1 edges) and a fan-out (no edges, every node
-reads `data/source.txt`). Each stage of `pipeline._parse` is timed on its own, in its order:
-YAML load plus pydantic validation (what `.sci/pipeline.pickle` saves while sci.yaml is
-unchanged), the params file, `plan.expand`, `graph.build_graph`; then the whole `pipeline.load`
-as `sci build` calls it with no cache at all (sci.yaml just edited) and with only the plan cache
-missing (params.yaml just edited).
+reads `data/source.txt`). Each stage of a full plan (`pipeline._parse`) is timed on its own, in
+its order: YAML load plus pydantic validation (what `.sci/pipeline.pickle` saves while sci.yaml
+is unchanged), the params file, `plan.expand`, `graph.build_graph`. Then the whole
+`pipeline.load`, as `sci build` calls it: with no cache at all (sci.yaml just edited), with the
+validated sci.yaml cached but no plan, after one parameter was edited (the previous plan is
+patched), and with nothing edited (the plan cache hit).
 """
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from gen_pipeline import Workload, generate
+from gen_pipeline import Workload, edit_param, generate
 from sci import params as params_mod
 from sci import pipeline
 from sci.determinism import derive_seed
@@ -110,16 +113,16 @@ def _load_without(ws: Workspace, *caches: str):
 def test_load_pipeline_no_cache(benchmark, workspace, sizes):
     """sci.yaml edited: YAML, validation, params, expansion, graph, commands, then both caches written."""
     w, ws, *_ = workspace
-    loaded = benchmark.pedantic(pipeline.load, setup=_load_without(ws, pipeline.PLAN_CACHE, pipeline.PIPELINE_CACHE),
-                                rounds=sizes.rounds)
+    setup = _load_without(ws, pipeline.PLAN_CACHE, pipeline.PIPELINE_CACHE)
+    loaded = benchmark.pedantic(pipeline.load, setup=setup, rounds=sizes.rounds)
     check_graph(loaded.graph, w)
     assert (ws.state_dir / pipeline.PLAN_CACHE).is_file()
     assert loaded.graph.nodes[w.name(0)].cmd == f"{{ head -n 1 {w.dep(0)}; echo 0; }} > {w.out(0)}"
 
 
 @pytest.mark.benchmark(group="plan/graph")
-def test_load_pipeline_params_edited(benchmark, workspace, sizes):
-    """params.yaml edited: the validated sci.yaml comes from `.sci/pipeline.pickle`, the rest is redone."""
+def test_load_pipeline_no_plan_cache(benchmark, workspace, sizes):
+    """No plan to start from: the validated sci.yaml comes from `.sci/pipeline.pickle`, the rest is redone."""
     w, ws, *_ = workspace
     pipeline.load(ws)  # writes pipeline.pickle
     loaded = benchmark.pedantic(pipeline.load, setup=_load_without(ws, pipeline.PLAN_CACHE),
@@ -128,8 +131,33 @@ def test_load_pipeline_params_edited(benchmark, workspace, sizes):
 
 
 @pytest.mark.benchmark(group="plan/graph")
+def test_load_pipeline_params_edited(benchmark, workspace, sizes):
+    """One value in params.yaml edited before each round: the previous plan is patched (replan.py)."""
+    w, ws, *_ = workspace
+    mid = w.edit_index()
+    edit_param("sci", w, ws.root, mid, 0)
+    pipeline.load(ws)  # the plan of the unedited parameters, which every round patches
+    plan_file = ws.state_dir / pipeline.PLAN_CACHE
+    written = plan_file.stat().st_mtime_ns
+    values = itertools.count(1)
+
+    def setup():
+        value = next(values)
+        edit_param("sci", w, ws.root, mid, value)
+        return (ws,), {}
+
+    loaded = benchmark.pedantic(pipeline.load, setup=setup, rounds=sizes.rounds)
+    last = next(values) - 1
+    edit_param("sci", w, ws.root, mid, 0)
+    check_graph(loaded.graph, w)
+    assert loaded.graph.nodes[w.name(mid)].params == {w.param_key(mid): last}
+    assert loaded.graph.nodes[w.name(mid)].cmd.endswith(f"echo {last}; }} > {w.out(mid)}")
+    assert plan_file.stat().st_mtime_ns == written  # patched plans are not written: none was planned anew
+
+
+@pytest.mark.benchmark(group="plan/graph")
 def test_load_pipeline_plan_cached(benchmark, workspace, sizes):
-    """Nothing edited: the plan comes from `.sci/plan.pickle` (the floor the two above are above)."""
+    """Nothing edited: the plan comes from `.sci/plan.pickle` (the floor under the loads above)."""
     w, ws, *_ = workspace
     pipeline.load(ws)
     loaded = benchmark.pedantic(pipeline.load, args=(ws,), rounds=sizes.rounds, warmup_rounds=1)

@@ -133,6 +133,40 @@ def test_sandbox_hides_undeclared_files_and_sandbox_false_does_not(ws):
     assert (ws.root / "open.txt").read_text() == "not declared\n"
 
 
+def test_a_reused_sandbox_shows_each_node_exactly_its_own_inputs(ws):
+    """Boxes are reused task after task, keeping shared links and directories: each node must
+    still see only its own deps and output directories, whatever the node before it did."""
+    listing = 'L=$(find . | LC_ALL=C sort); echo $L > {outs}'  # listed before the output exists
+    sci = ws({
+        "shared.txt": "s\n",
+        "other.txt": "o\n",
+        "sci.yaml": f"""
+            version: 1
+            steps:
+              a1: {{cmd: "{listing}", deps: [shared.txt], outs: [a/one.txt]}}
+              a2: {{cmd: "{listing}", deps: [shared.txt], outs: [a/two.txt]}}
+              b1: {{cmd: "{listing}; rm shared.txt; mkdir -p junk; touch junk/x $TMPDIR/y", deps: [shared.txt], outs: [b/one.txt]}}
+              b2: {{cmd: "{listing}", deps: [shared.txt, other.txt], outs: [b/deep/two.txt]}}
+              c1: {{cmd: "{listing}; ln -sfn /tmp other.txt", deps: [other.txt], outs: [b/three.txt]}}
+              c2: {{cmd: "{listing}; cat other.txt >> {{outs}}", deps: [other.txt], outs: [c.txt]}}
+            """,
+    })
+    out = sci.build("-j", "1")
+    assert out["executed"] == ["a1", "a2", "b1", "b2", "c1", "c2"]
+
+    def seen(path: str) -> list[str]:
+        return (ws.root / path).read_text().split()
+
+    assert seen("a/one.txt") == [".", "./a", "./shared.txt"]
+    assert seen("a/two.txt") == [".", "./a", "./shared.txt"]
+    assert seen("b/one.txt") == [".", "./b", "./shared.txt"]
+    assert seen("b/deep/two.txt") == [".", "./b", "./b/deep", "./other.txt", "./shared.txt"]
+    assert seen("b/three.txt") == [".", "./b", "./other.txt"]
+    assert seen("c.txt") == [".", "./other.txt", "o"]  # the link c1 bent points home again
+    assert (ws.root / "shared.txt").read_text() == "s\n"  # removing a link in the box is harmless
+    assert not list((ws.root / ".sci" / "scratch").glob("n-*")), "boxes are removed after the build"
+
+
 def test_sandboxed_step_that_writes_to_its_dep_fails(ws):
     sci = ws({
         "data.txt": "original\n",

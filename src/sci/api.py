@@ -202,8 +202,9 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
 
 def _clean_scratch(ws: Workspace, *, start: bool) -> None:
     """Sandboxes live in .sci/scratch. At the start of a build (under the workspace lock, so no
-    other build uses them) whatever a killed build left is removed; at the end, the empty
-    boxes the workers kept for reuse. SCI_KEEP_SCRATCH=1 keeps boxes for inspection."""
+    other build uses them) whatever a killed build left is removed; at the end, the boxes the
+    workers kept for reuse (their kept links and directories with them). SCI_KEEP_SCRATCH=1
+    keeps boxes for inspection."""
     root = ws.scratch_dir
     if not root.is_dir():
         return
@@ -215,13 +216,10 @@ def _clean_scratch(ws: Workspace, *, start: bool) -> None:
         if not entry.name.startswith("n-"):
             continue
         try:
-            if start:
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    os.unlink(entry.path)
-            elif entry.is_dir(follow_symlinks=False):
-                os.rmdir(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)  # never follows the links inside
+            elif start:
+                os.unlink(entry.path)
         except OSError:
             pass
 

@@ -246,8 +246,9 @@ def _yaml_str(text: str) -> str:
 
 def _cff_person(author: dict) -> dict:
     given, particle, family = split_name(author["name"])
-    if " and " in f" {author['name']} ":
-        person: dict[str, str] = {"name": author["name"]}  # an entity
+    if " and " in f" {author['name']} " or not family.strip():
+        # an entity, or a name with no family part to cite by ("Ada,", ","): CFF wants one
+        person: dict[str, str] = {"name": author["name"]}
     else:
         person = {"family-names": family}
         if given:

@@ -123,7 +123,7 @@ class Scheduler:
             outs=dict(node.outs), ctx_deps=ctx_deps, params=node.params, seed=node.seed,
             determinism=node.determinism, threads=max(1, int(node.resources["cpu"])),
             env={k: os.environ[k] for k in node.env if k in os.environ}, gpus=gpus, files=files,
-            python=self.python,
+            python=self.python, materialize=self.link_mode,
         )
 
     # -- the loop ------------------------------------------------------------------------
@@ -314,7 +314,7 @@ class Scheduler:
         )
         # Outputs are in the store (the executor put them there): only now the action result.
         self.store.put_action(key, result)
-        if node.sandbox:
+        if node.sandbox and not res.materialized:
             self.materialize(res.outputs)
         else:
             for rec in res.outputs.values():

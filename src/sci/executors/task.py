@@ -35,6 +35,10 @@ class Task:
     gpus: list[int] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     python: str = ""
+    # How to place a sandboxed step's outputs in the workspace once stored (a store
+    # materialization mode), or None to leave that to the scheduler. Doing it in the worker
+    # spreads the file creation over the workers instead of the scheduler's one thread.
+    materialize: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,3 +59,4 @@ class TaskResult:
     stderr_tail: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     host: str = ""
+    materialized: bool = False  # the outputs are in the workspace too (Task.materialize)
