@@ -95,3 +95,75 @@ def test_bad_yaml_is_still_reported_with_its_line(text, line):
         load.load_yaml_text(text, "params.yaml")
     assert err.value.location.file == "params.yaml"
     assert err.value.location.line == line
+
+
+# -- the ruamel-free reader (simple_yaml) ---------------------------------------------------
+from sci import simple_yaml  # noqa: E402
+
+keys = st.one_of(st.sampled_from(["a", "b_c", "d-e", "f.g", "true", "null", "y", "1a", "key"]),
+                 st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True))
+leaf_text = st.one_of(st.sampled_from(TRICKY + ["x # not a comment?", "a#b", "it's", "café", "a: b", "[1, 2]",
+                                                "{a: 1}", "&x", "*x", "!t", "|", ">", "'q'", '"d"', "- x", "-x"]),
+                      st.from_regex(r"[ -~]{0,10}", fullmatch=True))
+
+
+@st.composite
+def block_documents(draw, depth=0):
+    """Block-style YAML text written the ways people write params files (and some ways not)."""
+    step = draw(st.sampled_from([2, 4]))
+    lines = []
+
+    def emit(indent: int, level: int) -> None:
+        for _ in range(draw(st.integers(1, 4))):
+            key = draw(keys)
+            kind = draw(st.sampled_from(["scalar", "scalar", "map", "list", "seq", "empty", "comment"]))
+            pad = " " * indent
+            if kind == "comment":
+                lines.append(pad + "# " + draw(leaf_text))
+                continue
+            if kind == "map" and level < 3:
+                lines.append(f"{pad}{key}:" + draw(st.sampled_from(["", "  # section"])))
+                emit(indent + step, level + 1)
+            elif kind == "list":
+                items = draw(st.lists(st.tuples(leaf_text, st.sampled_from(["plain", "single", "double"])), max_size=4))
+                lines.append(f"{pad}{key}: [" + ", ".join(render(v, s) for v, s in items) + "]")
+            elif kind == "seq":
+                lines.append(f"{pad}{key}:")
+                seq_pad = pad + draw(st.sampled_from(["", " " * step]))
+                for v, s in draw(st.lists(st.tuples(leaf_text, st.sampled_from(["plain", "single"])), min_size=1, max_size=3)):
+                    lines.append(f"{seq_pad}- {render(v, s)}")
+            elif kind == "empty":
+                lines.append(f"{pad}{key}:")
+            else:
+                value = render(draw(leaf_text), draw(st.sampled_from(["plain", "plain", "single", "double"])))
+                comment = draw(st.sampled_from(["", "  # note", " #", "\t# tab"]))
+                lines.append(f"{pad}{key}: {value}{comment}")
+            if draw(st.booleans()):
+                lines.append("")
+
+    emit(0, 0)
+    return "\n".join(lines) + draw(st.sampled_from(["\n", "", "\n\n"]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(block_documents())
+def test_simple_reader_agrees_with_ruamel_whenever_it_accepts(text):
+    try:
+        got = simple_yaml.load(text)
+    except simple_yaml.NotSimple:
+        return
+    try:
+        expected = ruamel_plain(text)
+    except Exception:  # noqa: BLE001
+        pytest.fail(f"simple_yaml accepted text ruamel rejects:\n{text}")
+    assert same(got, expected), (text, got, expected)
+
+
+def test_simple_reader_takes_the_params_files_sci_ships_and_generates():
+    from tests.conftest import REPO
+
+    for path in [REPO / "params.yaml"]:
+        text = path.read_text()
+        assert same(simple_yaml.load(text), ruamel_plain(text))
+    generated = "p:\n" + "".join(f"  n{i}: {i}\n" for i in range(50))
+    assert simple_yaml.load(generated) == {"p": {f"n{i}": i for i in range(50)}}

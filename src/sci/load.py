@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from sci.errors import Location, SpecError
+from sci import simple_yaml
+from sci.simple_yaml import NotSimple, plain_scalar
 
 class Positions:
     """Maps a path into a loaded document to the Location of its value (or its key).
@@ -116,41 +117,10 @@ def _plain(node: Any) -> Any:
     return str(node)
 
 
-class _NotSimple(Exception):
-    """The fast reader met something only ruamel's constructor handles the same way."""
-
-
-_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
-_FLOAT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+)\Z")
-_WORDS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False,
-          "null": None, "Null": None, "NULL": None, "~": None, "": None}
-
-
-def _plain_scalar(value: str) -> Any:
-    """A plain scalar as YAML 1.2's core schema reads it (the subset the fast reader takes)."""
-    first = value[:1]
-    if first in _SIGNIFICANT:
-        if value in _WORDS:
-            return _WORDS[value]
-        if first in "-+0123456789.":
-            if _INT.match(value):
-                return int(value)
-            if _FLOAT.match(value):
-                return float(value)
-            if first != "-" or len(value) < 2 or value[1] in "0123456789.":
-                raise _NotSimple(value)  # octal, hex, .inf, dates, 1_000: ruamel decides
-        elif first in "<=":
-            raise _NotSimple(value)
-    return value
-
-
-_SIGNIFICANT = frozenset("tTfFnN~-+0123456789.<=") | {""}
-
-
 def _fast_load(text: str) -> Any:
     """Plain data from libyaml's events, for the documents sci reads every time (params.yaml):
     mappings, sequences and untagged scalars. Anything else (tags, anchors, merge keys,
-    duplicate keys, a %YAML directive, unusual numbers) raises _NotSimple, and ruamel's own
+    duplicate keys, a %YAML directive, unusual numbers) raises NotSimple, and ruamel's own
     constructor reads the document instead, so both paths give the same data."""
     import _ruamel_yaml
 
@@ -165,11 +135,11 @@ def _fast_load(text: str) -> Any:
         kind = type(ev).__name__
         if kind == "ScalarEvent":
             if ev.anchor is not None or (ev.tag is not None and not (ev.implicit[0] or ev.implicit[1])):
-                raise _NotSimple("tag or anchor")
-            value = _plain_scalar(ev.value) if ev.implicit[0] and not ev.style else ev.value
+                raise NotSimple("tag or anchor")
+            value = plain_scalar(ev.value) if ev.implicit[0] and not ev.style else ev.value
         elif kind == "MappingStartEvent" or kind == "SequenceStartEvent":
             if ev.anchor is not None or (ev.tag is not None and not ev.implicit):
-                raise _NotSimple("tag or anchor")
+                raise NotSimple("tag or anchor")
             container: Any = {} if kind == "MappingStartEvent" else []
             _put(stack, keys, container)
             if not stack and not have_root:
@@ -185,12 +155,12 @@ def _fast_load(text: str) -> Any:
             return root
         elif kind == "DocumentStartEvent":
             if have_root or getattr(ev, "version", None) is not None:
-                raise _NotSimple("several documents or a %YAML directive")
+                raise NotSimple("several documents or a %YAML directive")
             continue
         elif kind in ("StreamStartEvent", "DocumentEndEvent"):
             continue
         else:  # AliasEvent
-            raise _NotSimple(kind)
+            raise NotSimple(kind)
         if not stack:
             root, have_root = value, True
         else:
@@ -208,7 +178,7 @@ def _put(stack: list, keys: list, value: Any) -> None:
         top.append(value)
     elif keys[-1] is _NO_KEY:
         if type(value) is not str or value in top:
-            raise _NotSimple("a key that is not text, or a duplicate")  # ruamel names it with its line
+            raise NotSimple("a key that is not text, or a duplicate")  # ruamel names it with its line
         keys[-1] = value
     else:
         top[keys[-1]] = value
@@ -217,13 +187,17 @@ def _put(stack: list, keys: list, value: Any) -> None:
 
 def load_yaml_text(text: str, file: str) -> tuple[Any, Positions]:
     """Parse YAML text; syntax errors become SpecError at file:line:col."""
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
+    try:
+        return simple_yaml.load(text), Positions(file, text)  # no ruamel import at all
+    except NotSimple:
+        pass
     if _has_c_parser():
         try:
             return _fast_load(text), Positions(file, text)
         except Exception:  # noqa: BLE001 - not simple, or not valid: the full loader decides and explains
             pass
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         # The C parser (libyaml) is several times faster; scalars resolve the same either way
         # (ruamel's YAML 1.2 resolver), but libyaml rejects a few 1.2 constructs, so a syntax
