@@ -126,3 +126,20 @@ def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws):
     done = _completed_nodes(ws.root)
     out = sci.build()
     assert set(out["executed"]) == ({f"part[i={i}]" for i in range(N)} | {"join"}) - done
+
+
+def test_an_action_result_that_cannot_be_written_fails_the_build_and_nothing_counts_as_done(ws):
+    """Action results are written off the scheduler's loop; a failed write must still fail the
+    build with one clear line, and no node may pass for built afterwards."""
+    sci = ws(PIPELINE)
+    sci("fsck")  # creates the store
+    actions = ws.root / "cas" / "actions"
+    for i in range(256):  # every shard a file: no action result can be written
+        (actions / f"{i:02x}").write_text("in the way\n")
+    proc = sci("build", check=1)
+    assert "could not write an action result" in proc.stderr and "Traceback" not in proc.stderr
+    for i in range(256):
+        (actions / f"{i:02x}").unlink()
+    out = sci.build()
+    assert len(out["executed"]) == N + 1  # nothing was recorded as done, so everything runs
+    assert json.loads(sci("fsck", "--json").stdout)["ok"] is True

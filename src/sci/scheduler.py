@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -62,6 +62,10 @@ class Scheduler:
     # Remote hits whose bytes nobody needed yet: (key, action). Fetched when a node that reads
     # them must run; never, if every dependant is a hit too (build without the bytes).
     remote_hits: dict[str, tuple[str, dict]] = field(default_factory=dict)
+    # Action results are written by a thread of their own, so the loop goes on dispatching
+    # while a file is created (the slowest part of a node's bookkeeping); run() waits for them.
+    _writer: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _writes: list[Future] = field(default_factory=list, init=False, repr=False)
 
     # -- cache hits ----------------------------------------------------------------------
     def _cached_outputs(self, name: str, key: str) -> dict[str, dict] | None:
@@ -136,6 +140,25 @@ class Scheduler:
             self.resolver.outputs[name] = e["outputs"]
 
     def run(self, selected: list[str]) -> dict[str, Outcome]:
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sci-actions")
+        try:
+            return self._run(selected)
+        finally:
+            self._flush_actions()
+
+    def _flush_actions(self) -> None:
+        """Wait until every action result is in the store; a failed write fails the build."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        writes, self._writes = self._writes, []
+        for fut in writes:
+            exc = fut.exception()
+            if exc is not None:
+                raise StoreError(f"could not write an action result to the store: {exc}",
+                                 hint="check free space and permissions of the store; the next build re-runs that node")
+
+    def _run(self, selected: list[str]) -> dict[str, Outcome]:
         g = self.graph
         sel = set(selected)
         waiting = {n: sum(1 for u in g.upstream[n] if u in sel) for n in selected}
@@ -313,7 +336,10 @@ class Scheduler:
                       "host": res.host, "executor": self.executor.name},
         )
         # Outputs are in the store (the executor put them there): only now the action result.
-        self.store.put_action(key, result)
+        if self._writer is not None:
+            self._writes.append(self._writer.submit(self.store.put_action, key, result))
+        else:
+            self.store.put_action(key, result)
         if node.sandbox and not res.materialized:
             self.materialize(res.outputs)
         else:

@@ -250,7 +250,7 @@ class Store:
     def get_action(self, key: str) -> dict | None:
         try:
             return canonical.loads(self.action_path(key).read_bytes())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a shard that is not a directory: damaged, a miss
             return None
         except ValueError:
             return None  # a damaged action result is a miss; fsck reports it
