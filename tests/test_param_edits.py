@@ -182,3 +182,14 @@ def test_changed_keys_cover_every_difference(old, new):
         b = params_mod.lookup(new, path, default=KeyError)
         if a is KeyError or b is KeyError or canonical.dumps(a) != canonical.dumps(b):
             assert replan.affected_steps({"s": [path]}, changed) == {"s"}, (path, changed)
+
+
+dotted = st.lists(st.sampled_from(["a", "b", "c", "0"]), min_size=1, max_size=3).map(".".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["s1", "s2", "s3", "s4"]), st.lists(dotted, max_size=3), max_size=4),
+       st.lists(st.one_of(dotted, st.just("")), max_size=3))
+def test_affected_steps_is_every_step_with_a_touching_read(step_reads, changed):
+    brute = {s for s, reads in step_reads.items() if any(replan._touches(r, c) for r in reads for c in changed)}
+    assert replan.affected_steps(step_reads, changed) == brute

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # for annotations only: the no-op path never imports the plan
     from sci.resources import Hardware
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 3
+PLAN_CACHE_FORMAT = 4
 
 
 @dataclass
