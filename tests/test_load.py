@@ -167,3 +167,20 @@ def test_simple_reader_takes_the_params_files_sci_ships_and_generates():
         assert same(simple_yaml.load(text), ruamel_plain(text))
     generated = "p:\n" + "".join(f"  n{i}: {i}\n" for i in range(50))
     assert simple_yaml.load(generated) == {"p": {f"n{i}": i for i in range(50)}}
+
+
+def ruamel_scalar(text: str):
+    from ruamel.yaml import YAML
+
+    value = YAML(typ="safe", pure=True).load(text)
+    return text if value is None and text.strip() not in ("null", "~") else value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(leaf_text, st.sampled_from(["[1, 2]", "[a, 'b c']", "'x", "1 # c", " 4 ", "a: b"])))
+def test_set_values_read_as_ruamel_reads_them(text):
+    try:
+        expected = load._plain(ruamel_scalar(text))
+    except Exception:  # noqa: BLE001 - ruamel rejects it: sci takes the text as it is
+        expected = text
+    assert same(load._plain(load.parse_scalar(text)), expected), text

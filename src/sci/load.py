@@ -234,6 +234,12 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, Positions]:
 
 def parse_scalar(text: str) -> Any:
     """A `--set K=V` value, read as a YAML scalar (so 4 is an int, 0.5 a float, x a string)."""
+    try:
+        value = simple_yaml.scalar(text)  # the common case, without importing ruamel
+    except NotSimple:
+        pass
+    else:
+        return text if value is None and text.strip() not in ("null", "~") else value
     from ruamel.yaml import YAML
 
     try:

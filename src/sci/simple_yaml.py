@@ -74,6 +74,13 @@ def _rest_is_comment(rest: str) -> None:
         raise NotSimple("text after a quoted string")
 
 
+def scalar(text: str) -> Any:
+    """One value on its own (a `--set` value): a scalar or a one-line list, as YAML reads it."""
+    if _FORBIDDEN.search(text) or "\t" in text or "\n" in text or "\r" in text:
+        raise NotSimple("a value over several lines, or with characters YAML does not allow")
+    return _value(text.strip(" "))
+
+
 def _value(text: str) -> Any:
     """A scalar or one-line list value (comment already possible at the end)."""
     if not text:
