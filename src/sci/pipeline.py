@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # for annotations only: the no-op path never imports the plan
     from sci.resources import Hardware
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 4
+PLAN_CACHE_FORMAT = 5
 
 
 @dataclass
@@ -47,6 +47,10 @@ class Loaded:
     reserved: tuple[str, ...] = ()  # top-level names no path may use (sci's own, the store)
     step_reads: dict[str, list[str]] | None = None  # step -> parameter keys its expansion reads
     structure_key: str = ""  # plan_key without the parameters: equal means a params edit only
+    # What replan.py needs of the validated sci.yaml: `defaults` and `params`, and each step's
+    # mapping pickled on its own, so a patch unpickles the steps it re-expands and no others.
+    doc_head: dict | None = None
+    step_docs: dict[str, bytes] | None = None
 
 
 def _read(path: Path) -> bytes:
@@ -113,19 +117,20 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
         from sci.errors import SpecError
 
         raise SpecError("sci.yaml not found", hint="create it (see docs/format.md)")
+    structure = structure_key(ws, seed, yaml_bytes)
+    if previous is not None and previous.structure_key == structure and previous.step_docs is not None:
+        from sci import replan
+
+        raw_params, _file, _pos = params_mod.load(ws.root, previous.doc_head["params"], previous.pos)
+        patched = replan.patch(previous, params_mod.apply_overrides(raw_params, overrides), derive_seed=derive_seed)
+        if patched is not None:
+            patched.ws = ws
+            return patched, True
     doc, pos = _pipeline_doc(ws, yaml_bytes)
     if seed is not None:  # `repro-check --seed N`: replay under another root seed
         doc = dict(doc, defaults=dict(doc["defaults"], seed=seed))
     raw_params, params_file, params_pos = params_mod.load(ws.root, doc["params"], pos)
     params = params_mod.apply_overrides(raw_params, overrides)
-    structure = structure_key(ws, seed, yaml_bytes)
-    if previous is not None and previous.structure_key == structure and previous.step_reads is not None:
-        from sci import replan
-
-        patched = replan.patch(previous, doc, params, derive_seed=derive_seed)
-        if patched is not None:
-            patched.ws = ws
-            return patched, True
     store_cfg = doc["store"]
     reserved = tuple(RESERVED) + _store_reserved(ws, store_cfg)
     nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
@@ -144,7 +149,8 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
                  for k, v in (doc["remotes"] or {}).items()},
         hardware=load_hardware(ws.root),
         reserved=reserved, step_reads={name: param_reads(step) for name, step in doc["steps"].items()},
-        structure_key=structure,
+        structure_key=structure, doc_head={"defaults": doc["defaults"], "params": doc["params"]},
+        step_docs={name: pickle.dumps(step, protocol=pickle.HIGHEST_PROTOCOL) for name, step in doc["steps"].items()},
     ), False
 
 

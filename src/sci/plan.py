@@ -196,10 +196,8 @@ def param_reads(step: dict) -> list[str]:
     return reads
 
 
-def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str, ...], derive_seed,
-           only: set[str] | None = None) -> list[Node]:
-    """Every step's nodes (or those of the steps in `only`), in declaration order (foreach
-    combinations in declaration order).
+def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str, ...], derive_seed) -> list[Node]:
+    """Every step's nodes, in declaration order (foreach combinations in declaration order).
 
     `pipeline` is the validated sci.yaml as plain data (spec.Pipeline.model_dump()), so a
     cached pipeline can be expanded again without importing pydantic.
@@ -208,8 +206,6 @@ def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str,
     defaults = pipeline["defaults"]
     all_steps = pipeline["steps"]
     for step_name, step_data in all_steps.items():
-        if only is not None and step_name not in only:
-            continue
         step = _Fields(step_data)
         origin = ("steps", step_name)
         declared: dict[str, Any] = {}

@@ -69,14 +69,20 @@ def _under(read: str, keys: set[str]) -> bool:
     return False
 
 
-def patch(old: Loaded, doc: dict, params: dict, *, derive_seed) -> Loaded | None:
+def patch(old: Loaded, params: dict, *, derive_seed) -> Loaded | None:
     """`old` re-planned for `params`, or None when only a full plan can be trusted."""
+    import pickle
+
     from sci.plan import expand, render_commands
 
     changed = changed_keys(old.params, params)
     steps = affected_steps(old.step_reads, changed)
     graph = old.graph
-    new_nodes = expand(doc, params, old.pos, reserved=old.reserved, derive_seed=derive_seed, only=steps)
+    if any(n.kind == "dossier" for n in graph.nodes.values() if n.step in steps):
+        return None  # a dossier's deps are filled in by graph building: plan it whole
+    doc = {"defaults": old.doc_head["defaults"],
+           "steps": {name: pickle.loads(data) for name, data in old.step_docs.items() if name in steps}}
+    new_nodes = expand(doc, params, old.pos, reserved=old.reserved, derive_seed=derive_seed)
     nodes = dict(graph.nodes)
     for node in new_nodes:
         before = nodes.get(node.name)
