@@ -38,13 +38,9 @@ def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [prefix[:-1]] if prefix else [""]
 
 
-def _touches(read: str, changed: str) -> bool:
-    return (not changed or read == changed or read.startswith(changed + ".")
-            or changed.startswith(read + "."))
-
-
 def affected_steps(step_reads: dict[str, list[str]], changed: list[str]) -> set[str]:
-    """Steps with a read that `_touches` a changed key, found through two sets instead of
+    """Steps with a read that touches a changed key: the read is the key, lies under it or above
+    it ("" — the whole document — touches every read). Found through set lookups instead of
     comparing every read with every change (10,000 steps after a one-key edit: 5 ms, not 0.1 s)."""
     if not changed:
         return set()
