@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from conftest import no_traceback
+from sci.store import Store
 
 PIPELINE = {
     "sci.yaml": """
@@ -219,7 +220,7 @@ def test_step_result_is_recorded_as_the_action_result(ws):
     sci = ws(PIPELINE)
     out = sci.build()
     key = next(n["key"] for n in out["nodes"] if n["node"] == "report")
-    rec = json.loads((ws.root / "cas" / "actions" / key[:2] / key).read_text())
+    rec = Store(ws.root / "cas", create=False).get_action(key)
     assert rec["key"] == key and rec["node"] == "report" and rec["exit_status"] == 0
     assert rec["metrics"] == {"mean": 4.0}
     assert set(rec["components"]["code"]) == {"steps/__init__.py", "steps/helpers.py", "steps/report.py"}

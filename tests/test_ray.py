@@ -30,6 +30,7 @@ from conftest import Sci, no_traceback, write
 from ray_cluster import ADDRESS, CLUSTER_CPUS, CLUSTER_GPUS, ray_cluster_fixture, wait_until
 from sci.errors import ResourceError, UserError
 from sci.executors import ray as rx
+from sci.store import Store
 
 
 # -- no cluster needed ---------------------------------------------------------------------
@@ -223,7 +224,7 @@ def _snapshot(root: Path, keys: dict[str, str]) -> dict:
     actions = {}
     volatile = {}
     for node, key in keys.items():
-        rec = json.loads((root / "cas" / "actions" / key[:2] / key).read_text())
+        rec = Store(root / "cas", create=False).get_action(key)
         volatile[node] = rec.pop("volatile")
         actions[node] = rec
     (run,) = (root / "runs").iterdir()
@@ -288,8 +289,7 @@ def test_a_node_no_cluster_node_can_hold_exits_2_before_anything_runs(cluster, t
     assert f"largest is 127.0.0.1 ({CLUSTER_CPUS} CPU, {CLUSTER_GPUS} GPU" in msg
     assert "sci.yaml:" in msg and no_traceback(msg)
     assert not (root / "runs").exists() and not (root / "small.txt").exists()
-    actions = root / "cas" / "actions"
-    assert not actions.exists() or not any(actions.iterdir())
+    assert not (root / "cas").exists() or not list(Store(root / "cas", create=False).iter_actions())
 
 
 MARKER = "37.25"  # a sleep nobody else runs: how the test finds the step's grandchild process

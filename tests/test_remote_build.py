@@ -12,6 +12,7 @@ from pathlib import Path
 
 from conftest import Sci, write
 from servers import aws_env, dav_server, s3_endpoint, site  # noqa: F401 - fixtures: real remotes
+from sci.store import Store
 
 PIPELINE = """
 version: 1
@@ -46,8 +47,10 @@ def _clone(src: Path, dst: Path) -> Sci:
     return Sci(dst)
 
 
-def _objects(store: Path) -> set[str]:
-    return {p.name for p in store.glob("*/*/*") if p.parent.parent.name in ("blobs", "trees")}
+def _objects(store: Path) -> set:
+    """Every object in a store: blob and tree names, and action results (loose or packed) by key."""
+    files = {p.name for p in store.glob("*/*/*") if p.parent.parent.name in ("blobs", "trees")}
+    return files | {("action", key) for key, _data, _file in Store(store, create=False).iter_actions()}
 
 
 def test_fresh_clone_with_a_copied_store_executes_nothing(tmp_path):
@@ -78,7 +81,7 @@ def test_fresh_clone_with_a_remote_fetches_only_what_the_target_needs(tmp_path, 
     assert out["executed"] == [] and len(out["cached"]) == 5
     # Only the dossier's own output came down: its tree and the files in it.
     key = next(n["key"] for n in out["nodes"] if n["node"] == "dossier")
-    action = json.loads((a / "cas" / "actions" / key[:2] / key).read_text())
+    action = Store(a / "cas", create=False).get_action(key)
     tree = next(iter(action["outputs"].values()))["digest"]
     tree_doc = json.loads((a / "cas" / "trees" / tree[:2] / tree).read_text())
     want_objects = 1 + len(tree_doc["entries"])
@@ -114,7 +117,7 @@ def test_corrupt_remote_object_is_never_admitted(tmp_path, site):  # noqa: F811
     out_a = Sci(a).build()
     Sci(a)("push")
     key = next(n["key"] for n in out_a["nodes"] if n["node"] == "gen[i=2]")
-    digest = json.loads((a / "cas" / "actions" / key[:2] / key).read_text())["outputs"]["data/{item.i}.txt".replace("{item.i}", "2")]["digest"]
+    digest = Store(a / "cas", create=False).get_action(key)["outputs"]["data/{item.i}.txt".replace("{item.i}", "2")]["digest"]
     rel = f"blobs/{digest[:2]}/{digest}"
     site.write(rel, b"y" * 2000)  # same size, wrong bytes
     b = tmp_path / "b"
@@ -153,11 +156,13 @@ def test_gc_keeps_what_the_current_pipeline_needs(ws):
     sci.build()
     dry = json.loads(sci("gc", "--keep-runs", "0", "--dry-run", "--json").stdout)
     assert dry["deleted_objects"] > 0
-    before = {p for p in (ws.root / "cas").rglob("*") if p.is_file()}
+    before = _objects(ws.root / "cas")
     done = json.loads(sci("gc", "--keep-runs", "0", "--json").stdout)
     assert done["deleted_objects"] == dry["deleted_objects"] and done["deleted_bytes"] == dry["deleted_bytes"]
-    after = {p for p in (ws.root / "cas").rglob("*") if p.is_file()}
-    assert len(before - after) == done["deleted_objects"]
+    after = _objects(ws.root / "cas")
+    assert after < before and len(before - after) == done["deleted_objects"]
+    assert {("action", o["object"]) for o in done["objects"] if o["kind"] == "action"} == {
+        o for o in before - after if o[0] == "action"}
     assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
     for p in (ws.root / "data").iterdir():
         p.unlink()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, no_traceback
+from sci.store import Store
 
 SEEDED = {
     "sci.yaml": """
@@ -73,7 +74,7 @@ def test_flipped_byte_in_a_stored_object_is_caught(ws):
     sci = ws(SEEDED)
     out = sci.build()
     key = next(n["key"] for n in out["nodes"] if n["node"] == "fixed")
-    action = json.loads((ws.root / "cas/actions" / key[:2] / key).read_text())
+    action = Store(ws.root / "cas", create=False).get_action(key)
     digest = action["outputs"]["fixed.txt"]["digest"]
     blob = ws.root / "cas/blobs" / digest[:2] / digest
     os.chmod(blob, 0o644)
@@ -134,10 +135,10 @@ def _validate_real_records(root: Path) -> None:
 
     schema = {name: json.loads((REPO / "docs" / "schemas" / f"{name}.schema.json").read_text())
               for name in ("StepResult", "RunManifest", "Dossier", "ExperimentRequest")}
-    actions = list((root / "cas" / "actions").glob("*/*"))
+    actions = [data for _key, data, _file in Store(root / "cas", create=False).iter_actions()]
     assert len(actions) >= 15
-    for p in actions:
-        jsonschema.validate(json.loads(p.read_text()), schema["StepResult"])
+    for data in actions:
+        jsonschema.validate(json.loads(data), schema["StepResult"])
     manifests = list((root / "runs").glob("*/manifest.json"))
     assert manifests
     for p in manifests:

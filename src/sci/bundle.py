@@ -214,7 +214,7 @@ def _store_members(store, keys: dict[str, str], actions: dict[str, dict]) -> lis
     members: dict[str, _Member] = {}
     for node, key in keys.items():
         members[f"{STORE_PREFIX}actions/{key[:2]}/{key}"] = _data_member(
-            f"{STORE_PREFIX}actions/{key[:2]}/{key}", store.action_path(key).read_bytes())
+            f"{STORE_PREFIX}actions/{key[:2]}/{key}", store.action_bytes(key))
         for kind, digest in needed_objects(store, actions[node]):
             path = f"{STORE_PREFIX}{kind}s/{digest[:2]}/{digest}"
             src = store.blob_path(digest) if kind == "blob" else store.tree_path(digest)
@@ -691,7 +691,7 @@ def _admit_object(store, kind: str, name: str, staged: Path, bundle: Path) -> bo
         if store.put_tree(entries_from_document(canonical.loads(data))) != name:
             raise WorkFailed(f"{bundle}: tree {name[:12]} does not match its digest")
         return True
-    if store.action_path(name).exists():
+    if store.has_action(name):
         return False
     store.put_action(name, canonical.loads(data))
     return True

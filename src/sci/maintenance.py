@@ -56,17 +56,19 @@ def fsck(store: Store, *, repair: bool = False) -> FsckReport:
         problem = store.verify_object(kind, path)
         if problem:
             rep.bad.append((kind, path.name, problem))
-            bad_paths.append(path)
+            bad_paths.append((kind, path))
     if repair:
-        for p in bad_paths:
-            _unlink(p)
+        for kind, p in bad_paths:
+            if kind != "pack":
+                _unlink(p)
             rep.repaired += 1
-    for kind, path in store.iter_objects():
-        if kind != "action":
-            continue
+        if any(kind == "pack" for kind, _ in bad_paths):  # the packs' sound records go into a new one
+            store.rewrite_packs(lambda key: True)
+    dangling_packed: set[str] = set()
+    for key, data, where in store.iter_actions():
         try:
-            action = json.loads(path.read_bytes())
-        except (OSError, ValueError):
+            action = json.loads(data)
+        except ValueError:
             continue
         try:
             needed = needed_objects(store, action)
@@ -75,11 +77,16 @@ def fsck(store: Store, *, repair: bool = False) -> FsckReport:
         for okind, digest in needed:
             present = store.has_tree(digest) if okind == "tree" else store.has_blob(digest)
             if not present:
-                rep.dangling.append((path.name, digest))
+                rep.dangling.append((key, digest))
                 if repair:
-                    _unlink(path)
+                    if where.endswith(".pack"):
+                        dangling_packed.add(key)
+                    else:
+                        _unlink(Path(where))
                     rep.repaired += 1
                 break
+    if dangling_packed:
+        store.rewrite_packs(lambda key: key not in dangling_packed)
     return rep
 
 
@@ -121,6 +128,8 @@ def gc(store: Store, keep_keys: set[str], *, dry_run: bool = False) -> GcReport:
             (keep_trees if kind == "tree" else keep_blobs).add(digest)
     rep.kept_actions = len(kept_actions)
     for kind, path in store.iter_objects():
+        if kind == "pack":
+            continue  # packed results: rewritten below, keeping the kept ones
         name = path.name
         keep = (name in kept_actions if kind == "action" else name in keep_trees if kind == "tree"
                 else name in keep_blobs)
@@ -133,6 +142,8 @@ def gc(store: Store, keep_keys: set[str], *, dry_run: bool = False) -> GcReport:
         rep.deleted.append((kind, name, size))
         if not dry_run:
             _unlink(path)
+    for key, size in store.rewrite_packs(lambda key: key in kept_actions, dry_run=dry_run):
+        rep.deleted.append(("action", key, size))
     now = time.time()
     if store.tmp.is_dir():
         for p in store.tmp.iterdir():
@@ -146,6 +157,8 @@ def gc(store: Store, keep_keys: set[str], *, dry_run: bool = False) -> GcReport:
     if not dry_run:  # empty shard directories
         for base in (store.blobs, store.trees, store.actions):
             for shard in base.iterdir() if base.is_dir() else []:
+                if shard.name == "packs" and base == store.actions:
+                    continue
                 try:
                     shard.rmdir()
                 except OSError:

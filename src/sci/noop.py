@@ -175,11 +175,10 @@ def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resol
                 directories.add(os.path.relpath(dirpath, root))
     base = {k: v for k, v in man.items() if k not in ("volatile", "command")}
     base["plan"] = [p if p["status"] == "cached" else dict(p, status="cached") for p in man["plan"]]
-    actions = str(store.actions)
     record(ws.state_dir, root=root, plan_key=plan_key(ws, overrides, seed), targets=targets,
                 env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
                 paths=sorted(paths), directories=sorted(directories), stat_entries=stat_cache.entries, globs=dict(loaded.graph.globs),
-                manifest=base, action_paths=[f"{actions}/{outcomes[n].key[:2]}/{outcomes[n].key}" for n in selected],
+                manifest=base, action_paths=sorted({store.action_file(outcomes[n].key) or "" for n in selected}),
                 structure=loaded.structure_key, params=loaded.params)
 
 

@@ -62,8 +62,8 @@ class Scheduler:
     # Remote hits whose bytes nobody needed yet: (key, action). Fetched when a node that reads
     # them must run; never, if every dependant is a hit too (build without the bytes).
     remote_hits: dict[str, tuple[str, dict]] = field(default_factory=dict)
-    # Action results are written by a thread of their own, so the loop goes on dispatching
-    # while a file is created (the slowest part of a node's bookkeeping); run() waits for them.
+    # Action results are encoded and appended to the build's pack by a thread of their own, so
+    # the loop goes on dispatching meanwhile; run() waits for them.
     _writer: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
     _writes: list[Future] = field(default_factory=list, init=False, repr=False)
 
@@ -141,10 +141,14 @@ class Scheduler:
 
     def run(self, selected: list[str]) -> dict[str, Outcome]:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sci-actions")
+        self.store.start_pack()  # this build's action results: one pack, not a file each
         try:
             return self._run(selected)
         finally:
-            self._flush_actions()
+            try:
+                self._flush_actions()
+            finally:
+                self.store.finish_pack()
 
     def _flush_actions(self) -> None:
         """Wait until every action result is in the store; a failed write fails the build."""

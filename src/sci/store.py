@@ -6,6 +6,7 @@ Layout (format 1; see docs/store.md):
     <store>/blobs/<d[:2]>/<d>         file contents, named by their BLAKE3 digest, read-only
     <store>/trees/<d[:2]>/<d>         canonical tree listings (hashing.tree_document), read-only
     <store>/actions/<k[:2]>/<k>       action results: canonical StepResult JSON by action key
+    <store>/actions/packs/<id>.pack   action results of one build, appended (action_packs.py)
     <store>/tmp/                      staging area; every write is tmp file + os.replace
 
 Invariants: an object is visible under its final name only once complete (rename is atomic),
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import shutil
 import stat as stat_mod
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sci import canonical
+from sci.action_packs import PackIndex, PackWriter, read_record, scan
 from sci.errors import StoreError
 from sci.hashing import TreeEntry, digest_bytes, digest_file, entries_from_document, tree_document
 
@@ -64,28 +67,47 @@ def _fsync_file(path: str) -> None:
 _NO_REFLINK: set[tuple[int, int]] = set()  # (source device, target device) pairs that refused a clone
 
 
-def _reflink_or_copy(src: str, dst: str) -> None:
-    """Copy src to a new file dst, sharing blocks (reflink) where the filesystem can."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        devices = (os.fstat(fin.fileno()).st_dev, os.fstat(fout.fileno()).st_dev)
+def _copy_fd(src: str, fout: int) -> None:
+    """Copy the file at src into the open, empty file fout: a reflink (shared blocks) where the
+    filesystem can, else sendfile (the kernel copies without a trip through Python)."""
+    fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        src_st = os.fstat(fin)
+        devices = (src_st.st_dev, os.fstat(fout).st_dev)
         if devices not in _NO_REFLINK:
             try:
-                fcntl.ioctl(fout.fileno(), _FICLONE, fin.fileno())
+                fcntl.ioctl(fout, _FICLONE, fin)
                 return
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY,
                                      errno.EBADF, errno.ENOSYS):
                     raise
                 _NO_REFLINK.add(devices)
-        # sendfile/copy_file_range: the kernel copies without a trip through Python.
-        remaining = os.fstat(fin.fileno()).st_size
+        remaining = src_st.st_size
         offset = 0
         while remaining > 0:
-            sent = os.sendfile(fout.fileno(), fin.fileno(), offset, remaining)
+            sent = os.sendfile(fout, fin, offset, remaining)
             if sent == 0:
                 break
             offset += sent
             remaining -= sent
+    finally:
+        os.close(fin)
+
+
+def _reflink_or_copy(src: str, dst: str, mode: int = 0o644) -> None:
+    """Copy src to dst, a new file created with `mode` (less the umask); dst must not exist."""
+    fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        _copy_fd(src, fout)
+    finally:
+        os.close(fout)
+
+
+# Names of staging files: pid and a per-process salt keep writers apart, a counter keeps this
+# process's own writes apart (no mkstemp: it costs a create, a close and a reopen per object).
+_TMP_SALT = os.urandom(4).hex()
+_TMP_COUNTER = itertools.count()
 
 
 class Store:
@@ -98,6 +120,11 @@ class Store:
         self.actions = self.root / "actions"
         self.tmp = self.root / "tmp"
         self._actions_str = str(self.actions)
+        self._blobs_str = str(self.blobs)
+        self._tmp_str = str(self.tmp)
+        self._put: set[str] = set()  # small blobs this instance stored or found present
+        self._packs = PackIndex(f"{self._actions_str}/packs")
+        self._pack_writer: PackWriter | None = None
         fmt = self.root / "FORMAT"
         if fmt.exists():
             found = fmt.read_text().strip()
@@ -127,49 +154,82 @@ class Store:
 
     def has_action(self, key: str) -> bool:
         """Cheap existence test (string paths: this runs once per node on every build)."""
-        return os.path.exists(f"{self._actions_str}/{key[:2]}/{key}")
+        return os.path.exists(f"{self._actions_str}/{key[:2]}/{key}") or self._packs.lookup(key) is not None
+
+    def action_file(self, key: str) -> str | None:
+        """The file that holds an action result: its loose file or its pack."""
+        loose = f"{self._actions_str}/{key[:2]}/{key}"
+        if os.path.exists(loose):
+            return loose
+        entry = self._packs.lookup(key)
+        return entry[0] if entry else None
 
     # -- writing -------------------------------------------------------------------------
+    def _create_tmp(self, mode: int) -> tuple[int, str]:
+        """A new, empty, uniquely named file in tmp/, open for writing (created with `mode`:
+        a read-only object is born read-only, no chmod after)."""
+        while True:
+            name = f"{self._tmp_str}/w-{os.getpid()}-{_TMP_SALT}-{next(_TMP_COUNTER)}"
+            try:
+                return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), name
+            except FileExistsError:
+                continue  # left by a crashed writer that had this pid and salt: take the next name
+            except FileNotFoundError:  # someone removed tmp/: make it again
+                self.tmp.mkdir(parents=True, exist_ok=True)
+
     def _tmp_name(self) -> str:
-        try:
-            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="w-")
-        except FileNotFoundError:  # someone removed tmp/: make it again
-            self.tmp.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(dir=self.tmp, prefix="w-")
+        """A new, empty staging file's path (for writers that fill it by name)."""
+        fd, name = self._create_tmp(0o644)
         os.close(fd)
         return name
 
-    def _publish(self, tmp: str, final: Path, readonly: bool) -> None:
-        if readonly:
-            os.chmod(tmp, 0o444)
+    def _replace(self, tmp: str, final: str | Path) -> None:
+        """Publish tmp under its final name (atomic), making the shard directory if needed."""
         if _FSYNC:
             _fsync_file(tmp)
         try:
             os.replace(tmp, final)
         except FileNotFoundError:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(final), exist_ok=True)
             os.replace(tmp, final)
         if _FSYNC:
-            _fsync_file(str(final.parent))
+            _fsync_file(os.path.dirname(final))
 
-    def _write_atomic(self, final: Path, data: bytes, readonly: bool = True) -> None:
-        tmp = self._tmp_name()
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        self._publish(tmp, final, readonly)
+    def _publish(self, tmp: str, final: str | Path, readonly: bool) -> None:
+        if readonly:
+            os.chmod(tmp, 0o444)
+        self._replace(tmp, final)
+
+    def _write_atomic(self, final: str | Path, data: bytes, readonly: bool = True) -> None:
+        fd, tmp = self._create_tmp(0o444 if readonly else 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        self._replace(tmp, final)
 
     def put_bytes(self, data: bytes) -> str:
         digest = digest_bytes(data)
-        path = self.blob_path(digest)
-        if not path.exists():
+        if digest in self._put:
+            return digest
+        path = f"{self._blobs_str}/{digest[:2]}/{digest}"
+        if not os.path.exists(path):
             self._write_atomic(path, data)
+        if len(data) <= 64:  # small, recurring blobs (empty logs): ask the disk once per Store
+            self._put.add(digest)
         return digest
 
     def put_stream(self, fh) -> str:
         """Store the whole content of an open binary file (e.g. a step's captured stdout)."""
-        fh.seek(0)
-        data = fh.read()
-        return self.put_bytes(data)
+        fh.flush()
+        fd = fh.fileno()
+        size = os.fstat(fd).st_size
+        return self.put_bytes(os.pread(fd, size, 0) if size else b"")
 
     def put_file(self, src: str | os.PathLike, digest: str | None = None, *, move: bool = False) -> str:
         """Store a file's bytes as a blob; with `move`, src may be renamed into the store."""
@@ -188,10 +248,15 @@ class Store:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-        tmp = self._tmp_name()
-        os.unlink(tmp)
-        _reflink_or_copy(src, tmp)
-        self._publish(tmp, path, readonly=True)
+        fd, tmp = self._create_tmp(0o444)
+        try:
+            _copy_fd(src, fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        self._replace(tmp, path)
         if move:
             os.unlink(src)
         return digest
@@ -226,8 +291,21 @@ class Store:
         tree = self.put_tree(entries)
         return OutputRecord("tree", tree, sum(e.size for e in entries))
 
+    def start_pack(self) -> None:
+        """From now on action results go into one new pack (a build's), not a file each."""
+        self._pack_writer = PackWriter(f"{self._actions_str}/packs")
+
+    def finish_pack(self) -> None:
+        writer, self._pack_writer = self._pack_writer, None
+        if writer is not None:
+            writer.close()
+
     def put_action(self, key: str, result: dict) -> None:
-        self._write_atomic(self.action_path(key), canonical.dumps(result))
+        data = canonical.dumps(result)
+        if self._pack_writer is not None:
+            self._packs.add(key, *self._pack_writer.append(key, data))
+        else:
+            self._write_atomic(f"{self._actions_str}/{key[:2]}/{key}", data)
 
     # -- reading -------------------------------------------------------------------------
     def has_blob(self, digest: str) -> bool:
@@ -247,13 +325,90 @@ class Store:
                              hint="run `sci fsck --repair`")
         return entries_from_document(canonical.loads(data))
 
-    def get_action(self, key: str) -> dict | None:
+    def action_bytes(self, key: str) -> bytes | None:
+        """The stored bytes of an action result (canonical JSON), loose or packed; None if absent."""
         try:
-            return canonical.loads(self.action_path(key).read_bytes())
+            with open(f"{self._actions_str}/{key[:2]}/{key}", "rb") as fh:
+                return fh.read()
         except (FileNotFoundError, NotADirectoryError):  # a shard that is not a directory: damaged, a miss
+            pass
+        entry = self._packs.lookup(key)
+        if entry is None:
             return None
+        try:
+            return read_record(*entry)
+        except FileNotFoundError:  # the pack was rewritten meanwhile (gc): look again
+            self._packs.refresh()
+            entry = self._packs.lookup(key)
+            return read_record(*entry) if entry else None
+
+    def get_action(self, key: str) -> dict | None:
+        data = self.action_bytes(key)
+        if data is None:
+            return None
+        try:
+            return canonical.loads(data)
         except ValueError:
             return None  # a damaged action result is a miss; fsck reports it
+
+    def iter_actions(self) -> Iterator[tuple[str, bytes, str]]:
+        """Every stored action result as (key, bytes, file holding it), loose ones first."""
+        for kind, path in self.iter_objects():
+            if kind == "action":
+                try:
+                    yield path.name, path.read_bytes(), str(path)
+                except OSError:
+                    continue
+        for key, (pack, offset, length) in sorted(self._packs.entries().items()):
+            try:
+                yield key, read_record(pack, offset, length), pack
+            except OSError:
+                continue
+
+    def rewrite_packs(self, keep, *, dry_run: bool = False) -> list[tuple[str, int]]:
+        """Write the packed results whose key `keep(key)` accepts (and that are sound) into one
+        new pack and remove the old packs; returns the (key, size) of the records left out.
+        Nothing is removed before the new pack is complete."""
+        packs = self._packs.packs()
+        kept: dict[str, bytes] = {}
+        dropped: list[tuple[str, int]] = []
+        for pack in packs:
+            try:
+                records, _problem = scan(pack)
+                with open(pack, "rb") as fh:
+                    data = fh.read()
+            except OSError:
+                continue
+            for key, (offset, length) in records.items():
+                body = data[offset:offset + length]
+                if keep(key) and self._sound_action(key, body):
+                    kept[key] = body
+                else:
+                    dropped.append((key, length))
+        if dry_run or not packs:
+            return dropped
+        writer = PackWriter(f"{self._actions_str}/packs")
+        try:
+            for key in sorted(kept):
+                writer.append(key, kept[key])
+        finally:
+            writer.close()
+        for pack in packs:
+            try:
+                os.chmod(pack, 0o644)
+                os.unlink(pack)
+            except FileNotFoundError:
+                pass
+        self._packs.refresh()
+        return dropped
+
+    @staticmethod
+    def _sound_action(key: str, data: bytes) -> bool:
+        try:
+            doc = canonical.loads(data)
+        except ValueError:
+            return False
+        return isinstance(doc, dict) and doc.get("key") == key
 
     def has_output(self, rec: OutputRecord) -> bool:
         """Whether every object needed to materialize `rec` is present."""
@@ -269,17 +424,17 @@ class Store:
     # -- materializing -------------------------------------------------------------------
     def materialize(self, rec: OutputRecord, dest: str | os.PathLike, mode: str = "copy") -> None:
         """Make `dest` hold exactly `rec`, replacing whatever is there, atomically per file."""
+        if rec.type == "file":
+            self._materialize_file(rec.digest, os.fspath(dest), mode, executable=False)
+            return
         dest = Path(dest)
         if not dest.parent.is_dir():
             dest.parent.mkdir(parents=True, exist_ok=True)
-        if rec.type == "file":
-            self._materialize_file(rec.digest, dest, mode, executable=False)
-            return
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.sci-"))
         os.chmod(staging, 0o755)  # mkdtemp makes 0700; a restored directory is an ordinary one
         try:
             for e in self.get_tree(rec.digest):
-                self._materialize_file(e.digest, staging / e.path, mode, e.executable)
+                self._materialize_file(e.digest, os.fspath(staging / e.path), mode, e.executable)
             if dest.is_dir() and not dest.is_symlink():
                 old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
                 os.replace(dest, old / "d")
@@ -293,35 +448,49 @@ class Store:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
-    def _materialize_file(self, digest: str, dest: Path, mode: str, executable: bool) -> None:
-        src = self.blob_path(digest)
-        if not src.exists():
-            raise StoreError(f"object {digest[:12]} needed for {dest} is missing from the store",
-                             hint="run `sci build` to rebuild it, or `sci pull`")
-        if not dest.parent.is_dir():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.sci-tmp-{os.getpid()}")
-        if tmp.exists() or tmp.is_symlink():
-            tmp.unlink()
-        if mode == "hardlink":
-            os.link(src, tmp)
-        elif mode == "symlink":
-            os.symlink(src.resolve(), tmp)
-        else:
-            _reflink_or_copy(os.fspath(src), os.fspath(tmp))
-            os.chmod(tmp, 0o755 if executable else 0o644)
-        if dest.is_dir() and not dest.is_symlink():
+    def _materialize_file(self, digest: str, dest: str, mode: str, executable: bool) -> None:
+        """Place one blob at dest through a staging name beside it. This runs once per output
+        of every executed node, so it asks the filesystem only what it must: a missing parent
+        or source, a stale staging file or a directory in the way show up as errors, not stats."""
+        src = f"{self._blobs_str}/{digest[:2]}/{digest}"
+        parent, name = os.path.split(dest)
+        tmp = f"{parent}/.{name}.sci-tmp-{os.getpid()}"
+        for attempt in range(3):
+            try:
+                if mode == "hardlink":
+                    os.link(src, tmp)
+                elif mode == "symlink":
+                    os.symlink(os.path.realpath(src), tmp)
+                else:
+                    _reflink_or_copy(src, tmp, 0o755 if executable else 0o644)
+                break
+            except FileExistsError:  # a staging file left by a killed sci with this pid
+                os.unlink(tmp)
+            except FileNotFoundError:
+                if not os.path.exists(src):
+                    raise StoreError(f"object {digest[:12]} needed for {dest} is missing from the store",
+                                     hint="run `sci build` to rebuild it, or `sci pull`") from None
+                if attempt:
+                    raise
+                os.makedirs(parent or ".", exist_ok=True)
+        try:
+            os.replace(tmp, dest)
+        except IsADirectoryError:  # a directory where the file goes: the output replaces it
             shutil.rmtree(dest)
-        os.replace(tmp, dest)
+            os.replace(tmp, dest)
 
     # -- checking ------------------------------------------------------------------------
     def iter_objects(self) -> Iterator[tuple[str, Path]]:
-        """Every (kind, path) object in the store; kind is blob, tree or action."""
+        """Every (kind, path) object in the store; kind is blob, tree, action (a loose result)
+        or pack (a file of action results)."""
         for kind, base in (("blob", self.blobs), ("tree", self.trees), ("action", self.actions)):
             if not base.is_dir():
                 continue
             for shard in sorted(base.iterdir()):
-                if shard.is_dir():
+                if shard.name == "packs" and kind == "action":
+                    for pack in self._packs.packs():
+                        yield "pack", Path(pack)
+                elif shard.is_dir():
                     for obj in sorted(shard.iterdir()):
                         yield kind, obj
 
@@ -330,6 +499,13 @@ class Store:
         try:
             if kind == "blob":
                 return None if digest_file(path) == path.name else "content does not match its digest"
+            if kind == "pack":
+                records, problem = scan(str(path))
+                data = path.read_bytes()
+                for key, (offset, length) in records.items():
+                    if not self._sound_action(key, data[offset:offset + length]):
+                        return f"the record of {key[:12]} is not an action result naming its own key"
+                return problem
             data = path.read_bytes()
             if kind == "tree":
                 if digest_bytes(data) != path.name:

@@ -277,9 +277,8 @@ def push(store: Store, remote: Remote, keys: Iterable[str], *, jobs: int = 8,
     blobs: dict[str, _Item] = {}
     trees: dict[str, _Item] = {}
     for key in _unique_keys(keys):
-        try:
-            data = store.action_path(key).read_bytes()
-        except FileNotFoundError:
+        data = store.action_bytes(key)
+        if data is None:
             errors.append(MissingObject(ObjectKind.ACTION, key, local))
             continue
         try:
@@ -537,10 +536,11 @@ def pull(store: Store, remote: Remote, keys: Iterable[str], *,
     fetched: dict[str, dict] = {}
     docs: dict[str, dict] = {}
     for key in keys:
-        doc = store.get_action(key)
+        data = store.action_bytes(key)
+        doc = store.get_action(key) if data is not None else None
         if doc is not None:
             docs[key] = doc
-            size = store.action_path(key).stat().st_size
+            size = len(data)
             event = TransferEvent(ObjectKind.ACTION, key, size, Outcome.SKIPPED)
             stats.record(event)
             if progress is not None:

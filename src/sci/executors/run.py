@@ -137,6 +137,7 @@ def _box_layout(task: Task) -> tuple[dict[str, str], set[str]]:
 
 
 _LOGS = threading.local()
+_STORES: dict[str, Store] = {}  # opened once per process: the FORMAT check is not per task
 _BOXES = threading.local()
 
 
@@ -222,7 +223,9 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
     one directory, its box: the working directory of a sandboxed step, and HOME and TMPDIR of
     every step, so nothing a step leaves behind outlives it (only declared outputs are kept).
     """
-    store = Store(Path(task.store), create=False)
+    store = _STORES.get(task.store)
+    if store is None:
+        store = _STORES[task.store] = Store(Path(task.store), create=False)
     ws = Path(task.workspace)
     result = TaskResult(node=task.node, ok=False, exit_status=-1, host=socket.gethostname())
     scratch_root = Path(task.scratch_root)

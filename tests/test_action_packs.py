@@ -1,0 +1,167 @@
+"""Action packs (sci.action_packs): a build's action results appended to one file.
+
+Through the CLI on real workspaces: where results go, what a torn or damaged pack does to
+builds, fsck and gc; and the reader against the writer on generated records."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import no_traceback
+from sci import canonical
+from sci.action_packs import MAGIC, PackIndex, PackWriter, scan
+from sci.store import Store
+
+PIPELINE = {
+    "sci.yaml": """
+        version: 1
+        steps:
+          make:
+            foreach: {i: [1, 2, 3, 4]}
+            cmd: echo {item.i} > {outs}
+            outs: ["out/{item.i}.txt"]
+          join:
+            cmd: cat {deps} > {outs}
+            deps: ["out/*.txt"]
+            outs: [all.txt]
+        """,
+}
+NODES = {f"make[i={i}]" for i in (1, 2, 3, 4)} | {"join"}
+
+
+def _packs(root):
+    return sorted((root / "cas" / "actions" / "packs").glob("*.pack"))
+
+
+def _loose(root):
+    return [p for p in (root / "cas" / "actions").glob("*/*") if p.parent.name != "packs"]
+
+
+def _keys(out):
+    return {n["node"]: n["key"] for n in out["nodes"]}
+
+
+def test_a_build_writes_one_pack_and_a_no_op_build_none(ws):
+    sci = ws(PIPELINE)
+    out = sci.build()
+    assert set(out["executed"]) == NODES
+    (pack,) = _packs(ws.root)
+    assert _loose(ws.root) == []
+    store = Store(ws.root / "cas", create=False)
+    for node, key in _keys(out).items():
+        action = store.get_action(key)
+        assert action["node"] == node and action["key"] == key
+        assert store.action_file(key) == str(pack)
+    assert sci.build()["executed"] == []
+    assert _packs(ws.root) == [pack]  # nothing executed, nothing written
+    (ws.root / "out" / "2.txt").unlink()
+    assert sci.build()["executed"] == []  # restored from the store, not re-run
+    (ws.root / "sci.yaml").write_text((ws.root / "sci.yaml").read_text().replace("echo {item.i}", "echo x{item.i}"))
+    assert set(sci.build()["executed"]) == NODES
+    assert len(_packs(ws.root)) == 2
+
+
+def test_a_torn_last_record_is_skipped_and_is_not_damage(ws):
+    """What a build killed in the middle of an append leaves: readers take the whole records."""
+    sci = ws(PIPELINE)
+    out = sci.build()
+    (pack,) = _packs(ws.root)
+    os.chmod(pack, 0o644)
+    with open(pack, "ab") as fh:
+        fh.write(b"f" * 64 + b" 5000\n{\"components\":")
+    assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
+    assert sci.build()["executed"] == []
+    store = Store(ws.root / "cas", create=False)
+    assert all(store.get_action(k) is not None for k in _keys(out).values())
+
+
+def test_a_damaged_record_is_reported_and_repair_keeps_the_sound_ones(ws):
+    sci = ws(PIPELINE)
+    out = sci.build()
+    keys = _keys(out)
+    (pack,) = _packs(ws.root)
+    data = pack.read_bytes()
+    victim = keys["make[i=3]"]
+    at = data.index(victim.encode() + b" ")
+    body = data.index(b"\n", at) + 1
+    os.chmod(pack, 0o644)
+    pack.write_bytes(data[:body] + b"X" + data[body + 1:])  # the record's JSON no longer parses
+    proc = sci("fsck", check=1)
+    assert pack.name in proc.stderr + proc.stdout and no_traceback(proc.stderr)
+    sci("fsck", "--repair")
+    assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
+    assert not pack.exists() and len(_packs(ws.root)) == 1  # rewritten under a new name
+    store = Store(ws.root / "cas", create=False)
+    assert store.get_action(victim) is None
+    assert all(store.get_action(k) is not None for n, k in keys.items() if n != "make[i=3]")
+    assert sci.build()["executed"] == ["make[i=3]"]  # only the lost result is made again
+
+
+def test_gc_rewrites_the_packs_keeping_what_the_pipeline_needs(ws):
+    sci = ws(PIPELINE)
+    first = _keys(sci.build())
+    (ws.root / "sci.yaml").write_text((ws.root / "sci.yaml").read_text().replace("cat {deps}", "sort {deps}"))
+    second = _keys(sci.build())
+    assert first["join"] != second["join"]
+    old_packs = _packs(ws.root)
+    assert len(old_packs) == 2
+    dry = json.loads(sci("gc", "--keep-runs", "0", "--dry-run", "--json").stdout)
+    assert _packs(ws.root) == old_packs  # a dry run changes nothing
+    done = json.loads(sci("gc", "--keep-runs", "0", "--json").stdout)
+    assert done["deleted_objects"] == dry["deleted_objects"]
+    assert {o["object"] for o in done["objects"] if o["kind"] == "action"} == {first["join"]}
+    (pack,) = _packs(ws.root)
+    assert pack not in old_packs
+    store = Store(ws.root / "cas", create=False)
+    assert store.get_action(first["join"]) is None
+    assert all(store.get_action(k) is not None for k in second.values())
+    assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
+    assert sci.build()["executed"] == []
+
+
+def test_a_pack_that_cannot_be_created_fails_the_build_in_one_line(ws):
+    sci = ws(PIPELINE)
+    sci("fsck")
+    (ws.root / "cas" / "actions" / "packs").write_text("in the way\n")
+    proc = sci("build", check=1)
+    assert "could not write an action result" in proc.stderr and no_traceback(proc.stderr)
+
+
+keys_st = st.text("0123456789abcdef", min_size=64, max_size=64)
+docs_st = st.dictionaries(st.text(min_size=1, max_size=8), st.one_of(st.integers(), st.text(max_size=40)), max_size=5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=st.lists(st.tuples(keys_st, docs_st), max_size=12), cut=st.integers(min_value=0, max_value=400))
+def test_the_reader_finds_every_whole_record_the_writer_appended(tmp_path_factory, records, cut):
+    """Property: scanning a pack returns exactly the appended records; cutting the file
+    anywhere inside its last record loses that record only, and is not reported as damage."""
+    d = str(tmp_path_factory.mktemp("packs"))
+    writer = PackWriter(d)
+    bodies = {}
+    for key, doc in records:
+        bodies[key] = canonical.dumps({"key": key, **doc})
+        writer.append(key, bodies[key])
+    writer.close()
+    if not records:
+        assert PackIndex(d).entries() == {}
+        return
+    (name,) = os.listdir(d)
+    path = f"{d}/{name}"
+    found, problem = scan(path)
+    assert problem is None
+    data = open(path, "rb").read()
+    assert data.startswith(MAGIC)
+    assert {k: data[o:o + n] for k, (o, n) in found.items()} == bodies
+    last_key = records[-1][0]
+    last_start = data.rindex(last_key.encode() + b" ")
+    size = last_start + cut % (len(data) - last_start)
+    os.chmod(path, 0o644)
+    os.truncate(path, size)
+    torn, problem = scan(path)
+    assert problem is None
+    assert set(torn) == {k for k, _ in records[:-1]}  # a key written twice keeps its first record
