@@ -77,7 +77,7 @@ def _pipeline_doc(ws: Workspace, yaml_bytes: bytes) -> tuple[dict, Positions]:
     except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
         pass
     from sci.errors import Location, SpecError
-    from sci.spec import validate_pipeline
+    from sci.spec_plain import plain_pipeline_doc
 
     try:
         text = yaml_bytes.decode("utf-8")
@@ -85,9 +85,13 @@ def _pipeline_doc(ws: Workspace, yaml_bytes: bytes) -> tuple[dict, Positions]:
         raise SpecError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", location=Location("sci.yaml"),
                         hint="save sci.yaml as UTF-8") from None
     data, pos = load_yaml_text(text, "sci.yaml")
-    pipeline = validate_pipeline(data, pos)
-    doc = pipeline.model_dump()
-    doc["experiment"] = pipeline.experiment.model_dump(exclude_none=True) if pipeline.experiment else None
+    doc = plain_pipeline_doc(data)  # a plainly valid file needs no pydantic import
+    if doc is None:  # unusual or wrong: pydantic accepts it or words the error
+        from sci.spec import validate_pipeline
+
+        pipeline = validate_pipeline(data, pos)
+        doc = pipeline.model_dump()
+        doc["experiment"] = pipeline.experiment.model_dump(exclude_none=True) if pipeline.experiment else None
     _write_pickle(cache, (key, doc, pos))
     return doc, pos
 
