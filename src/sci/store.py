@@ -104,6 +104,22 @@ def _reflink_or_copy(src: str, dst: str, mode: int = 0o644) -> None:
         os.close(fout)
 
 
+def _own_file(path: str) -> bool:
+    """A regular file with no other name: safe to rename into the store."""
+    st = os.lstat(path)
+    return stat_mod.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# The mode of a file output in the workspace, whether built or restored (a new file's 0o644
+# less the umask, as _reflink_or_copy creates it).
+_FILE_MODE = 0o644 & ~_umask()
+
 # Names of staging files: pid and a per-process salt keep writers apart, a counter keeps this
 # process's own writes apart (no mkstemp: it costs a create, a close and a reopen per object).
 _TMP_SALT = os.urandom(4).hex()
@@ -232,7 +248,9 @@ class Store:
         return self.put_bytes(os.pread(fd, size, 0) if size else b"")
 
     def put_file(self, src: str | os.PathLike, digest: str | None = None, *, move: bool = False) -> str:
-        """Store a file's bytes as a blob; with `move`, src may be renamed into the store."""
+        """Store a file's bytes as a blob; with `move`, src may be renamed into the store (when
+        it is a plain file of its own: a symlink, or a file with other hard links — a step can
+        link one of its inputs as its output — is copied, so nothing else shares the blob)."""
         src = os.fspath(src)
         if digest is None:
             digest = digest_file(src)
@@ -241,7 +259,7 @@ class Store:
             if move:
                 os.unlink(src)
             return digest
-        if move:
+        if move and _own_file(src):
             try:
                 self._publish(src, path, readonly=True)
                 return digest
@@ -260,6 +278,52 @@ class Store:
         if move:
             os.unlink(src)
         return digest
+
+    def put_and_place(self, src: str, dest: str) -> OutputRecord:
+        """Store the file a sandboxed step wrote at src and make it the workspace's file at dest.
+
+        The step's own file is renamed into the workspace and the store gets a copy only when
+        it lacks the content, so an output costs one new file when its content is new and none
+        when the store holds it (a re-run, identical outputs). The workspace file gets the
+        mode a restore from the store gives it, so a built and a restored output look alike."""
+        st = os.lstat(src)
+        if not stat_mod.S_ISREG(st.st_mode) or st.st_nlink != 1:  # not the step's own file: copies
+            size = os.stat(src).st_size
+            digest = self.put_file(src)
+            os.unlink(src)
+            self._materialize_file(digest, dest, "copy", executable=False)
+            return OutputRecord("file", digest, size)
+        digest = digest_file(src, st.st_size)
+        blob = f"{self._blobs_str}/{digest[:2]}/{digest}"
+        if not os.path.exists(blob):
+            fd, tmp = self._create_tmp(0o444)
+            try:
+                _copy_fd(src, fd)
+            except BaseException:
+                os.close(fd)
+                os.unlink(tmp)
+                raise
+            os.close(fd)
+            self._replace(tmp, blob)
+        if st.st_mode & 0o7777 != _FILE_MODE:
+            os.chmod(src, _FILE_MODE)
+        for attempt in range(2):
+            try:
+                os.replace(src, dest)
+                break
+            except FileNotFoundError:
+                if attempt:
+                    raise
+                os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+            except IsADirectoryError:  # a directory where the file goes: the output replaces it
+                shutil.rmtree(dest)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                self._materialize_file(digest, dest, "copy", executable=False)  # scratch on another disk
+                os.unlink(src)
+                break
+        return OutputRecord("file", digest, st.st_size)
 
     def put_tree(self, entries: list[TreeEntry]) -> str:
         data = canonical.dumps(tree_document(entries))

@@ -297,10 +297,14 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
             result.stderr_tail = _tail_blob(store, result.stderr)
             return result
         for name, rel in task.outs.items():
-            rec = store.put_output(cwd / rel, move=task.sandbox)
+            src = f"{cwd}/{rel}"
+            if task.sandbox and task.materialize == "copy" and not os.path.isdir(src):
+                rec = store.put_and_place(src, f"{ws}/{rel}")  # the step's file becomes the workspace's
+            else:
+                rec = store.put_output(src, move=task.sandbox)
+                if task.sandbox and task.materialize:
+                    store.materialize(rec, ws / rel, task.materialize)
             result.outputs[name] = {"path": rel, **rec.to_json()}
-            if task.sandbox and task.materialize:
-                store.materialize(rec, ws / rel, task.materialize)
         result.materialized = bool(task.sandbox and task.materialize)
         if logs["metrics"].exists():
             result.metrics = json.loads(logs["metrics"].read_text())
