@@ -280,7 +280,7 @@ def _load(text: str) -> Any:
 def thousand_steps() -> str:
     lines = ["version: 1", "defaults: {seed: 7, resources: {cpu: 1}}", "params: {n: 3, scale: 0.5}", "steps:"]
     for i in range(1000):
-        lines += [f"  s{i}:", f"    cmd: echo {{params.n}} > {{outs}}", f"    deps: [in/{i}.txt]",
+        lines += [f"  s{i}:", "    cmd: echo {params.n} > {outs}", f"    deps: [in/{i}.txt]",
                   f"    outs: [out/{i}.txt]", "    params: [n]", "    resources: {cpu: 1, mem_gb: 0.5}"]
     return "\n".join(lines) + "\n"
 
