@@ -137,6 +137,7 @@ def _box_layout(task: Task) -> tuple[dict[str, str], set[str]]:
 
 
 _LOGS = threading.local()
+_HOST = socket.gethostname()  # a uname() per task otherwise
 _STORES: dict[str, Store] = {}  # opened once per process: the FORMAT check is not per task
 _BOXES = threading.local()
 
@@ -163,8 +164,10 @@ def _log_files(scratch_root: Path):
         files = (tempfile.TemporaryFile(dir=scratch_root), tempfile.TemporaryFile(dir=scratch_root), str(scratch_root))
         _LOGS.files = files
     for fh in files[:2]:
-        fh.seek(0)
-        fh.truncate()
+        fd = fh.fileno()
+        if os.lseek(fd, 0, os.SEEK_END):  # truncating costs ~70 µs even when there is nothing to cut
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
     return files[0], files[1]
 
 
@@ -227,7 +230,7 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
     if store is None:
         store = _STORES[task.store] = Store(Path(task.store), create=False)
     ws = Path(task.workspace)
-    result = TaskResult(node=task.node, ok=False, exit_status=-1, host=socket.gethostname())
+    result = TaskResult(node=task.node, ok=False, exit_status=-1, host=_HOST)
     scratch_root = Path(task.scratch_root)
     if not scratch_root.is_dir():
         scratch_root.mkdir(parents=True, exist_ok=True)
@@ -306,7 +309,7 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
                     store.materialize(rec, ws / rel, task.materialize)
             result.outputs[name] = {"path": rel, **rec.to_json()}
         result.materialized = bool(task.sandbox and task.materialize)
-        if logs["metrics"].exists():
+        if task.kind != "cmd" and logs["metrics"].exists():  # only Python steps write metrics
             result.metrics = json.loads(logs["metrics"].read_text())
         result.ok = True
         return result
