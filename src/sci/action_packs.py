@@ -38,26 +38,38 @@ def scan(path: str) -> tuple[dict[str, tuple[int, int]], str | None]:
     where a whole one should be is damage, and nothing after it is read."""
     with open(path, "rb") as fh:
         data = fh.read()
-    if not data.startswith(MAGIC):
-        return {}, "not an action pack (bad header)"
+    problem: list[str] = []
+    records = _records(data, problem)
+    return records, problem[0] if problem else None
+
+
+def _records(data: bytes, problem: list[str] | None = None) -> dict[str, tuple[int, int]]:
+    """The records of a pack's bytes (see scan); what is wrong goes into `problem`."""
+    def bad(what: str) -> dict[str, tuple[int, int]]:
+        if problem is not None:
+            problem.append(what)
+        return records
+
     records: dict[str, tuple[int, int]] = {}
+    if not data.startswith(MAGIC):
+        return bad("not an action pack (bad header)")
     pos, size = len(MAGIC), len(data)
     while pos < size:
         eol = data.find(b"\n", pos, pos + 96)
         if eol < 0:
-            return records, None if size - pos < 96 else f"bad record header at byte {pos}"
+            return records if size - pos < 96 else bad(f"bad record header at byte {pos}")
         head = data[pos:eol].split(b" ")
         if len(head) != 2 or not head[1].isdigit():
-            return records, f"bad record header at byte {pos}"
+            return bad(f"bad record header at byte {pos}")
         start = eol + 1
         end = start + int(head[1])
         if end >= size:
-            return records, None  # the torn tail of an interrupted append
+            return records  # the torn tail of an interrupted append
         if data[end] != 0x0A:
-            return records, f"record at byte {pos} does not end where its header says"
+            return bad(f"record at byte {pos} does not end where its header says")
         records[head[0].decode("ascii", "replace")] = (start, end - start)
         pos = end + 1
-    return records, None
+    return records
 
 
 def read_record(path: str, offset: int, length: int) -> bytes:
@@ -128,16 +140,25 @@ class PackWriter:
 
 
 class PackIndex:
-    """Where each packed result is (key -> pack path, offset, length). It is built at the first
-    lookup that misses and brought up to date when actions/packs/ changed (a pack added or
-    removed). Records another process appends to a pack after this one read it stay unseen for
-    this process's lifetime: cache misses, never wrong answers."""
+    """Where each packed result is (key -> pack path, offset, length).
+
+    A process that asks for a few keys (a parameter edit re-runs one node) should not pay for
+    indexing every record of every pack, nor one that asks for thousands (a cold build misses
+    on every node) for searching each time. So the first lookups search the packs' bytes for
+    the record header (canonical JSON has no newline, so b"\n<key> " only starts a record), and
+    after SEARCHES of them every pack is indexed once. The packs are listed again when
+    actions/packs/ changed (a pack added or removed). Records another process appends to a pack
+    after this one read it stay unseen for this process's lifetime: misses, never wrong answers."""
+
+    SEARCHES = 16
 
     def __init__(self, packs_dir: str):
         self.dir = packs_dir
         self._entries: dict[str, tuple[str, int, int]] = {}
-        self._scanned: set[str] = set()
+        self._raw: dict[str, bytes] = {}  # packs read but not indexed yet
+        self._indexed: set[str] = set()
         self._stamp: int | None = None
+        self._searches = 0
 
     def packs(self) -> list[str]:
         try:
@@ -147,6 +168,7 @@ class PackIndex:
         return sorted(f"{self.dir}/{n}" for n in names if n.endswith(SUFFIX))
 
     def refresh(self) -> None:
+        """Take in packs added (and forget packs removed) since the last look."""
         try:
             stamp = os.stat(self.dir).st_mtime_ns
         except (FileNotFoundError, NotADirectoryError):
@@ -154,33 +176,65 @@ class PackIndex:
         if stamp == self._stamp and stamp is not None:
             return
         self._stamp = stamp
-        current = self.packs()
-        if self._scanned - set(current):  # a pack went away (gc, repair): start over
+        current = set(self.packs())
+        if (self._indexed | set(self._raw)) - current:  # a pack went away (gc, repair)
             self._entries = {k: v for k, v in self._entries.items() if v[0] in current}
-            self._scanned &= set(current)
-        for path in current:
-            if path in self._scanned:
-                continue
+            self._indexed &= current
+            self._raw = {p: d for p, d in self._raw.items() if p in current}
+        for path in sorted(current - self._indexed - set(self._raw)):
             try:
-                records, _problem = scan(path)
+                with open(path, "rb") as fh:
+                    self._raw[path] = fh.read()
             except OSError:
                 continue
-            for key, (offset, length) in records.items():
+
+    def _index_all(self) -> None:
+        for path, data in sorted(self._raw.items()):
+            for key, (offset, length) in _records(data).items():
                 self._entries[key] = (path, offset, length)
-            self._scanned.add(path)
+            self._indexed.add(path)
+        self._raw.clear()
+
+    def _search(self, key: str) -> tuple[str, int, int] | None:
+        needle = b"\n" + key.encode("ascii", "replace") + b" "
+        for path, data in sorted(self._raw.items(), reverse=True):  # newest pack first
+            at = data.find(needle)
+            if at < 0:
+                continue
+            head_end = data.find(b"\n", at + 1, at + 1 + 96)
+            if head_end < 0:
+                continue
+            size = data[at + len(needle):head_end]
+            if not size.isdigit():
+                continue
+            start = head_end + 1
+            end = start + int(size)
+            if end < len(data) and data[end] == 0x0A:  # a whole record, not a torn tail
+                return path, start, end - start
+        return None
 
     def lookup(self, key: str) -> tuple[str, int, int] | None:
         entry = self._entries.get(key)
-        if entry is None:
-            self.refresh()
-            entry = self._entries.get(key)
-        return entry
+        if entry is not None:
+            return entry
+        self.refresh()
+        if self._raw:
+            if self._searches < self.SEARCHES:
+                self._searches += 1
+                entry = self._search(key)
+                if entry is not None:
+                    self._entries[key] = entry
+                return entry
+            self._index_all()
+        return self._entries.get(key)
 
     def add(self, key: str, path: str, offset: int, length: int) -> None:
-        """A record this process just wrote (its pack counts as scanned)."""
+        """A record this process just wrote (its pack counts as indexed)."""
         self._entries[key] = (path, offset, length)
-        self._scanned.add(path)
+        self._indexed.add(path)
+        self._raw.pop(path, None)
 
     def entries(self) -> dict[str, tuple[str, int, int]]:
         self.refresh()
+        self._index_all()
         return dict(self._entries)

@@ -132,10 +132,12 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
                           environment=env, keep_going=keep_going, force=forced, prepare=prepare,
                           link_mode=mode, python=sys.executable)
         to_run = selected
+        known, known_files = {}, []
         if fast_ok and not forced:
             from sci.noop import unchanged_nodes
 
-            known = unchanged_nodes(ws, loaded, list(targets or []), {k: v["digest"] for k, v in env.items()}, selected)
+            known, known_files = unchanged_nodes(ws, loaded, list(targets or []), {k: v["digest"] for k, v in env.items()},
+                                                 selected)
             if known:
                 log.write("unchanged", None, nodes=len(known),
                           reason="only parameters changed, and these nodes read none of them")
@@ -177,7 +179,7 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
             from sci.noop import record_build
 
             record_build(ws, loaded, list(targets or []), list(overrides or []), seed, selected, outcomes, resolver,
-                         stat_cache, env, man, store)
+                         stat_cache, env, man, store, known, known_files)
         else:
             from sci import noop
 

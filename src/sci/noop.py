@@ -123,8 +123,10 @@ def _files_unchanged(doc: dict, root: Path) -> bool:
     return all(os.path.exists(action) for action in doc["actions"])
 
 
-def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str], selected: list[str]) -> dict[str, dict]:
-    """After a parameter edit: the selected nodes whose keys provably equal last build's.
+def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
+                    selected: list[str]) -> tuple[dict[str, dict], list[str]]:
+    """After a parameter edit: the selected nodes whose keys provably equal last build's, and
+    the files the record proved to hold their action results (for the next record).
 
     The record must come from the same sci.yaml, hardware and targets (same structure key),
     the same environment, and no recorded file may have changed. Then a node whose step reads
@@ -132,15 +134,16 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
     nodes is such a step's, has the same definition and the same inputs as last time: its
     recorded plan entry (key, outputs) is returned, and the build neither keys nor checks it.
     """
+    none: tuple[dict[str, dict], list[str]] = ({}, [])
     from sci import replan
 
     doc = _read(ws.state_dir, lambda h: h.get("structure") == loaded.structure_key
                 and h.get("targets") == list(targets))
     if doc is None or doc["env"] != env_digests or loaded.step_reads is None:
-        return {}
+        return none
     entries = {p["node"]: p for p in doc["manifest"]["plan"]}
     if set(entries) != set(selected) or not _files_unchanged(doc, ws.root):
-        return {}
+        return none
     steps = replan.affected_steps(loaded.step_reads, replan.changed_keys(doc["params"], loaded.params))
     graph = loaded.graph
     dirty = {n for n in selected if graph.nodes[n].step in steps}
@@ -150,11 +153,14 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
             if m not in dirty:
                 dirty.add(m)
                 stack.append(m)
-    return {n: entries[n] for n in selected if n not in dirty}
+    return {n: entries[n] for n in selected if n not in dirty}, list(doc["actions"])
 
 
-def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resolver, stat_cache, env, man, store) -> None:
-    """After a build whose every node succeeded: the record `fast_build` checks next time."""
+def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resolver, stat_cache, env, man, store,
+                 known: dict | None = None, known_files: list[str] = ()) -> None:
+    """After a build whose every node succeeded: the record `fast_build` checks next time.
+    `known` nodes were taken from the last record (unchanged_nodes): the files that record
+    proved to hold their action results are carried over instead of looked up again."""
     from sci.pipeline import plan_key
 
     graph = loaded.graph
@@ -178,7 +184,8 @@ def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resol
     record(ws.state_dir, root=root, plan_key=plan_key(ws, overrides, seed), targets=targets,
                 env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
                 paths=sorted(paths), directories=sorted(directories), stat_entries=stat_cache.entries, globs=dict(loaded.graph.globs),
-                manifest=base, action_paths=sorted({store.action_file(outcomes[n].key) or "" for n in selected}),
+                manifest=base, action_paths=sorted(set(known_files if known else ()) | {
+                    store.action_file(outcomes[n].key) or "" for n in selected if not known or n not in known}),
                 structure=loaded.structure_key, params=loaded.params)
 
 
