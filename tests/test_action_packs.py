@@ -198,3 +198,24 @@ def test_searching_and_indexing_the_packs_find_the_same_records(tmp_path_factory
             assert found[0] in written[key] and found[1] in written[key]
         else:
             assert found == [None, None]
+
+
+def test_many_packs_are_merged_by_the_next_build_but_never_one_being_written(tmp_path):
+    store = Store(tmp_path / "cas")
+    store.MERGE_PACKS_ABOVE = 4
+    busy = PackWriter(str(tmp_path / "cas" / "actions" / "packs"))  # another build, still writing
+    busy.append("f" * 64, canonical.dumps({"key": "f" * 64}))
+    keys = []
+    for i in range(9):
+        store.start_pack()
+        key = f"{i:064x}"
+        store.put_action(key, {"key": key, "n": i})
+        store.finish_pack()
+        keys.append(key)
+        assert len(_packs(tmp_path)) <= 4 + 2  # the merged pack, the busy one, and new ones
+    assert busy.path in map(str, _packs(tmp_path))  # left alone while open
+    busy.close()
+    fresh = Store(tmp_path / "cas", create=False)
+    assert [fresh.get_action(k)["n"] for k in keys] == list(range(9))
+    assert fresh.get_action("f" * 64) == {"key": "f" * 64}
+

@@ -20,6 +20,7 @@ up first.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import time
@@ -72,6 +73,21 @@ def _records(data: bytes, problem: list[str] | None = None) -> dict[str, tuple[i
     return records
 
 
+def claim(path: str) -> int | None:
+    """An exclusive hold on a closed pack, for rewriting it: an open descriptor, or None when
+    a writer still has the pack open (it holds a shared lock until it closes it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def read_record(path: str, offset: int, length: int) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -105,6 +121,7 @@ class PackWriter:
                 break
             except FileExistsError:
                 continue
+        fcntl.flock(self._fd, fcntl.LOCK_SH)  # "being written": a merge leaves this pack alone
         self.path, self._size = path, 0
         self._write(MAGIC)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sci import canonical
-from sci.action_packs import PackIndex, PackWriter, read_record, scan
+from sci.action_packs import PackIndex, PackWriter, claim, read_record, scan
 from sci.errors import StoreError
 from sci.hashing import TreeEntry, digest_bytes, digest_file, entries_from_document, tree_document
 
@@ -102,6 +102,13 @@ def _reflink_or_copy(src: str, dst: str, mode: int = 0o644) -> None:
         _copy_fd(src, fout)
     finally:
         os.close(fout)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _own_file(path: str) -> bool:
@@ -359,10 +366,23 @@ class Store:
         """From now on action results go into one new pack (a build's), not a file each."""
         self._pack_writer = PackWriter(f"{self._actions_str}/packs")
 
+    # More packs than this, and a build merges the small ones (git's auto-gc, in spirit): lookups
+    # read every pack, so their number is kept down without anyone running `sci gc`.
+    MERGE_PACKS_ABOVE = 32
+    SMALL_PACK = 4 << 20
+
     def finish_pack(self) -> None:
         writer, self._pack_writer = self._pack_writer, None
-        if writer is not None:
-            writer.close()
+        if writer is None:
+            return
+        writer.close()
+        packs = self._packs.packs()
+        if len(packs) > self.MERGE_PACKS_ABOVE:
+            small = [p for p in packs if _size(p) < self.SMALL_PACK]
+            try:
+                self.rewrite_packs(lambda key: True, only=small, check=False)
+            except OSError:
+                pass  # housekeeping: the packs stay as they are, and the next build tries again
 
     def put_action(self, key: str, result: dict) -> None:
         data = canonical.dumps(result)
@@ -429,40 +449,51 @@ class Store:
             except OSError:
                 continue
 
-    def rewrite_packs(self, keep, *, dry_run: bool = False) -> list[tuple[str, int]]:
-        """Write the packed results whose key `keep(key)` accepts (and that are sound) into one
-        new pack and remove the old packs; returns the (key, size) of the records left out.
-        Nothing is removed before the new pack is complete."""
-        packs = self._packs.packs()
+    def rewrite_packs(self, keep, *, dry_run: bool = False, only: list[str] | None = None,
+                      check: bool = True) -> list[tuple[str, int]]:
+        """Write the packed results whose key `keep(key)` accepts (and, with `check`, that are
+        sound) into one new pack and remove the old packs (all, or `only` these); returns the
+        (key, size) of the records left out. A pack a build is still writing is left alone,
+        and nothing is removed before the new pack is complete."""
+        claims: dict[str, int] = {}
         kept: dict[str, bytes] = {}
         dropped: list[tuple[str, int]] = []
-        for pack in packs:
-            try:
-                records, _problem = scan(pack)
-                with open(pack, "rb") as fh:
-                    data = fh.read()
-            except OSError:
-                continue
-            for key, (offset, length) in records.items():
-                body = data[offset:offset + length]
-                if keep(key) and self._sound_action(key, body):
-                    kept[key] = body
-                else:
-                    dropped.append((key, length))
-        if dry_run or not packs:
-            return dropped
-        writer = PackWriter(f"{self._actions_str}/packs")
         try:
-            for key in sorted(kept):
-                writer.append(key, kept[key])
-        finally:
-            writer.close()
-        for pack in packs:
+            for pack in self._packs.packs() if only is None else only:
+                fd = claim(pack) if not dry_run else None
+                if fd is None and not dry_run:
+                    continue
+                if fd is not None:
+                    claims[pack] = fd
+                try:
+                    records, _problem = scan(pack)
+                    with open(pack, "rb") as fh:
+                        data = fh.read()
+                except OSError:
+                    continue
+                for key, (offset, length) in records.items():
+                    body = data[offset:offset + length]
+                    if keep(key) and (not check or self._sound_action(key, body)):
+                        kept[key] = body
+                    else:
+                        dropped.append((key, length))
+            if dry_run or not claims:
+                return dropped
+            writer = PackWriter(f"{self._actions_str}/packs")
             try:
-                os.chmod(pack, 0o644)
-                os.unlink(pack)
-            except FileNotFoundError:
-                pass
+                for key in sorted(kept):
+                    writer.append(key, kept[key])
+            finally:
+                writer.close()
+            for pack in claims:
+                try:
+                    os.chmod(pack, 0o644)
+                    os.unlink(pack)
+                except FileNotFoundError:
+                    pass
+        finally:
+            for fd in claims.values():
+                os.close(fd)
         self._packs.refresh()
         return dropped
 
