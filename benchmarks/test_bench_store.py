@@ -97,3 +97,63 @@ def test_store_materialize_tree(benchmark, filled_store, small_files, fresh, siz
         return (fresh() / "out",), {}
 
     benchmark.pedantic(lambda dest: store.materialize(tree, dest), setup=setup, rounds=sizes.rounds)
+
+
+def _results(n: int) -> list[tuple[str, dict]]:
+    """n StepResult-sized action results (~1.5 KB of canonical JSON each)."""
+    out = []
+    for i in range(n):
+        key = f"{i:064x}"
+        out.append((key, {"key": key, "node": f"n{i:05d}", "components": {"deps": {f"data/{j}.txt": "ab" * 32
+                                                                                    for j in range(8)}},
+                          "outputs": {"out": {"path": f"out/{i}.txt", "type": "file", "digest": "cd" * 32,
+                                              "size": 14}}, "volatile": {"host": "bench", "duration_s": 0.01}}))
+    return out
+
+
+@pytest.mark.benchmark(group="store: action results")
+@pytest.mark.parametrize("packed", [False, True], ids=["loose-files", "one-pack"])
+def test_store_put_action_results(benchmark, fresh, sizes, packed):
+    """A build's action results: a file each (loose) against appended to one pack."""
+    results = _results(sizes.store_files)
+
+    def setup():
+        return (Store(fresh() / "cas"),), {}
+
+    def put_all(store):
+        if packed:
+            store.start_pack()
+        for key, doc in results:
+            store.put_action(key, doc)
+        store.finish_pack()
+        return store
+
+    store = benchmark.pedantic(put_all, setup=setup, rounds=sizes.rounds)
+    assert store.get_action(results[-1][0]) == results[-1][1]
+
+
+@pytest.fixture(scope="module")
+def packed_store(tmp_path_factory, sizes) -> tuple[Path, list[str]]:
+    root = tmp_path_factory.mktemp("packed") / "cas"
+    store = Store(root)
+    store.start_pack()
+    results = _results(max(sizes.store_files, 2000))
+    for key, doc in results:
+        store.put_action(key, doc)
+    store.finish_pack()
+    return root, [k for k, _ in results]
+
+
+@pytest.mark.benchmark(group="store: action lookups")
+@pytest.mark.parametrize("lookups", [1, 1000])
+def test_store_packed_lookups(benchmark, packed_store, lookups):
+    """A fresh process looking up `lookups` keys in a pack: one key is searched for in the
+    pack's bytes, a thousand make it index every record once."""
+    root, keys = packed_store
+    wanted = keys[:: max(1, len(keys) // lookups)][:lookups]
+
+    def look():
+        store = Store(root, create=False)
+        return sum(store.get_action(k) is not None for k in wanted)
+
+    assert benchmark(look) == len(wanted)
