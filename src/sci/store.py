@@ -26,7 +26,7 @@ import stat as stat_mod
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sci import canonical
 from sci.action_packs import PackIndex, PackWriter, claim, read_record, scan
@@ -223,18 +223,26 @@ class Store:
             os.chmod(tmp, 0o444)
         self._replace(tmp, final)
 
-    def _write_atomic(self, final: str | Path, data: bytes, readonly: bool = True) -> None:
-        fd, tmp = self._create_tmp(0o444 if readonly else 0o644)
+    def _write_new(self, final: str | Path, fill: Callable[[int], None], mode: int = 0o444) -> None:
+        """A new object: a staging file filled by `fill(fd)`, then published under `final`
+        (atomically); a failed fill leaves nothing behind."""
+        fd, tmp = self._create_tmp(mode)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            fill(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp)
             raise
         os.close(fd)
         self._replace(tmp, final)
+
+    def _write_atomic(self, final: str | Path, data: bytes, readonly: bool = True) -> None:
+        def write_all(fd: int) -> None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+
+        self._write_new(final, write_all, 0o444 if readonly else 0o644)
 
     def put_bytes(self, data: bytes) -> str:
         digest = digest_bytes(data)
@@ -273,18 +281,14 @@ class Store:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-        fd, tmp = self._create_tmp(0o444)
-        try:
-            _copy_fd(src, fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        os.close(fd)
-        self._replace(tmp, path)
+        self._copy_in(src, path)
         if move:
             os.unlink(src)
         return digest
+
+    def _copy_in(self, src: str, final: str | Path) -> None:
+        """A read-only copy of the file at src, published under `final` (atomically)."""
+        self._write_new(final, lambda fd: _copy_fd(src, fd))
 
     def put_and_place(self, src: str, dest: str) -> OutputRecord:
         """Store the file a sandboxed step wrote at src and make it the workspace's file at dest.
@@ -303,15 +307,7 @@ class Store:
         digest = digest_file(src, st.st_size)
         blob = f"{self._blobs_str}/{digest[:2]}/{digest}"
         if not os.path.exists(blob):
-            fd, tmp = self._create_tmp(0o444)
-            try:
-                _copy_fd(src, fd)
-            except BaseException:
-                os.close(fd)
-                os.unlink(tmp)
-                raise
-            os.close(fd)
-            self._replace(tmp, blob)
+            self._copy_in(src, blob)
         if st.st_mode & 0o7777 != _FILE_MODE:
             os.chmod(src, _FILE_MODE)
         for attempt in range(2):

@@ -7,7 +7,7 @@ import signal
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from sci.executors.run import run_task
+from sci.executors.run import run_task_then_tidy
 from sci.executors.task import Task, TaskResult
 
 
@@ -17,6 +17,7 @@ class LocalExecutor:
     def __init__(self, jobs: int):
         self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="sci-node")
         self._procs: dict[str, int] = {}
+        self._pending: set[Future] = set()  # submitted, not yet taken by a thread
         self._lock = threading.Lock()
 
     def _track(self, node: str, pid: int | None) -> None:
@@ -27,7 +28,26 @@ class LocalExecutor:
                 self._procs[node] = pid
 
     def submit(self, task: Task) -> "Future[TaskResult]":
-        return self._pool.submit(run_task, task, self._track)
+        fut: Future = Future()
+        with self._lock:
+            self._pending.add(fut)
+        self._pool.submit(self._run, task, fut)
+        return fut
+
+    def _run(self, task: Task, fut: Future) -> None:
+        """Report the result as soon as it is known, then tidy the box (off the critical path:
+        in a chain the next node is already being dispatched)."""
+        with self._lock:
+            self._pending.discard(fut)
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            result, tidy = run_task_then_tidy(task, self._track)
+        except BaseException as exc:  # noqa: BLE001 - the scheduler turns it into a failed node
+            fut.set_exception(exc)
+            return
+        fut.set_result(result)
+        tidy()
 
     def cancel_all(self) -> None:
         """Stop every running node: SIGTERM to each process group (steps run in their own)."""
@@ -41,3 +61,7 @@ class LocalExecutor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            pending, self._pending = self._pending, set()
+        for fut in pending:  # never started: nobody may wait on them for ever
+            fut.cancel()

@@ -226,6 +226,16 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
     one directory, its box: the working directory of a sandboxed step, and HOME and TMPDIR of
     every step, so nothing a step leaves behind outlives it (only declared outputs are kept).
     """
+    result, tidy = run_task_then_tidy(task, track)
+    tidy()
+    return result
+
+
+def run_task_then_tidy(task: Task, track: Callable[[str, int | None], None] | None = None
+                       ) -> tuple[TaskResult, Callable[[], None]]:
+    """`run_task`, with the tidying of the box handed back instead of done: the local executor
+    reports the result first, so the scheduler goes on (in a chain, the next node starts), and
+    tidies after, on this same thread, before the thread takes another task."""
     store = _STORES.get(task.store)
     if store is None:
         store = _STORES[task.store] = Store(Path(task.store), create=False)
@@ -239,89 +249,98 @@ def run_task(task: Task, track: Callable[[str, int | None], None] | None = None)
     cwd = box if task.sandbox else ws
     logs = {name: Path(f"{box}{suffix}") for name, suffix in (("metrics", ".metrics.json"), ("request", ".request.json"))}
     keep = os.environ.get("SCI_KEEP_SCRATCH") == "1"
-    try:
-        if task.sandbox:
-            sandbox.prepare(*_box_layout(task), task.files)
-        else:
-            sandbox.prepare({}, set(), {})  # the box is still HOME and TMPDIR: empty it
-            for rel in task.outs.values():  # stale outputs would hide a step that writes nothing
-                p = ws / rel
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                elif os.path.lexists(p):
+
+    def tidy() -> None:
+        _return_box(sandbox, keep)
+        if not keep and task.kind != "cmd":  # only Python steps have a request and metrics file
+            for p in logs.values():
+                try:
                     p.unlink()
-                p.parent.mkdir(parents=True, exist_ok=True)
-            for rel, text in task.files.items():
-                (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
-                (cwd / rel).write_text(text, encoding="utf-8")
-        env = step_environment(task, cwd)
-        env["HOME"] = env["TMPDIR"] = str(box)
-        before = {rel: _stat_sig(ws / rel) for rel in (*task.deps, *task.code)}
+                except FileNotFoundError:
+                    pass
 
-        if task.kind == "cmd":
-            argv = ["/bin/sh", "-c", (task.cmd or "").replace(GPUS_MARK, ",".join(map(str, task.gpus)))]
-        else:
-            logs["request"].write_text(json.dumps({
-                "node": task.node, "fn": task.fn, "deps": task.ctx_deps, "outs": task.outs,
-                "params": task.params, "seed": task.seed, "gpus": task.gpus,
-                "determinism": task.determinism, "threads": task.threads,
-                "metrics": str(logs["metrics"]),
-            }))
-            argv = [task.python or sys.executable, "-m", "sci.executors.fn_runner", str(logs["request"])]
-
-        result.start = _now()
-        t0 = time.perf_counter()
-        out, err = _log_files(scratch_root)
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        if track:
-            track(task.node, proc.pid)
-        try:
-            code = proc.wait()
-        finally:
-            if track:
-                track(task.node, None)
-        result.duration_s = time.perf_counter() - t0
-        result.end = _now()
-        result.exit_status = code
-        result.stdout = store.put_stream(out)
-        result.stderr = store.put_stream(err)
-        if code != 0:
-            result.error = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
-            result.stderr_tail = _tail(err)
-            return result
-        changed = [rel for rel, sig in before.items() if _stat_sig(ws / rel) != sig]
-        if changed:
-            result.error = f"modified its input {changed[0]} (steps must not write to their deps)"
-            return result
-        missing = [rel for rel in task.outs.values() if not os.path.exists(cwd / rel)]
-        if missing:
-            result.error = f"did not produce its declared output {missing[0]}"
-            result.stderr_tail = _tail_blob(store, result.stderr)
-            return result
-        for name, rel in task.outs.items():
-            src = f"{cwd}/{rel}"
-            if task.sandbox and task.materialize == "copy" and not os.path.isdir(src):
-                rec = store.put_and_place(src, f"{ws}/{rel}")  # the step's file becomes the workspace's
-            else:
-                rec = store.put_output(src, move=task.sandbox)
-                if task.sandbox and task.materialize:
-                    store.materialize(rec, ws / rel, task.materialize)
-            result.outputs[name] = {"path": rel, **rec.to_json()}
-        result.materialized = bool(task.sandbox and task.materialize)
-        if task.kind != "cmd" and logs["metrics"].exists():  # only Python steps write metrics
-            result.metrics = json.loads(logs["metrics"].read_text())
-        result.ok = True
-        return result
+    try:
+        _execute(task, track, store, ws, sandbox, box, cwd, logs, scratch_root, result)
     except OSError as exc:
         result.error = f"could not run: {exc}"
-        return result
+    except BaseException:
+        tidy()
+        raise
+    return result, tidy
+
+
+def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path, cwd: Path,
+             logs: dict[str, Path], scratch_root: Path, result: TaskResult) -> None:
+    """The task's steps, filling in `result`; returns early at the first failure."""
+    if task.sandbox:
+        sandbox.prepare(*_box_layout(task), task.files)
+    else:
+        sandbox.prepare({}, set(), {})  # the box is still HOME and TMPDIR: empty it
+        for rel in task.outs.values():  # stale outputs would hide a step that writes nothing
+            p = ws / rel
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif os.path.lexists(p):
+                p.unlink()
+            p.parent.mkdir(parents=True, exist_ok=True)
+        for rel, text in task.files.items():
+            (cwd / rel).parent.mkdir(parents=True, exist_ok=True)
+            (cwd / rel).write_text(text, encoding="utf-8")
+    env = step_environment(task, cwd)
+    env["HOME"] = env["TMPDIR"] = str(box)
+    before = {rel: _stat_sig(ws / rel) for rel in (*task.deps, *task.code)}
+
+    if task.kind == "cmd":
+        argv = ["/bin/sh", "-c", (task.cmd or "").replace(GPUS_MARK, ",".join(map(str, task.gpus)))]
+    else:
+        logs["request"].write_text(json.dumps({
+            "node": task.node, "fn": task.fn, "deps": task.ctx_deps, "outs": task.outs,
+            "params": task.params, "seed": task.seed, "gpus": task.gpus,
+            "determinism": task.determinism, "threads": task.threads,
+            "metrics": str(logs["metrics"]),
+        }))
+        argv = [task.python or sys.executable, "-m", "sci.executors.fn_runner", str(logs["request"])]
+
+    result.start = _now()
+    t0 = time.perf_counter()
+    out, err = _log_files(scratch_root)
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    if track:
+        track(task.node, proc.pid)
+    try:
+        code = proc.wait()
     finally:
-        _return_box(sandbox, keep)
-        if not keep:
-            for p in logs.values():
-                if task.kind != "cmd":  # only Python steps have a request and metrics file
-                    try:
-                        p.unlink()
-                    except FileNotFoundError:
-                        pass
+        if track:
+            track(task.node, None)
+    result.duration_s = time.perf_counter() - t0
+    result.end = _now()
+    result.exit_status = code
+    result.stdout = store.put_stream(out)
+    result.stderr = store.put_stream(err)
+    if code != 0:
+        result.error = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
+        result.stderr_tail = _tail(err)
+        return
+    changed = [rel for rel, sig in before.items() if _stat_sig(ws / rel) != sig]
+    if changed:
+        result.error = f"modified its input {changed[0]} (steps must not write to their deps)"
+        return
+    missing = [rel for rel in task.outs.values() if not os.path.exists(cwd / rel)]
+    if missing:
+        result.error = f"did not produce its declared output {missing[0]}"
+        result.stderr_tail = _tail_blob(store, result.stderr)
+        return
+    for name, rel in task.outs.items():
+        src = f"{cwd}/{rel}"
+        if task.sandbox and task.materialize == "copy" and not os.path.isdir(src):
+            rec = store.put_and_place(src, f"{ws}/{rel}")  # the step's file becomes the workspace's
+        else:
+            rec = store.put_output(src, move=task.sandbox)
+            if task.sandbox and task.materialize:
+                store.materialize(rec, ws / rel, task.materialize)
+        result.outputs[name] = {"path": rel, **rec.to_json()}
+    result.materialized = bool(task.sandbox and task.materialize)
+    if task.kind != "cmd" and logs["metrics"].exists():  # only Python steps write metrics
+        result.metrics = json.loads(logs["metrics"].read_text())
+    result.ok = True
