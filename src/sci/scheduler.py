@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -62,10 +62,10 @@ class Scheduler:
     # Remote hits whose bytes nobody needed yet: (key, action). Fetched when a node that reads
     # them must run; never, if every dependant is a hit too (build without the bytes).
     remote_hits: dict[str, tuple[str, dict]] = field(default_factory=dict)
-    # Action results are encoded and appended to the build's pack by a thread of their own, so
-    # the loop goes on dispatching meanwhile; run() waits for them.
-    _writer: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
-    _writes: list[Future] = field(default_factory=list, init=False, repr=False)
+    # Action results wait here until the loop has nothing else to do (it is about to wait for a
+    # node): writing them then keeps them off the path from one node's end to the next's start.
+    _unwritten: list[tuple[str, dict]] = field(default_factory=list, init=False, repr=False)
+    _write_error: str | None = field(default=None, init=False, repr=False)
 
     # -- cache hits ----------------------------------------------------------------------
     def _cached_outputs(self, name: str, key: str) -> dict[str, dict] | None:
@@ -140,27 +140,27 @@ class Scheduler:
             self.resolver.outputs[name] = e["outputs"]
 
     def run(self, selected: list[str]) -> dict[str, Outcome]:
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sci-actions")
         self.store.start_pack()  # this build's action results: one pack, not a file each
         try:
             return self._run(selected)
         finally:
             try:
-                self._flush_actions()
+                self._write_actions()
             finally:
                 self.store.finish_pack()
-
-    def _flush_actions(self) -> None:
-        """Wait until every action result is in the store; a failed write fails the build."""
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
-        writes, self._writes = self._writes, []
-        for fut in writes:
-            exc = fut.exception()
-            if exc is not None:
-                raise StoreError(f"could not write an action result to the store: {exc}",
+            if self._write_error is not None:
+                raise StoreError(f"could not write an action result to the store: {self._write_error}",
                                  hint="check free space and permissions of the store; the next build re-runs that node")
+
+    def _write_actions(self) -> None:
+        """Write the action results of the nodes completed since last time. A failure is kept
+        and fails the build at its end (the nodes whose result was not written re-run next time)."""
+        pending, self._unwritten = self._unwritten, []
+        for key, result in pending:
+            try:
+                self.store.put_action(key, result)
+            except Exception as exc:  # noqa: BLE001 - reported as one StoreError by run()
+                self._write_error = self._write_error or str(exc)
 
     def _run(self, selected: list[str]) -> dict[str, Outcome]:
         g = self.graph
@@ -258,6 +258,7 @@ class Scheduler:
                     for _, name in runnable:
                         self.outcomes.setdefault(name, Outcome(name, Status.SKIPPED, error="not started after a failure"))
                     break
+                self._write_actions()
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for fut in sorted(done, key=lambda f: running[f][0]):
                     name, gpus = running.pop(fut)
@@ -340,10 +341,7 @@ class Scheduler:
                       "host": res.host, "executor": self.executor.name},
         )
         # Outputs are in the store (the executor put them there): only now the action result.
-        if self._writer is not None:
-            self._writes.append(self._writer.submit(self.store.put_action, key, result))
-        else:
-            self.store.put_action(key, result)
+        self._unwritten.append((key, result))
         if node.sandbox and not res.materialized:
             self.materialize(res.outputs)
         else:
