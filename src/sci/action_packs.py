@@ -168,6 +168,7 @@ class PackIndex:
     after this one read it stay unseen for this process's lifetime: misses, never wrong answers."""
 
     SEARCHES = 16
+    SEARCH_BYTES = 32 << 20
 
     def __init__(self, packs_dir: str):
         self.dir = packs_dir
@@ -236,7 +237,9 @@ class PackIndex:
             return entry
         self.refresh()
         if self._raw:
-            if self._searches < self.SEARCHES:
+            # Searching re-reads every pack per key: worth it for a few keys over a few packs
+            # (one build's 10,000 results are ~15 MB), not over a long, never-collected history.
+            if self._searches < self.SEARCHES and sum(map(len, self._raw.values())) <= self.SEARCH_BYTES:
                 self._searches += 1
                 entry = self._search(key)
                 if entry is not None:
