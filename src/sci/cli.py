@@ -369,6 +369,12 @@ def verify(path, public_key, signature, as_json) -> None:
 
 
 def main() -> None:
+    # A command lives seconds and builds large structures at once (a 10,000-node plan is ~200k
+    # objects): at the default thresholds the cyclic GC walks them again and again while they
+    # are being made — a quarter of a parameter edit at 10,000 nodes. It stays on, only rarer.
+    import gc as python_gc  # `gc` here is the `sci gc` command
+
+    python_gc.set_threshold(100_000, 50, 100)
     from sci.errors import SciError
 
     try:
