@@ -61,9 +61,11 @@ def test_an_output_hard_linked_to_an_input_does_not_tie_the_input_to_the_store(w
                 deps: [data/in.txt]
                 outs: [out/soft.txt]
             """})
+    src, linked, soft = ws.root / "data/in.txt", ws.root / "out/linked.txt", ws.root / "out/soft.txt"
+    mode = _mode(src)
     out = sci.build()
     assert set(out["executed"]) == {"link", "soft"}
-    src, linked, soft = ws.root / "data/in.txt", ws.root / "out/linked.txt", ws.root / "out/soft.txt"
+    assert _mode(src) == mode  # storing the outputs did not chmod the input through a link
     assert os.stat(src).st_nlink == 1 and os.stat(linked).st_ino != os.stat(src).st_ino
     assert not os.path.islink(soft) and soft.read_text() == "input\n"
     blob = _blob(ws.root, out, "link", "out/linked.txt")
