@@ -37,11 +37,17 @@ def scan(path: str) -> tuple[dict[str, tuple[int, int]], str | None]:
     wrong with it (None when nothing is). A torn last record — its writer was killed, or is
     still writing — is not damage: it is skipped and not reported. A record that is malformed
     where a whole one should be is damage, and nothing after it is read."""
+    _data, records, problem = read_pack(path)
+    return records, problem
+
+
+def read_pack(path: str) -> tuple[bytes, dict[str, tuple[int, int]], str | None]:
+    """A pack's bytes with `scan`'s answer, for callers that go on to read its records."""
     with open(path, "rb") as fh:
         data = fh.read()
     problem: list[str] = []
     records = _records(data, problem)
-    return records, problem[0] if problem else None
+    return data, records, problem[0] if problem else None
 
 
 def _records(data: bytes, problem: list[str] | None = None) -> dict[str, tuple[int, int]]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from sci import canonical
-from sci.action_packs import PackIndex, PackWriter, claim, read_record, scan
+from sci.action_packs import PackIndex, PackWriter, claim, read_pack, read_record
 from sci.errors import StoreError
 from sci.hashing import TreeEntry, digest_bytes, digest_file, entries_from_document, tree_document
 
@@ -462,9 +462,7 @@ class Store:
                 if fd is not None:
                     claims[pack] = fd
                 try:
-                    records, _problem = scan(pack)
-                    with open(pack, "rb") as fh:
-                        data = fh.read()
+                    data, records, _problem = read_pack(pack)
                 except OSError:
                     continue
                 for key, (offset, length) in records.items():
@@ -591,8 +589,7 @@ class Store:
             if kind == "blob":
                 return None if digest_file(path) == path.name else "content does not match its digest"
             if kind == "pack":
-                records, problem = scan(str(path))
-                data = path.read_bytes()
+                data, records, problem = read_pack(str(path))
                 for key, (offset, length) in records.items():
                     if not self._sound_action(key, data[offset:offset + length]):
                         return f"the record of {key[:12]} is not an action result naming its own key"

@@ -537,7 +537,10 @@ def pull(store: Store, remote: Remote, keys: Iterable[str], *,
     docs: dict[str, dict] = {}
     for key in keys:
         data = store.action_bytes(key)
-        doc = store.get_action(key) if data is not None else None
+        try:
+            doc = canonical.loads(data) if data is not None else None
+        except ValueError:  # a damaged local result: fetched again, as a miss would be
+            doc = None
         if doc is not None:
             docs[key] = doc
             size = len(data)
