@@ -299,7 +299,7 @@ def test_duplicate_names_are_refused(sealed, tmp_path):
 
 
 def test_a_member_writing_into_sci_state_is_refused(sealed, tmp_path):
-    bad = rezip(sealed, tmp_path / "state.zip", add=[("workspace/.sci/state.json", b"{}")], fix_manifest=True)
+    bad = rezip(sealed, tmp_path / "state.zip", add=[("workspace/.sci/state", b"{}")], fix_manifest=True)
     with pytest.raises(UserError, match=r"\.sci/"):
         import_bundle(tmp_path / "ws", bad)
 

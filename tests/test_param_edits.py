@@ -197,3 +197,143 @@ def test_affected_steps_is_every_step_with_a_touching_read(step_reads, changed):
 
     brute = {s for s, reads in step_reads.items() if any(touches(r, c) for r in reads for c in changed)}
     assert replan.affected_steps(step_reads, changed) == brute
+
+
+# -- from the last build's record: early cutoff, the updated record, the lazily read plan ----------
+CHAIN = {
+    "sci.yaml": """
+        version: 1
+        params: params.yaml
+        steps:
+          sign:
+            cmd: "if [ {params.x} -gt 0 ]; then echo pos; else echo neg; fi > {outs}"
+            outs: [sign.txt]
+          c1:
+            cmd: cat {deps} > {outs}
+            deps: [sign.txt]
+            outs: [c1.txt]
+          c2:
+            cmd: cat {deps} > {outs}
+            deps: [c1.txt]
+            outs: [c2.txt]
+          other:
+            cmd: echo {params.y} > {outs}
+            outs: [other.txt]
+        """,
+    "params.yaml": "x: 1\ny: 1\n",
+}
+
+
+def events(root, name: str) -> list[dict]:
+    return [e["data"] for e in last_log(root) if e["event"] == name]
+
+
+def test_downstream_nodes_whose_inputs_come_out_as_recorded_are_taken_from_the_record(ws):
+    sci = ws(CHAIN)
+    sci.build()
+    edit(ws.root, "x: 1", "x: 7")  # sign re-runs and still writes "pos"
+    out = sci.build()
+    assert out["executed"] == ["sign"] and out["cached"] == ["c1", "c2", "other"]
+    # other: proven before the build; c1 and c2: once sign's output came out as recorded
+    assert [e["nodes"] for e in events(ws.root, "unchanged")] == [1, 2]
+    assert not any(e for e in last_log(ws.root) if e["event"] == "node_cached")  # one line, not one per node
+    assert sci.build()["executed"] == []
+    assert events(ws.root, "noop"), "the record updated after the edit must serve the next no-op"
+    edit(ws.root, "x: 7", "x: -1")  # now sign's output changes: everything after it runs
+    assert sci.build()["executed"] == ["c1", "c2", "sign"]
+    assert (ws.root / "c2.txt").read_text() == "neg\n"
+
+
+def test_the_record_updated_after_an_edit_equals_one_made_from_scratch(ws):
+    from sci import noop
+
+    def doc():
+        return noop._read(ws.root / ".sci", lambda header: True)
+
+    sci = ws(CHAIN)
+    sci.build()
+    edit(ws.root, "x: 1", "x: -2")
+    edit(ws.root, "y: 1", "y: 3")
+    sci.build()
+    updated = doc()
+    (ws.root / ".sci" / noop.NOOP_FILE).unlink()
+    assert sci.build()["executed"] == []  # keyed in full, found cached, recorded from scratch
+    fresh = doc()
+    for part in ("sigs", "globs", "params", "env", "env_spec"):
+        assert updated[part] == fresh[part], part
+    assert [dict(p, status=None) for p in updated["manifest"]["plan"]] == \
+        [dict(p, status=None) for p in fresh["manifest"]["plan"]]
+    assert set(fresh["actions"]) <= set(updated["actions"])
+
+
+def test_an_output_edited_after_an_edit_build_is_noticed(ws):
+    sci = ws(CHAIN)
+    sci.build()
+    edit(ws.root, "x: 1", "x: -1")
+    sci.build()
+    (ws.root / "c2.txt").write_text("tampered\n")  # written by this last build, recorded by the update
+    (ws.root / "other.txt").write_text("tampered\n")  # taken from the old record unchanged
+    assert sci.build()["executed"] == []
+    assert (ws.root / "c2.txt").read_text() == "neg\n" and (ws.root / "other.txt").read_text() == "1\n"
+
+
+def test_a_parameter_edit_decodes_only_the_nodes_it_replans(ws):
+    from sci.pipeline import load
+    from sci.workspace import Workspace
+
+    steps = "\n".join(f"  s{i}:\n    cmd: echo {{params.p.s{i}}} > {{outs}}\n    outs: [o{i}.txt]" for i in range(40))
+    sci = ws({"sci.yaml": f"version: 1\nparams: params.yaml\nsteps:\n{steps}\n",
+              "params.yaml": "p:\n" + "".join(f"  s{i}: 0\n" for i in range(40))})
+    sci.build()
+    edit(ws.root, "  s7: 0", "  s7: 1")
+    loaded = load(Workspace(ws.root))
+    assert loaded.graph.nodes["s7"].cmd == "echo 1 > o7.txt"
+    assert loaded.graph.nodes.decoded() == 1  # s7 was re-planned: the stored one is decoded to compare
+    assert loaded.graph.nodes["s8"].cmd == "echo 0 > o8.txt" and loaded.graph.nodes.decoded() == 2
+    assert sci.build()["executed"] == ["s7"]
+
+
+def test_a_damaged_plan_cache_is_planned_again(ws):
+    sci = ws(CHAIN)
+    sci.build()
+    cache = ws.root / ".sci" / "plan.pickle"
+    data = cache.read_bytes()
+    for value, damaged in enumerate((data[: len(data) // 2], b"\0" * 64, data[:4] + b"garbage" + data[11:]), 2):
+        cache.write_bytes(damaged)
+        edit(ws.root, "y: 1", f"y: {value}")
+        assert sci.build()["executed"] == ["other"]
+        assert (ws.root / "other.txt").read_text() == f"{value}\n"
+        edit(ws.root, f"y: {value}", "y: 1")
+        assert sci.build()["executed"] == []
+        assert (ws.root / "other.txt").read_text() == "1\n"
+
+
+def test_an_edit_that_moves_an_output_another_step_reads_through_a_directory(ws):
+    # gather reads the directory out/, which holds a's output only while dir is "out": moving it
+    # changes the plan's edges although gather reads no parameter; what gather reads decides
+    sci = ws({"sci.yaml": """
+        version: 1
+        params: params.yaml
+        steps:
+          a:
+            cmd: echo a > {outs}
+            outs: ["{params.dir}/a.txt"]
+          b:
+            cmd: echo b > {outs}
+            outs: [out/b.txt]
+          gather:
+            cmd: cat out/*.txt > {outs}
+            deps: [out]
+            outs: [all.txt]
+        """, "params.yaml": "dir: out\n"})
+    sci.build()
+    assert (ws.root / "all.txt").read_text() == "a\nb\n"
+    edit(ws.root, "dir: out", "dir: elsewhere")
+    assert sci.build()["executed"] == ["a"]  # out/a.txt stays, so gather's input is what it was
+    assert (ws.root / "elsewhere/a.txt").read_text() == "a\n" and (ws.root / "all.txt").read_text() == "a\nb\n"
+    (ws.root / "out" / "a.txt").unlink()  # a user tidying up the old output
+    assert sci.build()["executed"] == ["gather"]
+    assert (ws.root / "all.txt").read_text() == "b\n"
+    edit(ws.root, "dir: elsewhere", "dir: out")
+    assert sci.build()["executed"] == []  # a's output back in out/, gather's result too: both from the store
+    assert (ws.root / "all.txt").read_text() == "a\nb\n"

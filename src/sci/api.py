@@ -81,16 +81,27 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         loaded = load(ws, overrides, seed=seed)
         graph = loaded.graph
         selected = graph.select(list(targets or []), ws.root)
-        if executor == "local":  # a distributed executor checks the nodes against its cluster instead
-            check_fits([graph.nodes[n] for n in selected], loaded.hardware, loaded.pos)
         forced = _forced(graph, force or [], ws.root)
         store = _store(loaded, store)
         stat_cache = StatCache(ws.state_dir / "statcache")
-        env = environment_records(loaded, stat_cache, [graph.nodes[n] for n in selected])
+        gpu_nodes = [graph.nodes[n] for n in selected if n in graph.gpu_nodes]
+        if executor == "local":  # a GPU node on a machine without one: this, not a fingerprint error
+            check_fits(gpu_nodes, loaded.hardware, loaded.pos)
+        env = environment_records(loaded, stat_cache, gpu_nodes)
+        last = None  # after a parameter edit: what the last build's record proves (noop.py)
+        if fast_ok and not forced:
+            from sci.noop import unchanged_nodes
+
+            last = unchanged_nodes(ws, loaded, list(targets or []), {k: v["digest"] for k, v in env.items()}, selected)
+        to_run = selected if last is None else [n for n in selected if n not in last.known]
+        # Nodes not re-planned by a parameter edit fit last time, on the same hardware.yaml.
+        new_nodes = [graph.nodes[n] for n in (selected if last is None else sorted(last.touched))]
+        if executor == "local":  # a distributed executor checks the nodes against its cluster instead
+            check_fits(new_nodes, loaded.hardware, loaded.pos)
         _clean_scratch(ws, start=True)
         # An unknown executor, or a cluster that cannot run some node, fails before any record.
-        ex = make_executor(executor, jobs=jobs or loaded.hardware.cpu or 1, nodes=[graph.nodes[n] for n in selected],
-                           pos=loaded.pos, **(executor_options or {}))
+        ex = make_executor(executor, jobs=jobs or loaded.hardware.cpu or 1, pos=loaded.pos, **(executor_options or {}),
+                           nodes=[graph.nodes[n] for n in to_run] if executor != "local" else ())
         hardware = ex.hardware() if hasattr(ex, "hardware") else loaded.hardware  # a cluster's, for Ray
         jobs = jobs or hardware.cpu or 1
         run_id = records.new_run_id()
@@ -104,7 +115,7 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         emit_all("build_started", None, targets=list(targets or []), nodes=len(selected), jobs=jobs)
         resolver = Resolver(ws.root, graph, stat_cache, store, env["cpu"]["digest"],
                             env.get("gpu", {}).get("digest"))
-        state = records.State(ws.state_dir / "state.json")
+        state = records.state_of(ws)
         mode = link_mode or os.environ.get("SCI_LINK", "copy")
         from sci.store import MATERIALIZE_MODES
 
@@ -131,20 +142,13 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
                           stat_cache=stat_cache, executor=ex, pools=Pools(hardware, jobs), emit=emit_all,
                           environment=env, keep_going=keep_going, force=forced, prepare=prepare,
                           link_mode=mode, python=sys.executable)
-        to_run = selected
-        known, known_files = {}, []
-        if fast_ok and not forced:
-            from sci.noop import unchanged_nodes
-
-            known, known_files = unchanged_nodes(ws, loaded, list(targets or []), {k: v["digest"] for k, v in env.items()},
-                                                 selected)
-            if known:
-                log.write("unchanged", None, nodes=len(known),
-                          reason="only parameters changed, and these nodes read none of them")
-                sched.preset(known.values())
-                for name, entry in known.items():  # the display counts them; the log has the line above
-                    emit("node_cached", name, key=entry["key"])
-                to_run = [n for n in selected if n not in known]
+        if last is not None:
+            log.write("unchanged", None, nodes=len(last.known),
+                      reason="only parameters changed, and these nodes read none of them")
+            sched.preset(last.known.values())
+            for name, entry in last.known.items():  # the display counts them; the log has the line above
+                emit("node_cached", name, key=entry["key"])
+            sched.recorded, sched.touched, sched.display = last.entries, last.touched, emit
         try:
             try:
                 outcomes = sched.run(to_run)
@@ -160,7 +164,10 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         finally:
             stat_cache.save()
             state.save()
-            plan = [{"node": n, "step": graph.nodes[n].step, "key": o.key, "status": o.status._value_,
+            if sched.as_recorded:
+                log.write("unchanged", None, nodes=sched.as_recorded,
+                          reason="their inputs came out of this build as the last build recorded them")
+            plan = [{"node": n, "step": graph.step_of[n], "key": o.key, "status": o.status._value_,
                      "outputs": o.outputs}
                     for n in selected for o in [sched.outcomes.get(n)] if o is not None]
             durations = {n: round(o.duration_s, 6) for n, o in sched.outcomes.items() if o.duration_s}
@@ -179,7 +186,7 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
             from sci.noop import record_build
 
             record_build(ws, loaded, list(targets or []), list(overrides or []), seed, selected, outcomes, resolver,
-                         stat_cache, env, man, store, known, known_files)
+                         stat_cache, env, man, store, last)
         else:
             from sci import noop
 
@@ -281,7 +288,7 @@ def status(ws: Workspace, targets: list[str] | None = None, *, overrides: list[s
     stat_cache = StatCache(ws.state_dir / "statcache")
     env = environment_records(loaded, stat_cache, [])
     resolver = Resolver(ws.root, graph, stat_cache, store, env["cpu"]["digest"], None)
-    state = records.State(ws.state_dir / "state.json")
+    state = records.state_of(ws)
     out: list[NodeStatus] = []
     unknown: set[str] = set()
     known_keys: dict[str, Any] = {}
@@ -378,7 +385,7 @@ def gc(ws: Workspace, *, keep_runs: int = 5, dry_run: bool = False):
 
     with ws.lock():
         loaded = load(ws)
-        state = records.State(ws.state_dir / "state.json")
+        state = records.state_of(ws)
         keep = keys_to_keep(ws.root, ws.runs_dir, state.nodes, set(loaded.graph.nodes), keep_runs)
         return run_gc(_store(loaded), keep, dry_run=dry_run)
 

@@ -553,7 +553,7 @@ def _admit(ws: Workspace, bundle: Path, manifest: dict, rows: dict[str, dict], s
     # then explains any difference (e.g. another environment) and `repro-check` has a record.
     from sci import records
 
-    state = records.State(ws.state_dir / "state.json")
+    state = records.state_of(ws)
     for node, key in sorted(manifest["nodes"].items()):
         state.put(node, key, actions[key]["outputs"])
     state.save()

@@ -16,7 +16,7 @@ import fnmatch
 import glob as glob_mod
 import heapq
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sci.errors import GraphError, TargetError
@@ -43,6 +43,37 @@ class Graph:
     order: list[str]
     priority: dict[str, int]
     globs: dict[str, list[str]]  # pattern -> workspace files it matched (for plan-cache checks)
+    # Facts about every node, kept apart so a patched plan answers them without decoding nodes
+    # (plan_cache.LazyNodes): its step, the dossier nodes, the nodes that need a GPU, and the
+    # plain (non-glob) code paths and the source (not produced) dep paths of all nodes.
+    step_of: dict[str, str] = field(default_factory=dict)
+    dossiers: frozenset[str] = frozenset()
+    gpu_nodes: frozenset[str] = frozenset()
+    code_paths: frozenset[str] = frozenset()
+    source_paths: frozenset[str] = frozenset()
+    # Digest of the edges, dep sources and outputs: a record of a build is only a guide for a
+    # plan of the same shape (a parameter edit that moves an output changes it).
+    shape: str = ""
+
+    def __post_init__(self):
+        if not self.step_of and self.nodes:
+            self.summarize()
+
+    def summarize(self) -> None:
+        """Fill the per-node facts above from `nodes` (decodes every node)."""
+        nodes = self.nodes.values()
+        self.step_of = {n.name: n.step for n in nodes}
+        self.dossiers = frozenset(n.name for n in nodes if n.kind == "dossier")
+        self.gpu_nodes = frozenset(n.name for n in nodes if n.needs_gpu)
+        self.code_paths = frozenset(p for n in nodes for p in n.code if not GLOB_CHARS.search(p))
+        self.source_paths = frozenset(s.path for srcs in self.sources.values() for s in srcs if s.producer is None)
+        import marshal
+
+        from sci.hashing import digest_bytes
+
+        self.shape = digest_bytes(marshal.dumps(
+            [(name, self.upstream[name], [(s.path, s.producer, s.out_path) for s in self.sources[name]])
+             for name in self.order] + sorted(self.producer_of.items())))
 
     def closure(self, names: set[str]) -> set[str]:
         """`names` and everything they depend on."""
@@ -80,8 +111,8 @@ class Graph:
             return set(self.order)
         wanted: set[str] = set()
         by_step: dict[str, list[str]] = {}
-        for name, n in self.nodes.items():
-            by_step.setdefault(n.step, []).append(name)
+        for name, step in self.step_of.items():
+            by_step.setdefault(step, []).append(name)
         for t in targets:
             if t in self.nodes:
                 wanted.add(t)

@@ -19,6 +19,7 @@ import glob as glob_mod
 import marshal
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from sci.api import BuildReport
 
 NOOP_FILE = "noop"
-NOOP_FORMAT = "sci-noop-4"
+NOOP_FORMAT = "sci-noop-5"
 
 
 def _sig(path: str) -> tuple | None:
@@ -39,7 +40,7 @@ def _sig(path: str) -> tuple | None:
 
 def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], env_digests: dict[str, str],
            env_spec: dict, paths: list[str], directories: list[str], stat_entries: dict,
-           globs: dict[str, list[str]], manifest: dict, action_paths: list[str], structure: str = "",
+           globs: dict[str, list[str]], manifest: dict, action_paths: list[str], structure: str = "", shape: str = "",
            params: dict | None = None) -> bool:
     """Write the record; False (and no record) when some path has no trusted signature."""
     sigs: dict[str, tuple] = {}
@@ -70,16 +71,21 @@ def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], en
             discard(state_dir)
             return False
         sigs[d.rstrip("/") + "/"] = sig
-    header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets), "structure": structure}
+    header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets), "structure": structure,
+              "shape": shape}
     doc = {"env": env_digests, "env_spec": env_spec, "sigs": sigs, "globs": globs, "manifest": manifest,
            "actions": action_paths, "params": params if params is not None else {}}
+    _write(state_dir, header, doc)
+    return True
+
+
+def _write(state_dir: Path, header: dict, doc: dict) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = state_dir / f"{NOOP_FILE}.{os.getpid()}.tmp"
     head = marshal.dumps(header)
     with open(tmp, "wb") as fh:  # a small header first: a changed plan is refused before the rest is read
         fh.write(len(head).to_bytes(4, "little") + head + marshal.dumps(doc))
     os.replace(tmp, state_dir / NOOP_FILE)
-    return True
 
 
 def discard(state_dir: Path) -> None:
@@ -123,50 +129,75 @@ def _files_unchanged(doc: dict, root: Path) -> bool:
     return all(os.path.exists(action) for action in doc["actions"])
 
 
+@dataclass
+class LastBuild:
+    """What the last build's record tells a build after a parameter edit (`unchanged_nodes`)."""
+
+    doc: dict  # the record itself
+    entries: dict[str, dict]  # node -> its plan entry last time (key, outputs)
+    touched: set[str]  # selected nodes whose step reads a changed parameter
+    known: dict[str, dict]  # nodes upstream of none of them: unchanged for certain, never keyed
+
+
 def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
-                    selected: list[str]) -> tuple[dict[str, dict], list[str]]:
-    """After a parameter edit: the selected nodes whose keys provably equal last build's, and
-    the files the record proved to hold their action results (for the next record).
+                    selected: list[str]) -> LastBuild | None:
+    """After a parameter edit: which selected nodes provably keep last build's key.
 
     The record must come from the same sci.yaml, hardware and targets (same structure key),
     the same environment, and no recorded file may have changed. Then a node whose step reads
     none of the parameters that differ from the recorded ones, and none of whose upstream
     nodes is such a step's, has the same definition and the same inputs as last time: its
-    recorded plan entry (key, outputs) is returned, and the build neither keys nor checks it.
+    recorded plan entry (key, outputs) is `known`, and the build neither keys nor checks it.
+    The nodes downstream of a touched one are decided while building (Scheduler._as_recorded):
+    as soon as their inputs come out as recorded, they are taken from the record too.
     """
-    none: tuple[dict[str, dict], list[str]] = ({}, [])
     from sci import replan
 
     doc = _read(ws.state_dir, lambda h: h.get("structure") == loaded.structure_key
-                and h.get("targets") == list(targets))
+                and h.get("shape") == loaded.graph.shape and h.get("targets") == list(targets))
     if doc is None or doc["env"] != env_digests or loaded.step_reads is None:
-        return none
+        return None
     entries = {p["node"]: p for p in doc["manifest"]["plan"]}
-    if set(entries) != set(selected) or not _files_unchanged(doc, ws.root):
-        return none
+    if len(entries) != len(selected) or not all(n in entries for n in selected) or not _files_unchanged(doc, ws.root):
+        return None
     steps = replan.affected_steps(loaded.step_reads, replan.changed_keys(doc["params"], loaded.params))
     graph = loaded.graph
-    dirty = {n for n in selected if graph.nodes[n].step in steps}
+    step_of = graph.step_of
+    touched = {n for n in selected if step_of[n] in steps}
+    dirty = set(touched)
     stack = list(dirty)
     while stack:
         for m in graph.downstream[stack.pop()]:
             if m not in dirty:
                 dirty.add(m)
                 stack.append(m)
-    return {n: entries[n] for n in selected if n not in dirty}, list(doc["actions"])
+    return LastBuild(doc, entries, touched, {n: entries[n] for n in selected if n not in dirty})
 
 
 def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resolver, stat_cache, env, man, store,
-                 known: dict | None = None, known_files: list[str] = ()) -> None:
+                 last: LastBuild | None = None) -> None:
     """After a build whose every node succeeded: the record `fast_build` checks next time.
-    `known` nodes were taken from the last record (unchanged_nodes): the files that record
-    proved to hold their action results are carried over instead of looked up again."""
+
+    After a parameter edit (`last` came from unchanged_nodes), the last record is brought up
+    to date where this build changed it: the nodes whose key changed (their outputs' stat
+    signatures and action results), the parameters, the manifest. Every other recorded fact
+    was checked unchanged at the start of this build."""
     from sci.pipeline import plan_key
 
+    base = {k: v for k, v in man.items() if k not in ("volatile", "command")}
+    base["plan"] = [p if p["status"] == "cached" else dict(p, status="cached") for p in man["plan"]]
+    header = {"format": NOOP_FORMAT, "plan": plan_key(ws, overrides, seed), "targets": list(targets),
+              "structure": loaded.structure_key, "shape": loaded.graph.shape}
+    root = ws.root
+    if last is not None:
+        doc = _updated(last, root, selected, outcomes, stat_cache.entries, store)
+        if doc is not None:
+            doc.update(manifest=base, params=loaded.params)
+            _write(ws.state_dir, header, doc)
+            return
     graph = loaded.graph
     paths: set[str] = set(loaded.env_spec.get("files", []))
     directories: set[str] = set()
-    root = ws.root
     for name in selected:
         node = graph.nodes[name]
         paths.update(node.all_dep_paths())
@@ -179,14 +210,40 @@ def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resol
         if p not in hashed_files and os.path.isdir(root / p):
             for dirpath, _dirs, _files in os.walk(root / p):
                 directories.add(os.path.relpath(dirpath, root))
-    base = {k: v for k, v in man.items() if k not in ("volatile", "command")}
-    base["plan"] = [p if p["status"] == "cached" else dict(p, status="cached") for p in man["plan"]]
-    record(ws.state_dir, root=root, plan_key=plan_key(ws, overrides, seed), targets=targets,
-                env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
-                paths=sorted(paths), directories=sorted(directories), stat_entries=stat_cache.entries, globs=dict(loaded.graph.globs),
-                manifest=base, action_paths=sorted(set(known_files if known else ()) | {
-                    store.action_file(outcomes[n].key) or "" for n in selected if not known or n not in known}),
-                structure=loaded.structure_key, params=loaded.params)
+    record(ws.state_dir, root=root, plan_key=header["plan"], targets=targets,
+           env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
+           paths=sorted(paths), directories=sorted(directories), stat_entries=stat_cache.entries,
+           globs=dict(graph.globs), manifest=base,
+           action_paths=sorted({store.action_file(outcomes[n].key) or "" for n in selected}),
+           structure=loaded.structure_key, shape=loaded.graph.shape, params=loaded.params)
+
+
+def _updated(last: LastBuild, root: Path, selected, outcomes, stat_entries: dict, store) -> dict | None:
+    """The last record's document with the stat signatures and action results of the nodes
+    whose key changed; None when one of their outputs is no single file with a trusted
+    signature (the caller then records from scratch)."""
+    doc = dict(last.doc)
+    sigs = dict(doc["sigs"])
+    actions = set(doc["actions"])
+    for name in selected:
+        outcome, entry = outcomes[name], last.entries[name]
+        if outcome.key == entry["key"]:
+            continue  # same key, same outputs: the recorded files, checked at the start
+        for rec in outcome.outputs.values():
+            hit = stat_entries.get(rec["path"]) if rec["type"] == "file" else None
+            if hit is None:
+                return None
+            sigs[rec["path"]] = hit[0]
+        actions.add(store.action_file(outcome.key) or "")
+    prefix = f"{root}{os.sep}"
+    for path in sigs:
+        if path.endswith("/"):  # a directory: writing an output into it changed its signature
+            sig = _sig(prefix + path.rstrip("/"))
+            if sig is None:
+                return None
+            sigs[path] = sig
+    doc.update(sigs=sigs, actions=sorted(actions))
+    return doc
 
 
 def fast_build(ws, targets, overrides, seed, argv, emit, started, clock, executor) -> BuildReport | None:

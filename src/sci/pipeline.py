@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # for annotations only: the no-op path never imports the plan
     from sci.resources import Hardware
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 5
+PLAN_CACHE_FORMAT = 6  # see plan_cache.py
 
 
 @dataclass
@@ -198,21 +198,21 @@ def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None 
     yaml_bytes = _read(ws.pipeline_file)
     cache_key = plan_key(ws, overrides, seed, yaml_bytes)
     cache_file = ws.state_dir / PLAN_CACHE
+    from sci import plan_cache
+
     previous = None
-    try:
-        with open(cache_file, "rb") as fh:
-            stored_key, previous = pickle.load(fh)
+    cached = plan_cache.read(cache_file, cache_key)
+    if cached is not None:
+        stored_key, previous = cached
         previous.ws = ws
         valid = _still_valid(previous)
         if stored_key == cache_key and valid:
             return previous
         if not valid:  # globs or sources moved: a patch could not be trusted either
             previous = None
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
-        previous = None
     loaded, patched = _parse(ws, overrides, yaml_bytes, seed, previous)
     if not patched:  # a patched plan is as quick to make again as to load: keep the one it came from
-        _write_pickle(cache_file, (cache_key, loaded))
+        plan_cache.write(cache_file, cache_key, loaded)
     return loaded
 
 
@@ -236,14 +236,12 @@ def _still_valid(loaded: Loaded) -> bool:
         if found != matches:
             return False
     prefix = f"{root}/"
-    sources = {s.path for srcs in loaded.graph.sources.values() for s in srcs if s.producer is None}
-    for path in sources:
+    for path in loaded.graph.source_paths:
         if not os.path.exists(prefix + path):
             return False  # re-plan, so the missing dep is reported with its location
-    for node in loaded.graph.nodes.values():
-        for path in node.code:
-            if not os.path.exists(root / path) and not any(c in path for c in "*?["):
-                return False
+    for path in loaded.graph.code_paths:
+        if not os.path.exists(prefix + path):
+            return False
     return True
 
 

@@ -199,7 +199,7 @@ def repro_check(ws: Workspace, target: str, *, jobs: int | None = None, seed: in
     loaded = api.load(ws)
     store = store_of(loaded)
     selected = loaded.graph.select([target], ws.root)
-    state = records.State(ws.state_dir / "state.json")
+    state = records.state_of(ws)
     results: dict[str, dict] = {}
     for name in selected:
         last = state.get(name)

@@ -62,6 +62,14 @@ class Scheduler:
     # Remote hits whose bytes nobody needed yet: (key, action). Fetched when a node that reads
     # them must run; never, if every dependant is a hit too (build without the bytes).
     remote_hits: dict[str, tuple[str, dict]] = field(default_factory=dict)
+    # After a parameter edit (noop.unchanged_nodes): the last build's plan entries, and the nodes
+    # whose step reads a changed parameter. Any other node whose upstream nodes all ended with
+    # exactly their recorded outputs has its recorded key: it is taken as cached without being
+    # keyed (early cutoff from the record, see `_as_recorded`).
+    recorded: dict[str, dict] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)
+    display: Emit | None = None  # progress for the screen only (per-node lines the log need not hold)
+    as_recorded: int = 0  # how many nodes the cutoff took from the record
     # Action results wait here until the loop has nothing else to do (it is about to wait for a
     # node): writing them then keeps them off the path from one node's end to the next's start.
     _unwritten: list[tuple[str, dict]] = field(default_factory=list, init=False, repr=False)
@@ -194,6 +202,11 @@ class Scheduler:
                     if stopping:
                         self.outcomes[name] = Outcome(name, Status.SKIPPED, error="not started after a failure")
                         continue
+                    if self.recorded:
+                        taken = self._as_recorded(name)
+                        if taken is not None:
+                            finish(name, taken)
+                            continue
                     node = g.nodes[name]
                     try:
                         extra, files = self.prepare(node, self.outcomes) if self.prepare else ({}, {})
@@ -282,6 +295,22 @@ class Scheduler:
         for name in selected:
             self.outcomes.setdefault(name, Outcome(name, Status.SKIPPED, error="an upstream node failed"))
         return self.outcomes
+
+    def _as_recorded(self, name: str) -> Outcome | None:
+        """Take `name` from the last build's record when nothing it is a function of changed:
+        its step reads no changed parameter, it is no dossier (whose input holds its upstream
+        keys, not only their outputs) and every upstream node ended with its recorded outputs.
+        Its files are as recorded too (the record's stat signatures were checked)."""
+        entry = self.recorded.get(name)
+        if entry is None or name in self.touched or name in self.force or name in self.graph.dossiers:
+            return None
+        for u in self.graph.upstream[name]:
+            done, was = self.outcomes.get(u), self.recorded.get(u)
+            if done is None or was is None or done.outputs != was["outputs"]:
+                return None
+        self.as_recorded += 1
+        (self.display or self.emit)("node_cached", name, key=entry["key"])
+        return Outcome(name, Status.CACHED, key=entry["key"], outputs=entry["outputs"])
 
     def _ensure_inputs(self, node: Node) -> bool:
         """Bring the outputs of upstream remote hits into the store and workspace before `node`

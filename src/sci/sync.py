@@ -29,7 +29,7 @@ def push(ws: Workspace, targets: list[str] | None = None, *, remote: str | None 
     loaded = load(ws)
     selected = loaded.graph.select(list(targets or []), ws.root)
     store = _store(loaded)
-    state = records.State(ws.state_dir / "state.json")
+    state = records.state_of(ws)
     keys, missing = [], []
     for name in selected:
         last = state.get(name)
