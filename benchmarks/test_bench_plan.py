@@ -149,6 +149,8 @@ def test_load_pipeline_params_edited(benchmark, workspace, sizes):
     loaded = benchmark.pedantic(pipeline.load, setup=setup, rounds=sizes.rounds)
     last = next(values) - 1
     edit_param("sci", w, ws.root, mid, 0)
+    # Read lazily (plan_cache.py): only the edited node's stored version was decoded, to compare.
+    assert loaded.graph.nodes.decoded() <= 1
     check_graph(loaded.graph, w)
     assert loaded.graph.nodes[w.name(mid)].params == {w.param_key(mid): last}
     assert loaded.graph.nodes[w.name(mid)].cmd.endswith(f"echo {last}; }} > {w.out(mid)}")
