@@ -337,3 +337,18 @@ def test_an_edit_that_moves_an_output_another_step_reads_through_a_directory(ws)
     edit(ws.root, "dir: elsewhere", "dir: out")
     assert sci.build()["executed"] == []  # a's output back in out/, gather's result too: both from the store
     assert (ws.root / "all.txt").read_text() == "a\nb\n"
+
+
+def test_the_plan_shape_is_stable_and_changes_with_the_edges(ws):
+    from sci.pipeline import PLAN_CACHE, load
+    from sci.workspace import Workspace
+
+    ws(PIPELINE)
+    workspace = Workspace(ws.root)
+    first = load(workspace).graph.shape
+    (ws.root / ".sci" / PLAN_CACHE).unlink()
+    assert load(workspace).graph.shape == first  # planned again from scratch: the same shape
+    edit(ws.root, "y: 2", "y: 3")
+    assert load(workspace).graph.shape == first  # a value no path reads
+    edit(ws.root, "name: first", "name: second")
+    assert load(workspace).graph.shape != first  # an output moved

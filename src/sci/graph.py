@@ -67,13 +67,12 @@ class Graph:
         self.gpu_nodes = frozenset(n.name for n in nodes if n.needs_gpu)
         self.code_paths = frozenset(p for n in nodes for p in n.code if not GLOB_CHARS.search(p))
         self.source_paths = frozenset(s.path for srcs in self.sources.values() for s in srcs if s.producer is None)
-        import marshal
-
         from sci.hashing import digest_bytes
 
-        self.shape = digest_bytes(marshal.dumps(
+        # repr, not marshal: marshal's bytes depend on which equal strings are the same object
+        self.shape = digest_bytes(repr(
             [(name, self.upstream[name], [(s.path, s.producer, s.out_path) for s in self.sources[name]])
-             for name in self.order] + sorted(self.producer_of.items())))
+             for name in self.order] + sorted(self.producer_of.items())).encode())
 
     def closure(self, names: set[str]) -> set[str]:
         """`names` and everything they depend on."""
