@@ -128,6 +128,33 @@ def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws):
     assert set(out["executed"]) == ({f"part[i={i}]" for i in range(N)} | {"join"}) - done
 
 
+def test_ctrl_c_during_a_step_run_on_the_scheduler_thread_stops_the_step_too(ws):
+    """A node that is all there is to do runs on the scheduler's own thread (a chain's every
+    node); its process has a session of its own, so Ctrl-C must be passed on to it."""
+    marker = f"{os.getpid()}{time.time_ns() % 1000}"  # `sleep 97.<marker>`: this test's process only
+    sci = ws({"sci.yaml": f"version: 1\nsteps:\n  slow:\n    cmd: sleep 97.{marker} && echo > {{outs}}\n"
+                          "    outs: [slow.txt]\n"})
+    proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build"], cwd=ws.root, env=sci.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def step_running() -> bool:
+        return subprocess.run(["pgrep", "-f", f"sleep 97.{marker}"], capture_output=True).returncode == 0
+
+    deadline = time.time() + 30
+    while time.time() < deadline and not step_running():
+        time.sleep(0.05)
+    assert step_running()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    deadline = time.time() + 10
+    while time.time() < deadline and step_running():
+        time.sleep(0.05)
+    assert not step_running(), "the step's process outlived the interrupted build"
+    assert not (ws.root / "slow.txt").exists()
+
+
 def test_an_action_result_that_cannot_be_written_fails_the_build_and_nothing_counts_as_done(ws):
     """Action results are written off the scheduler's loop; a failed write must still fail the
     build with one clear line, and no node may pass for built afterwards."""

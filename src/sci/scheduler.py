@@ -260,7 +260,13 @@ class Scheduler:
                             continue
                         key, comp, files = pending[node.name]
                         self.emit("node_started", node.name, key=key, gpus=gpus)
-                        fut = self.executor.submit(self.make_task(node, gpus, files))
+                        task = self.make_task(node, gpus, files)
+                        run_here = getattr(self.executor, "run_here", None)
+                        if run_here is not None and not (running or runnable or kept or ready):
+                            # all there is to do (a chain's every node): on this thread
+                            fut = run_here(task, self._write_actions)
+                        else:
+                            fut = self.executor.submit(task)
                         running[fut] = (node.name, gpus)
                     for item in kept:
                         heapq.heappush(runnable, item)

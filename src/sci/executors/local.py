@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
 
 from sci.executors.run import run_task_then_tidy
 from sci.executors.task import Task, TaskResult
@@ -19,6 +20,7 @@ class LocalExecutor:
         self._procs: dict[str, int] = {}
         self._pending: set[Future] = set()  # submitted, not yet taken by a thread
         self._lock = threading.Lock()
+        self._tidy_here: Callable[[], None] | None = None  # the last `run_here` task's box
 
     def _track(self, node: str, pid: int | None) -> None:
         with self._lock:
@@ -49,6 +51,45 @@ class LocalExecutor:
         fut.set_result(result)
         tidy()
 
+    def run_here(self, task: Task, while_running: Callable[[], None] | None = None) -> "Future[TaskResult]":
+        """Run `task` on the calling thread; its future comes back finished. The scheduler does
+        this when the task is all there is to do (nothing running, nothing else waiting), as
+        for every node of a chain: it saves the two thread hand-offs of `submit` (~0.1 ms a
+        node here). `while_running` is called once the step's process has started, so the
+        caller's bookkeeping overlaps the step instead of following it. The box is tidied
+        before the next task on this thread, not on the way to the result."""
+        self.tidy_here()
+        fut: Future = Future()
+        fut.set_running_or_notify_cancel()
+        started: list[int] = []
+
+        def track(node: str, pid: int | None) -> None:
+            self._track(node, pid)
+            if pid is not None:
+                started.append(pid)
+                if while_running is not None:
+                    while_running()
+
+        try:
+            result, self._tidy_here = run_task_then_tidy(task, track)
+        except KeyboardInterrupt:  # the step runs in its own session: Ctrl-C did not reach it
+            for pid in started:
+                try:
+                    os.killpg(pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            raise
+        except Exception as exc:  # noqa: BLE001 - the scheduler turns it into a failed node
+            fut.set_exception(exc)
+            return fut
+        fut.set_result(result)
+        return fut
+
+    def tidy_here(self) -> None:
+        tidy, self._tidy_here = self._tidy_here, None
+        if tidy is not None:
+            tidy()
+
     def cancel_all(self) -> None:
         """Stop every running node: SIGTERM to each process group (steps run in their own)."""
         with self._lock:
@@ -60,6 +101,7 @@ class LocalExecutor:
                 pass
 
     def close(self) -> None:
+        self.tidy_here()
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             pending, self._pending = self._pending, set()
