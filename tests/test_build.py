@@ -328,3 +328,34 @@ def test_no_op_fast_path_notices_a_file_added_to_a_directory_dep(ws):
     assert (ws.root / "count.txt").read_text().strip() == "2"
     (ws.root / "extra_module.py").write_text("x = 1\n")  # beside nothing we read: still a no-op
     assert sci.build()["executed"] == []
+
+
+def test_steps_run_where_they_should_even_under_an_awkward_path(tmp_path):
+    """cmd steps are started with posix_spawn, which has no working directory: the shell is told
+    to change into the sandbox first, so the path must survive shell quoting."""
+    from conftest import Sci, write
+
+    root = tmp_path / "my ws $HOME 'q'"
+    root.mkdir()
+    write(root, {"sci.yaml": """
+        version: 1
+        steps:
+          boxed:
+            cmd: pwd > {outs}
+            outs: [boxed.txt]
+          here:
+            cmd: pwd > {outs}
+            outs: [here.txt]
+            sandbox: false
+          killed:
+            cmd: kill -9 $$
+            outs: [never.txt]
+          failing:
+            cmd: echo why >&2; exit 3
+            outs: [never2.txt]
+        """})
+    out = Sci(root).build("--keep-going", check=1)
+    assert out["executed"] == ["boxed", "here"]
+    assert (root / "here.txt").read_text() == f"{root}\n"
+    assert (root / "boxed.txt").read_text().startswith(f"{root}/.sci/scratch/n-")
+    assert "killed: killed by signal 9" in out["stderr"] and "failing: exited with status 3" in out["stderr"]

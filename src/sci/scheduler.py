@@ -75,6 +75,9 @@ class Scheduler:
     _unwritten: list[tuple[str, dict]] = field(default_factory=list, init=False, repr=False)
     _write_error: str | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self):
+        self._store_root = str(self.store.root)
+
     # -- cache hits ----------------------------------------------------------------------
     def _cached_outputs(self, name: str, key: str) -> dict[str, dict] | None:
         st = self.state.get(name)
@@ -115,10 +118,10 @@ class Scheduler:
         if self.link_mode != "copy":
             return
         if out.type == "file":
-            self.stat_cache.remember(self.root / path, out.digest, path)
+            self.stat_cache.remember(f"{self.root}/{path}", out.digest, path)
         else:
             for e in self.store.get_tree(out.digest):
-                self.stat_cache.remember(self.root / path / e.path, e.digest, f"{path}/{e.path}")
+                self.stat_cache.remember(f"{self.root}/{path}/{e.path}", e.digest, f"{path}/{e.path}")
 
     # -- tasks ---------------------------------------------------------------------------
     def make_task(self, node: Node, gpus: list[int], files: dict[str, str]) -> Task:
@@ -128,9 +131,10 @@ class Scheduler:
             from sci.plan import GLOB_CHARS
 
             ctx_deps[dname] = paths if GLOB_CHARS.search(pattern) else paths[0]
+        root = str(self.root)
         return Task(
-            node=node.name, kind=node.kind, cmd=node.cmd, fn=node.fn, workspace=str(self.root),
-            store=str(self.store.root), scratch_root=str(self.root / ".sci" / "scratch"),
+            node=node.name, kind=node.kind, cmd=node.cmd, fn=node.fn, workspace=root,
+            store=self._store_root, scratch_root=f"{root}/.sci/scratch",
             sandbox=node.sandbox, deps=node.all_dep_paths(), code=self.resolver.code_files(node),
             outs=dict(node.outs), ctx_deps=ctx_deps, params=node.params, seed=node.seed,
             determinism=node.determinism, threads=max(1, int(node.resources["cpu"])),
