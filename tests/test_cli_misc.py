@@ -92,3 +92,42 @@ def test_progress_display_on_a_terminal_and_plain_lines_otherwise(ws):
     (ws.root / "o" / "1.txt").unlink()
     plain = sci("build", "--force", "a[i=2]")
     assert "\x1b[" not in plain.stderr and "executed  a[i=2]" in plain.stderr
+
+
+# -- the entry point's own parser for the common `sci build` (sci/cli.py) -------------------------
+def test_plain_build_command_lines_are_parsed_without_click_and_others_are_left_to_it():
+    from sci.cli import plain_build
+
+    assert plain_build(["build"]) == {"targets": [], "jobs": None, "keep_going": False, "verbose": False,
+                                      "as_json": False}
+    for argv in (["build", "-j", "2", "a", "b"], ["build", "-j2", "a", "b"], ["build", "--jobs=2", "a", "b"],
+                 ["build", "a", "--jobs", "2", "b"]):
+        assert plain_build(argv) == {"targets": ["a", "b"], "jobs": 2, "keep_going": False, "verbose": False,
+                                     "as_json": False}, argv
+    assert plain_build(["build", "-k", "--json", "-v", "x"]) == {"targets": ["x"], "jobs": None, "keep_going": True,
+                                                                "verbose": True, "as_json": True}
+    # anything else goes to click, which parses it or words the error
+    for argv in (["status"], [], ["build", "-j"], ["build", "-j", "0"], ["build", "-j", "two"], ["build", "-j", "²"],
+                 ["build", "--set", "x=1"], ["build", "-n"], ["build", "--"], ["build", "-h"], ["build", ""],
+                 ["build", "-jk"]):
+        assert plain_build(argv) is None, argv
+
+
+def test_a_plain_build_imports_no_click_and_both_parsers_build_alike(ws):
+    import subprocess
+    import sys
+
+    sci = ws({"sci.yaml": "version: 1\nparams: params.yaml\nsteps:\n  a:\n    cmd: echo {params.x} > {outs}\n    params: [x]\n"
+                          "    outs: [a.txt]\n", "params.yaml": "x: 1\n"})
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sci.cli", "build", "-j", "2"], cwd=ws.root,
+                          env=sci.env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "sci.api" in imported and "click" not in imported
+    assert sci.build("--jobs", "2", "--set", "x=2")["executed"] == ["a"]  # --set: through click
+    assert (ws.root / "a.txt").read_text() == "2\n"
+    out = sci.build("-j2")  # plain: the entry point's parser; x: 1 again, restored from the store
+    assert out["cached"] == ["a"] and out["counts"] == {"cached": 1, "executed": 0, "failed": 0, "skipped": 0}
+    assert (ws.root / "a.txt").read_text() == "1\n"
+    bad = sci("build", "-j", "0", check=2)  # left to click: its usage error, exit 2
+    assert "Invalid value for '-j'" in bad.stderr and no_traceback(bad.stderr)

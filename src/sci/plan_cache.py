@@ -67,17 +67,11 @@ class _Table:
         return hit
 
 
-class LazyNodes(Mapping):
-    """graph.nodes of a lazily read plan: name -> Node, decoding a node when first asked for.
-    `replaced` nodes (re-planned after a parameter edit) shadow the stored ones."""
+class _TableView(Mapping):
+    """A read-only mapping over a table's node names, in plan order."""
 
-    def __init__(self, table: _Table, replaced: dict[str, Node] | None = None):
+    def __init__(self, table: _Table):
         self._table = table
-        self._replaced = replaced or {}
-
-    def __getitem__(self, name: str) -> Node:
-        hit = self._replaced.get(name)
-        return hit if hit is not None else self._table.node(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._table.raw
@@ -87,6 +81,19 @@ class LazyNodes(Mapping):
 
     def __len__(self) -> int:
         return len(self._table.raw)
+
+
+class LazyNodes(_TableView):
+    """graph.nodes of a lazily read plan: name -> Node, decoding a node when first asked for.
+    `replaced` nodes (re-planned after a parameter edit) shadow the stored ones."""
+
+    def __init__(self, table: _Table, replaced: dict[str, Node] | None = None):
+        super().__init__(table)
+        self._replaced = replaced or {}
+
+    def __getitem__(self, name: str) -> Node:
+        hit = self._replaced.get(name)
+        return hit if hit is not None else self._table.node(name)
 
     def with_replaced(self, nodes: dict[str, Node]) -> LazyNodes:
         return LazyNodes(self._table, {**self._replaced, **nodes})
@@ -96,23 +103,11 @@ class LazyNodes(Mapping):
         return len(self._table.nodes)
 
 
-class LazySources(Mapping):
+class LazySources(_TableView):
     """graph.sources of a lazily read plan (dep sources are stored with their node)."""
-
-    def __init__(self, table: _Table):
-        self._table = table
 
     def __getitem__(self, name: str) -> list[DepSource]:
         return self._table.source(name)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._table.raw
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._table.raw)
-
-    def __len__(self) -> int:
-        return len(self._table.raw)
 
 
 def write(path: Path, key: str, loaded: Loaded) -> None:
