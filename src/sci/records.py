@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -207,7 +206,7 @@ def manifest(*, root: Path, pipeline_digest: str, params_digest: str, environmen
             "started": started,
             "finished": utc_now(),
             "duration_s": round(time.perf_counter() - started_clock, 6),
-            "host": socket.gethostname(),
+            "host": os.uname().nodename,  # gethostname(), without importing socket
             "executor": executor,
             "python_executable": sys.executable,
             "durations": durations,

@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -136,7 +135,7 @@ def _box_layout(task: Task) -> tuple[dict[str, str], set[str]]:
 
 
 _LOGS = threading.local()
-_HOST = socket.gethostname()  # a uname() per task otherwise
+_HOST = os.uname().nodename  # a uname() per task otherwise
 _STORES: dict[str, Store] = {}  # opened once per process: the FORMAT check is not per task
 _BOXES = threading.local()
 
