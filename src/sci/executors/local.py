@@ -73,11 +73,7 @@ class LocalExecutor:
         try:
             result, self._tidy_here = run_task_then_tidy(task, track)
         except KeyboardInterrupt:  # the step runs in its own session: Ctrl-C did not reach it
-            for pid in started:
-                try:
-                    os.killpg(pid, signal.SIGTERM)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            _terminate(started)
             raise
         except Exception as exc:  # noqa: BLE001 - the scheduler turns it into a failed node
             fut.set_exception(exc)
@@ -94,11 +90,7 @@ class LocalExecutor:
         """Stop every running node: SIGTERM to each process group (steps run in their own)."""
         with self._lock:
             pids = list(self._procs.values())
-        for pid in pids:
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+        _terminate(pids)
 
     def close(self) -> None:
         self.tidy_here()
@@ -107,3 +99,12 @@ class LocalExecutor:
             pending, self._pending = self._pending, set()
         for fut in pending:  # never started: nobody may wait on them for ever
             fut.cancel()
+
+
+def _terminate(pids) -> None:
+    """SIGTERM to each process group (a step's process leads its own session)."""
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
