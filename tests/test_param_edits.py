@@ -248,7 +248,7 @@ def test_the_record_updated_after_an_edit_equals_one_made_from_scratch(ws):
     from sci import noop
 
     def doc():
-        return noop._read(ws.root / ".sci", lambda header: True)
+        return noop.read_record(ws.root / ".sci")[1]
 
     sci = ws(CHAIN)
     sci.build()

@@ -66,11 +66,16 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
     started, clock = records.utc_now(), time.perf_counter()
     fast_ok = not force and store is None and not (remote_upload)
     with ws.lock(wait=wait):
+        # Read once, at the start: what is recorded is what this build began from.
+        yaml_bytes = _read(ws.pipeline_file)
+        key = plan_key(ws, list(overrides or []), seed, yaml_bytes)
+        last_record = None  # the last build's no-op record (noop.py)
         if fast_ok:
-            from sci.noop import fast_build
+            from sci.noop import fast_build, read_record
 
-            report = fast_build(ws, list(targets or []), list(overrides or []), seed, argv, emit, started, clock,
-                                executor)
+            last_record = read_record(ws.state_dir)
+            report = fast_build(ws, list(targets or []), argv, emit, started, clock, executor, plan_key=key,
+                                record=last_record)
             if report is not None:
                 return report
         from sci.executors import make_executor
@@ -78,7 +83,7 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         from sci.resources import Pools, check_fits
         from sci.scheduler import Scheduler
 
-        loaded = load(ws, overrides, seed=seed)
+        loaded = load(ws, overrides, seed=seed, yaml_bytes=yaml_bytes, cache_key=key)
         graph = loaded.graph
         selected = graph.select(list(targets or []), ws.root)
         forced = _forced(graph, force or [], ws.root)
@@ -92,7 +97,8 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         if fast_ok and not forced:
             from sci.noop import unchanged_nodes
 
-            last = unchanged_nodes(ws, loaded, list(targets or []), {k: v["digest"] for k, v in env.items()}, selected)
+            last = unchanged_nodes(ws, loaded, list(targets or []), {k: v["digest"] for k, v in env.items()}, selected,
+                                   last_record)
         to_run = selected if last is None else [n for n in selected if n not in last.known]
         # Nodes not re-planned by a parameter edit fit last time, on the same hardware.yaml.
         new_nodes = [graph.nodes[n] for n in (selected if last is None else sorted(last.touched))]
@@ -115,7 +121,7 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         emit_all("build_started", None, targets=list(targets or []), nodes=len(selected), jobs=jobs)
         resolver = Resolver(ws.root, graph, stat_cache, store, env["cpu"]["digest"],
                             env.get("gpu", {}).get("digest"))
-        state = records.state_of(ws)
+        state = records.state_of(ws, hint=last.entries if last is not None else None)
         mode = link_mode or os.environ.get("SCI_LINK", "copy")
         from sci.store import MATERIALIZE_MODES
 
@@ -185,7 +191,7 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
         if fast_ok and report.ok:
             from sci.noop import record_build
 
-            record_build(ws, loaded, list(targets or []), list(overrides or []), seed, selected, outcomes, resolver,
+            record_build(ws, loaded, list(targets or []), key, selected, outcomes, resolver,
                          stat_cache, env, man, store, last)
         else:
             from sci import noop

@@ -25,7 +25,6 @@ import sys
 import threading
 from contextlib import contextmanager
 from enum import Enum
-from importlib.abc import MetaPathFinder
 from types import ModuleType
 from typing import Any, Callable, Iterator
 
@@ -144,7 +143,7 @@ class _ChainedLoader:
         return getattr(self._loader, name)
 
 
-class _WhenImported(MetaPathFinder):
+class _WhenImported:  # a meta path finder by protocol: importlib.abc costs every build ~1.5 ms to import
     """A sys.meta_path entry that calls `callback(module)` right after `name` is first imported.
 
     It finds nothing itself: it asks the finders after it for the real spec and wraps the

@@ -95,25 +95,27 @@ def discard(state_dir: Path) -> None:
         pass
 
 
-def _read(state_dir: Path, accept) -> dict | None:
-    """The record's document, if its header passes `accept(header)`."""
+def read_record(state_dir: Path) -> tuple[dict, dict] | None:
+    """The record's header and document, read once per build: a no-op checks them, and after a
+    parameter edit they say which nodes are unchanged (`unchanged_nodes`)."""
     try:
         # marshal.load(file) reads in tiny pieces; whole reads and marshal.loads are ~10x faster.
         with open(state_dir / NOOP_FILE, "rb") as fh:
             header = marshal.loads(fh.read(int.from_bytes(fh.read(4), "little")))
-            if not isinstance(header, dict) or header.get("format") != NOOP_FORMAT or not accept(header):
+            if not isinstance(header, dict) or header.get("format") != NOOP_FORMAT:
                 return None
-            return marshal.loads(fh.read())
+            return header, marshal.loads(fh.read())
     except (OSError, EOFError, ValueError, TypeError):
         return None
 
 
-def check(state_dir: Path, root: Path, *, plan_key: str, targets: list[str]) -> dict | None:
+def check(record: tuple[dict, dict] | None, root: Path, *, plan_key: str, targets: list[str]) -> dict | None:
     """The recorded document if nothing that could change a key has changed, else None.
 
     The caller still compares the environment digests (they need the fingerprint)."""
-    doc = _read(state_dir, lambda h: h.get("plan") == plan_key and h.get("targets") == list(targets))
-    return doc if doc is not None and _files_unchanged(doc, root) else None
+    if record is None or record[0].get("plan") != plan_key or record[0].get("targets") != list(targets):
+        return None
+    return record[1] if _files_unchanged(record[1], root) else None
 
 
 def _files_unchanged(doc: dict, root: Path) -> bool:
@@ -140,7 +142,7 @@ class LastBuild:
 
 
 def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
-                    selected: list[str]) -> LastBuild | None:
+                    selected: list[str], record: tuple[dict, dict] | None) -> LastBuild | None:
     """After a parameter edit: which selected nodes provably keep last build's key.
 
     The record must come from the same sci.yaml, hardware and targets (same structure key),
@@ -153,9 +155,11 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
     """
     from sci import replan
 
-    doc = _read(ws.state_dir, lambda h: h.get("structure") == loaded.structure_key
-                and h.get("shape") == loaded.graph.shape and h.get("targets") == list(targets))
-    if doc is None or doc["env"] != env_digests or loaded.step_reads is None:
+    if record is None:
+        return None
+    header, doc = record
+    if (header.get("structure") != loaded.structure_key or header.get("shape") != loaded.graph.shape
+            or header.get("targets") != list(targets) or doc["env"] != env_digests or loaded.step_reads is None):
         return None
     entries = {p["node"]: p for p in doc["manifest"]["plan"]}
     if len(entries) != len(selected) or not all(n in entries for n in selected) or not _files_unchanged(doc, ws.root):
@@ -174,19 +178,17 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
     return LastBuild(doc, entries, touched, {n: entries[n] for n in selected if n not in dirty})
 
 
-def record_build(ws, loaded, targets, overrides, seed, selected, outcomes, resolver, stat_cache, env, man, store,
+def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolver, stat_cache, env, man, store,
                  last: LastBuild | None = None) -> None:
     """After a build whose every node succeeded: the record `fast_build` checks next time.
 
     After a parameter edit (`last` came from unchanged_nodes), the last record is brought up
     to date where this build changed it: the nodes whose key changed (their outputs' stat
     signatures and action results), the parameters, the manifest. Every other recorded fact
-    was checked unchanged at the start of this build."""
-    from sci.pipeline import plan_key
-
+    was checked unchanged at the start of this build. `plan_key` is the one the build began with."""
     base = {k: v for k, v in man.items() if k not in ("volatile", "command")}
     base["plan"] = [p if p["status"] == "cached" else dict(p, status="cached") for p in man["plan"]]
-    header = {"format": NOOP_FORMAT, "plan": plan_key(ws, overrides, seed), "targets": list(targets),
+    header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets),
               "structure": loaded.structure_key, "shape": loaded.graph.shape}
     root = ws.root
     if last is not None:
@@ -246,15 +248,15 @@ def _updated(last: LastBuild, root: Path, selected, outcomes, stat_entries: dict
     return doc
 
 
-def fast_build(ws, targets, overrides, seed, argv, emit, started, clock, executor) -> BuildReport | None:
+def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: str,
+               record: tuple[dict, dict] | None) -> BuildReport | None:
     """The fast path of noop.py: a build that provably runs nothing, decided from stats alone."""
     from sci import fingerprint, records
     from sci.api import BuildReport
     from sci.hashing import StatCache
-    from sci.pipeline import plan_key
     from sci.records import NodeStatus as Status, Outcome
 
-    doc = check(ws.state_dir, ws.root, plan_key=plan_key(ws, overrides, seed), targets=targets)
+    doc = check(record, ws.root, plan_key=plan_key, targets=targets)
     if doc is None or set(doc["env"]) != {"cpu"}:
         return None  # GPU nodes re-detect their GPUs on the normal path
     spec = doc["env_spec"]

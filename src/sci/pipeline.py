@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # for annotations only: the no-op path never imports the plan
     from sci.resources import Hardware
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 6  # see plan_cache.py
+PLAN_CACHE_FORMAT = 7  # see plan_cache.py
 
 
 @dataclass
@@ -187,7 +187,8 @@ def structure_key(ws: Workspace, seed: int | None, yaml_bytes: bytes) -> str:
     return digest_bytes(b"\0sci\0".join(parts))
 
 
-def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None = None) -> Loaded:
+def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None = None,
+         yaml_bytes: bytes | None = None, cache_key: str | None = None) -> Loaded:
     """Parse and plan the pipeline, reusing `.sci/plan.pickle` when its inputs are unchanged.
 
     The cache is keyed by the bytes of sci.yaml, the params file, config/hardware.yaml, the
@@ -195,8 +196,9 @@ def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None 
     re-checked on every load, since they depend on the filesystem, not on those bytes.
     """
     overrides = list(overrides or [])
-    yaml_bytes = _read(ws.pipeline_file)
-    cache_key = plan_key(ws, overrides, seed, yaml_bytes)
+    if yaml_bytes is None or cache_key is None:  # a build passes the ones it read once
+        yaml_bytes = _read(ws.pipeline_file)
+        cache_key = plan_key(ws, overrides, seed, yaml_bytes)
     cache_file = ws.state_dir / PLAN_CACHE
     from sci import plan_cache
 
@@ -217,12 +219,14 @@ def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None 
 
 
 def _params_path(ws: Workspace, yaml_bytes: bytes) -> Path | None:
-    """Find `params: FILE` cheaply (without parsing YAML) so the plan cache key can include it."""
-    for line in yaml_bytes.decode("utf-8", "replace").splitlines():
-        if line.startswith("params:"):
-            value = line.split(":", 1)[1].split("#", 1)[0].strip().strip("'\"")
-            if value and not value.startswith("{"):
-                return ws.root / value
+    """Find `params: FILE` cheaply (without parsing YAML) so the plan cache key can include it:
+    the first top-level `params:` line naming a file, found by a search, not a split of sci.yaml."""
+    import re
+
+    for match in re.finditer(rb"^params:(.*)$", yaml_bytes, re.M):
+        value = match[1].decode("utf-8", "replace").split("#", 1)[0].strip().strip("'\"")
+        if value and not value.startswith("{"):
+            return ws.root / value
     return None
 
 

@@ -1,18 +1,21 @@
 """The plan cache (`.sci/plan.pickle`): a planned pipeline kept between builds, readable in part.
 
-    [4-byte length][marshal header: format, key][marshal body: plan, nodes]
+    [4-byte length][marshal header: format, key, sections {name: (offset, length)}][sections]
 
-`plan` is the `Loaded` without its nodes (pickled); `nodes` holds each node with its dep sources
-on its own (marshal, which decodes plain data several times faster than pickle). A build that
-uses every node decodes them all at once (`read(..., lazy=False)`, as quick as one pickle of
-the whole plan was); a parameter edit reads the plan lazily and decodes only the nodes it
-re-plans or must key again (`LazyNodes`): at 10,000 nodes, a few instead of all.
+Sections: `plan`, the `Loaded` without its nodes, positions and step mappings (pickled); `pos`,
+sci.yaml's positions (pickled; read only when a message needs a line number); and two tables,
+`nodes` (each node with its dep sources, marshalled on its own) and `steps` (each step's
+validated mapping, for replan.py). A table is a list of names, their end offsets and one blob.
+The file is mapped, not read: a build that uses every node decodes them all (as quick as one
+pickle of the whole plan was), while a parameter edit touches the plan section and the bytes of
+the few nodes and steps it re-plans or keys — at 10,000 nodes ~1 MB of a 9 MB file.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import marshal
+import mmap
 import os
 import pickle
 from collections.abc import Iterator, Mapping
@@ -20,13 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sci.graph import DepSource
+from sci.load import Positions
 from sci.plan import _NODE_FIELDS, Node
 
 if TYPE_CHECKING:
     from sci.pipeline import Loaded
 
-CACHE_FORMAT = "sci-plan-6"
+CACHE_FORMAT = "sci-plan-7"
 _MARSHAL, _PICKLE = b"m", b"p"
+_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, pickle.UnpicklingError, AttributeError,
+           ImportError)
 
 
 def encode_node(node: Node, sources: list[DepSource]) -> bytes:
@@ -37,9 +43,24 @@ def encode_node(node: Node, sources: list[DepSource]) -> bytes:
         return _PICKLE + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def decode_node(raw: bytes) -> tuple[Node, list[DepSource]]:
+def decode_node(raw) -> tuple[Node, list[DepSource]]:
     fields, sources = marshal.loads(raw[1:]) if raw[:1] == _MARSHAL else pickle.loads(raw[1:])
     return Node(*fields), [DepSource(*s) for s in sources]
+
+
+class _Blobs:
+    """A table section: name -> its bytes in the mapped file, found by offset, never copied whole."""
+
+    __slots__ = ("index", "ends", "view", "base")
+
+    def __init__(self, names: list[str], ends: list[int], view: memoryview, base: int):
+        self.index = dict(zip(names, range(len(names))))
+        self.ends, self.view, self.base = ends, view, base
+
+    def get(self, name: str) -> memoryview:
+        i = self.index[name]
+        start = self.base + (self.ends[i - 1] if i else 0)
+        return self.view[start:self.base + self.ends[i]]
 
 
 class _Table:
@@ -47,7 +68,7 @@ class _Table:
 
     __slots__ = ("raw", "nodes", "sources")
 
-    def __init__(self, raw: dict[str, bytes]):
+    def __init__(self, raw: _Blobs):
         self.raw = raw
         self.nodes: dict[str, Node] = {}
         self.sources: dict[str, list[DepSource]] = {}
@@ -55,7 +76,7 @@ class _Table:
     def node(self, name: str) -> Node:
         hit = self.nodes.get(name)
         if hit is None:
-            hit, self.sources[name] = decode_node(self.raw[name])
+            hit, self.sources[name] = decode_node(self.raw.get(name))
             self.nodes[name] = hit
         return hit
 
@@ -74,13 +95,13 @@ class _TableView(Mapping):
         self._table = table
 
     def __contains__(self, name: object) -> bool:
-        return name in self._table.raw
+        return name in self._table.raw.index
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._table.raw)
+        return iter(self._table.raw.index)
 
     def __len__(self) -> int:
-        return len(self._table.raw)
+        return len(self._table.raw.index)
 
 
 class LazyNodes(_TableView):
@@ -110,18 +131,77 @@ class LazySources(_TableView):
         return self._table.source(name)
 
 
+class LazySteps(Mapping):
+    """Loaded.step_docs of a read plan: step -> its pickled mapping, copied out when asked for."""
+
+    def __init__(self, blobs: _Blobs):
+        self._blobs = blobs
+
+    def __getitem__(self, name: str) -> bytes:
+        return bytes(self._blobs.get(name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._blobs.index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._blobs.index)
+
+    def __len__(self) -> int:
+        return len(self._blobs.index)
+
+
+class LazyPositions(Positions):
+    """Loaded.pos of a read plan: unpickled from its section the first time anything asks."""
+
+    def __init__(self, raw: memoryview):  # no super().__init__: every attribute comes from `raw`
+        self.__dict__["_raw"] = raw
+
+    def __getattr__(self, name: str) -> Any:  # called only for attributes not yet set
+        raw = self.__dict__.pop("_raw", None)
+        if raw is None:
+            raise AttributeError(name)
+        self.__dict__.update(pickle.loads(raw).__dict__)
+        return getattr(self, name)
+
+    def __reduce__(self):  # pickled as the plain Positions it stands for
+        real = Positions.__new__(Positions)
+        real.__dict__.update({k: getattr(self, k) for k in ("file", "_text", "values", "keys")})
+        return real.__reduce_ex__(2)
+
+
+def _table(mapping: Mapping[str, bytes]) -> tuple[bytes, bytes]:
+    """(marshalled names and end offsets, the blob) of one table section."""
+    ends, at = [], 0
+    for blob in mapping.values():
+        at += len(blob)
+        ends.append(at)
+    return marshal.dumps((list(mapping), ends)), b"".join(mapping.values())
+
+
 def write(path: Path, key: str, loaded: Loaded) -> None:
     """Write the cache (atomically); a failure only costs the next build a re-plan."""
     graph = loaded.graph
     nodes = {name: encode_node(node, graph.sources[name]) for name, node in graph.nodes.items()}
-    bare = dataclasses.replace(loaded, graph=dataclasses.replace(graph, nodes={}, sources={}))
-    head = marshal.dumps({"format": CACHE_FORMAT, "key": key})
-    body = marshal.dumps({"plan": pickle.dumps(bare, protocol=pickle.HIGHEST_PROTOCOL), "nodes": nodes})
+    bare = dataclasses.replace(loaded, graph=dataclasses.replace(graph, nodes={}, sources={}), pos=None,
+                               step_docs=None)
+    node_index, node_blob = _table(nodes)
+    step_index, step_blob = _table(loaded.step_docs or {})
+    parts = {"plan": pickle.dumps(bare, protocol=pickle.HIGHEST_PROTOCOL),
+             "pos": pickle.dumps(loaded.pos, protocol=pickle.HIGHEST_PROTOCOL),
+             "node_index": node_index, "nodes": node_blob, "step_index": step_index, "steps": step_blob}
+    sections, at = {}, 0
+    for name, blob in parts.items():
+        sections[name] = (at, len(blob))
+        at += len(blob)
+    head = marshal.dumps({"format": CACHE_FORMAT, "key": key, "sections": sections,
+                          "has_steps": loaded.step_docs is not None})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as fh:
-            fh.write(len(head).to_bytes(4, "little") + head + body)
+            fh.write(len(head).to_bytes(4, "little") + head)
+            for blob in parts.values():
+                fh.write(blob)
         os.replace(tmp, path)
     except OSError:
         pass
@@ -133,22 +213,36 @@ def read(path: Path, key: str) -> tuple[str, Loaded] | None:
     only be patched (replan.py): its graph decodes nodes when they are asked for."""
     try:
         with open(path, "rb") as fh:
-            head = marshal.loads(fh.read(int.from_bytes(fh.read(4), "little")))
+            size = int.from_bytes(fh.read(4), "little")
+            head = marshal.loads(fh.read(size))
             if not isinstance(head, dict) or head.get("format") != CACHE_FORMAT:
                 return None
-            body = marshal.loads(fh.read())
-        loaded: Any = pickle.loads(body["plan"])
-        table = _Table(body["nodes"])
-    except (OSError, EOFError, ValueError, TypeError, KeyError, pickle.UnpicklingError, AttributeError, ImportError):
+            # The mapping outlives the file object; a later write replaces the file, not these pages.
+            view = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+        base = 4 + size
+
+        def section(name: str) -> memoryview:
+            at, length = head["sections"][name]
+            if base + at + length > len(view):
+                raise EOFError(f"plan cache section {name} cut short")
+            return view[base + at:base + at + length]
+
+        loaded: Any = pickle.loads(section("plan"))
+        table = _Table(_Blobs(*marshal.loads(section("node_index")), view, base + head["sections"]["nodes"][0]))
+        loaded.pos = LazyPositions(section("pos"))
+        if head["has_steps"]:
+            steps = _Blobs(*marshal.loads(section("step_index")), view, base + head["sections"]["steps"][0])
+            loaded.step_docs = LazySteps(steps)
+    except _ERRORS:
         return None
     if head["key"] != key:
         nodes: Mapping = LazyNodes(table)
         sources: Mapping = LazySources(table)
     else:
         try:
-            for name in table.raw:
+            for name in table.raw.index:
                 table.node(name)
-        except (EOFError, ValueError, TypeError, pickle.UnpicklingError):
+        except _ERRORS:
             return None
         nodes, sources = table.nodes, table.sources  # decoded in plan order
     loaded.graph = dataclasses.replace(loaded.graph, nodes=nodes, sources=sources)

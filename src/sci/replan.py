@@ -85,7 +85,7 @@ def patch(old: Loaded, params: dict, *, derive_seed) -> Loaded | None:
     if any(n in graph.dossiers for n in names):
         return None  # a dossier's deps are filled in by graph building: plan it whole
     doc = {"defaults": old.doc_head["defaults"],
-           "steps": {name: pickle.loads(data) for name, data in old.step_docs.items() if name in steps}}
+           "steps": {name: pickle.loads(old.step_docs[name]) for name in old.step_reads if name in steps}}
     new_nodes = expand(doc, params, old.pos, reserved=old.reserved, derive_seed=derive_seed)
     if sorted(n.name for n in new_nodes) != sorted(names):
         return None

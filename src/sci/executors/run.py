@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -327,6 +326,8 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
         pid = _spawn_shell(argv[2], str(cwd), env, out, err)
         wait = _waiter(pid)
     else:
+        import subprocess  # fn steps only: a build of cmd steps never imports it
+
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         pid, wait = proc.pid, proc.wait

@@ -1,0 +1,102 @@
+"""`.sci/state`: a table of each node's last key and outputs, with later builds' changes appended.
+
+A build after a parameter edit appends its few changes instead of rewriting the table; these
+tests check that readers see the newest entries, that a torn or damaged frame loses only what
+follows it, and that a long journal is folded back into one table.
+"""
+
+from __future__ import annotations
+
+import marshal
+
+from sci import records
+from test_param_edits import PIPELINE, edit
+
+
+def frames(path) -> int:
+    data, at, n = path.read_bytes(), 0, 0
+    while at + 8 <= len(data):
+        at += 8 + int.from_bytes(data[at:at + 4], "little")
+        n += 1
+    return n
+
+
+def manifest_keys(root) -> dict[str, str]:
+    import json
+
+    run = sorted((root / "runs").iterdir())[-1]
+    return {p["node"]: p["key"] for p in json.loads((run / "manifest.json").read_text())["plan"]}
+
+
+def test_an_edit_build_appends_its_changes_and_a_reader_sees_the_newest_keys(ws):
+    sci = ws(PIPELINE)
+    sci.build()
+    path = ws.root / ".sci" / "state"
+    assert frames(path) == 1
+    edit(ws.root, "y: 2", "y: 5")
+    assert sci.build()["executed"] == ["b"]
+    assert frames(path) == 2  # appended, not rewritten
+    state = records.State(path)
+    assert {n: state.get(n)["key"] for n in manifest_keys(ws.root)} == manifest_keys(ws.root)
+
+
+def test_a_torn_last_frame_loses_only_itself_and_the_next_save_rewrites_the_file(tmp_path):
+    path = tmp_path / "state"
+    first = records.State(path)
+    first.put("a", "k1", {"o": {"path": "a.txt"}})
+    first.put("b", "k2", {})
+    first.save()
+    second = records.State(path)
+    second.put("a", "k3", {})  # appended without reading the table
+    second.save()
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-3])  # a writer killed mid-append
+    torn = records.State(path)
+    assert torn.get("a")["key"] == "k1" and torn.get("b")["key"] == "k2"
+    torn.put("c", "k4", {})
+    torn.save()  # it found damage, so it rewrites: one clean frame
+    assert frames(path) == 1
+    again = records.State(path)
+    assert {n: again.get(n)["key"] for n in "abc"} == {"a": "k1", "b": "k2", "c": "k4"}
+
+
+def test_a_damaged_frame_is_not_believed(tmp_path):
+    path = tmp_path / "state"
+    s = records.State(path)
+    s.put("a", "k1", {})
+    s.save()
+    s2 = records.State(path)
+    s2.put("a", "k2", {})
+    s2.save()
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0xFF  # a flipped byte in the appended frame: its CRC no longer matches
+    path.write_bytes(bytes(data))
+    assert records.State(path).get("a")["key"] == "k1"
+
+
+def test_a_long_journal_is_folded_into_one_table(tmp_path):
+    path = tmp_path / "state"
+    for i in range(records._COMPACT_AFTER + 2):
+        s = records.State(path)
+        s.put(f"n{i}", f"k{i}", {})
+        s.save()
+    assert frames(path) == records._COMPACT_AFTER + 2
+    reader = records.State(path)
+    assert reader.get("n0")["key"] == "k0"
+    reader.put("n0", "new", {})
+    reader.save()
+    assert frames(path) == 1
+    assert records.State(path).nodes == {**{f"n{i}": {"key": f"k{i}", "outputs": {}}
+                                            for i in range(records._COMPACT_AFTER + 2)},
+                                         "n0": {"key": "new", "outputs": {}}}
+
+
+def test_a_state_file_of_another_format_is_ignored(tmp_path):
+    path = tmp_path / "state"
+    path.write_bytes(marshal.dumps({"format": "sci-state-2", "nodes": {"a": {"key": "k", "outputs": {}}}}))
+    assert records.State(path).get("a") is None
+    body = marshal.dumps({"format": "sci-state-0", "nodes": {"a": {"key": "k", "outputs": {}}}})
+    import zlib
+
+    path.write_bytes(len(body).to_bytes(4, "little") + zlib.crc32(body).to_bytes(4, "little") + body)
+    assert records.State(path).nodes == {}
