@@ -1,8 +1,10 @@
-"""`.sci/state`: a table of each node's last key and outputs, with later builds' changes appended.
+"""`.sci/state` and `.sci/noop`: written whole, then a parameter edit's changes appended.
 
-A build after a parameter edit appends its few changes instead of rewriting the table; these
-tests check that readers see the newest entries, that a torn or damaged frame loses only what
-follows it, and that a long journal is folded back into one table.
+A build after a parameter edit changes a few nodes: it appends them instead of rewriting files
+that hold every node. These tests check that readers see the newest entries, that a torn or
+damaged append is not believed (the state loses only what follows it; the no-op record is
+dropped and the next build takes the normal path), and that a long series of appends is folded
+back into one whole file.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import marshal
 
 from sci import records
-from test_param_edits import PIPELINE, edit
+from test_param_edits import PIPELINE, edit, last_log
 
 
 def frames(path) -> int:
@@ -100,3 +102,46 @@ def test_a_state_file_of_another_format_is_ignored(tmp_path):
 
     path.write_bytes(len(body).to_bytes(4, "little") + zlib.crc32(body).to_bytes(4, "little") + body)
     assert records.State(path).nodes == {}
+
+
+# -- the no-op record (.sci/noop): edits append their changes to it too ---------------------
+
+def record_frames(root) -> int:
+    data, at, n = (root / ".sci" / "noop").read_bytes(), 0, 0
+    while at + 4 <= len(data):
+        at += 4 + int.from_bytes(data[at:at + 4], "little")
+        n += 1
+    return n
+
+
+def test_edits_append_to_the_noop_record_until_it_is_rewritten_whole(ws):
+    from sci import noop
+
+    sci = ws(PIPELINE)
+    sci.build()
+    assert record_frames(ws.root) == 2  # header, document
+    value = 2
+    for i in range(noop._COMPACT_AFTER):
+        edit(ws.root, f"y: {value}", f"y: {value + 1}")
+        value += 1
+        assert sci.build()["executed"] == ["b"]
+        assert record_frames(ws.root) == 3 + i
+    assert sci.build()["executed"] == []  # a no-op, decided from the record with its changes
+    assert "noop" in [e["event"] for e in last_log(ws.root)]
+    edit(ws.root, f"y: {value}", f"y: {value + 1}")
+    assert sci.build()["executed"] == ["b"]
+    assert record_frames(ws.root) == 2  # written whole again
+    assert (ws.root / "b.txt").read_text() == f"{value + 1}\n"
+
+
+def test_a_torn_append_to_the_noop_record_costs_one_normal_build(ws):
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "y: 2", "y: 5")
+    sci.build()
+    path = ws.root / ".sci" / "noop"
+    path.write_bytes(path.read_bytes()[:-5])  # the edit build was killed while appending
+    out = sci.build()
+    assert out["executed"] == [] and "noop" not in [e["event"] for e in last_log(ws.root)]
+    assert record_frames(ws.root) == 2  # the normal path wrote a whole record
+    assert sci.build()["executed"] == [] and "noop" in [e["event"] for e in last_log(ws.root)]

@@ -20,7 +20,6 @@ is the same as seeding up front. A library that is not installed is never touche
 from __future__ import annotations
 
 import os
-import random
 import sys
 import threading
 from contextlib import contextmanager
@@ -204,6 +203,8 @@ def _set_env(undo: _Undo, values: dict[str, str]) -> None:
 
 
 def _seed_python(undo: _Undo, seed: int) -> None:
+    import random  # only where a step is seeded in-process (fn steps), not for every plan
+
     state = random.getstate()
     undo.push(lambda: random.setstate(state))
     random.seed(seed)

@@ -185,12 +185,14 @@ def _put(stack: list, keys: list, value: Any) -> None:
         keys[-1] = _NO_KEY
 
 
-def load_yaml_text(text: str, file: str) -> tuple[Any, Positions]:
-    """Parse YAML text; syntax errors become SpecError at file:line:col."""
-    try:
-        return simple_yaml.load(text), Positions(file, text)  # no ruamel import at all
-    except NotSimple:
-        pass
+def load_yaml_text(text: str, file: str, simple: bool = True) -> tuple[Any, Positions]:
+    """Parse YAML text; syntax errors become SpecError at file:line:col. `simple=False`: the
+    caller already knows the simple reader refuses it."""
+    if simple:
+        try:
+            return simple_yaml.load(text), Positions(file, text)  # no ruamel import at all
+        except NotSimple:
+            pass
     if _has_c_parser():
         try:
             return _fast_load(text), Positions(file, text)

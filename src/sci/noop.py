@@ -21,13 +21,14 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from sci.api import BuildReport
 
 NOOP_FILE = "noop"
-NOOP_FORMAT = "sci-noop-5"
+NOOP_FORMAT = "sci-noop-6"
+_COMPACT_AFTER = 8  # changes appended before the next build rewrites the record whole
 
 
 def _sig(path: str) -> tuple | None:
@@ -79,13 +80,26 @@ def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], en
     return True
 
 
+def _frame(value: Any) -> bytes:
+    body = marshal.dumps(value)
+    return len(body).to_bytes(4, "little") + body
+
+
 def _write(state_dir: Path, header: dict, doc: dict) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = state_dir / f"{NOOP_FILE}.{os.getpid()}.tmp"
-    head = marshal.dumps(header)
-    with open(tmp, "wb") as fh:  # a small header first: a changed plan is refused before the rest is read
-        fh.write(len(head).to_bytes(4, "little") + head + marshal.dumps(doc))
+    with open(tmp, "wb") as fh:  # a small header first: a changed plan is refused before the rest is decoded
+        fh.write(_frame(header) + _frame(doc))
     os.replace(tmp, state_dir / NOOP_FILE)
+
+
+def _append(state_dir: Path, change: dict) -> None:
+    """One build's changes after the record (see record_build), in a single write."""
+    fd = os.open(state_dir / NOOP_FILE, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, _frame(change))
+    finally:
+        os.close(fd)
 
 
 def discard(state_dir: Path) -> None:
@@ -95,21 +109,49 @@ def discard(state_dir: Path) -> None:
         pass
 
 
-def read_record(state_dir: Path) -> tuple[dict, dict] | None:
-    """The record's header and document, read once per build: a no-op checks them, and after a
-    parameter edit they say which nodes are unchanged (`unchanged_nodes`)."""
+class Record(NamedTuple):
+    """The record as read: header and document with the appended changes applied."""
+
+    header: dict
+    doc: dict
+    appended: int  # how many builds' changes followed the document
+
+
+def read_record(state_dir: Path) -> Record | None:
+    """The record, read once per build: a no-op checks it, and after a parameter edit it says
+    which nodes are unchanged (`unchanged_nodes`). Anything unreadable: no record."""
     try:
-        # marshal.load(file) reads in tiny pieces; whole reads and marshal.loads are ~10x faster.
         with open(state_dir / NOOP_FILE, "rb") as fh:
-            header = marshal.loads(fh.read(int.from_bytes(fh.read(4), "little")))
-            if not isinstance(header, dict) or header.get("format") != NOOP_FORMAT:
+            data = memoryview(fh.read())  # whole reads and marshal.loads: ~10x marshal.load(file)
+        frames, at = [], 0
+        while at < len(data):
+            size = int.from_bytes(data[at:at + 4], "little")
+            if at + 4 + size > len(data):
+                return None  # cut short: the build that wrote it was killed mid-write
+            frames.append(marshal.loads(data[at + 4:at + 4 + size]))
+            at += 4 + size
+            if len(frames) == 1 and (not isinstance(frames[0], dict) or frames[0].get("format") != NOOP_FORMAT):
                 return None
-            return header, marshal.loads(fh.read())
-    except (OSError, EOFError, ValueError, TypeError):
+        header, doc = frames[0], frames[1]
+        for change in frames[2:]:
+            header = change["header"]
+            _apply(doc, change)
+        return Record(header, doc, len(frames) - 2)
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError):
         return None
 
 
-def check(record: tuple[dict, dict] | None, root: Path, *, plan_key: str, targets: list[str]) -> dict | None:
+def _apply(doc: dict, change: dict) -> None:
+    doc["sigs"].update(change["sigs"])
+    doc["actions"], doc["params"] = change["actions"], change["params"]
+    manifest = doc["manifest"]
+    plan = manifest["plan"]
+    for i, entry in change["plan"].items():
+        plan[i] = entry
+    manifest.update(change["manifest"])
+
+
+def check(record: Record | None, root: Path, *, plan_key: str, targets: list[str]) -> dict | None:
     """The recorded document if nothing that could change a key has changed, else None.
 
     The caller still compares the environment digests (they need the fingerprint)."""
@@ -139,10 +181,11 @@ class LastBuild:
     entries: dict[str, dict]  # node -> its plan entry last time (key, outputs)
     touched: set[str]  # selected nodes whose step reads a changed parameter
     known: dict[str, dict]  # nodes upstream of none of them: unchanged for certain, never keyed
+    appended: int = 0  # builds whose changes follow the record's document in its file
 
 
 def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
-                    selected: list[str], record: tuple[dict, dict] | None) -> LastBuild | None:
+                    selected: list[str], record: Record | None) -> LastBuild | None:
     """After a parameter edit: which selected nodes provably keep last build's key.
 
     The record must come from the same sci.yaml, hardware and targets (same structure key),
@@ -157,7 +200,7 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
 
     if record is None:
         return None
-    header, doc = record
+    header, doc, appended = record
     if (header.get("structure") != loaded.structure_key or header.get("shape") != loaded.graph.shape
             or header.get("targets") != list(targets) or doc["env"] != env_digests or loaded.step_reads is None):
         return None
@@ -175,27 +218,32 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
             if m not in dirty:
                 dirty.add(m)
                 stack.append(m)
-    return LastBuild(doc, entries, touched, {n: entries[n] for n in selected if n not in dirty})
+    return LastBuild(doc, entries, touched, {n: entries[n] for n in selected if n not in dirty}, appended)
 
 
 def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolver, stat_cache, env, man, store,
                  last: LastBuild | None = None) -> None:
     """After a build whose every node succeeded: the record `fast_build` checks next time.
 
-    After a parameter edit (`last` came from unchanged_nodes), the last record is brought up
-    to date where this build changed it: the nodes whose key changed (their outputs' stat
-    signatures and action results), the parameters, the manifest. Every other recorded fact
-    was checked unchanged at the start of this build. `plan_key` is the one the build began with."""
+    After a parameter edit (`last` came from unchanged_nodes), only what this build changed is
+    appended to the record: the nodes whose key changed (their outputs' stat signatures, action
+    results and plan entries), the parameters, the manifest's other fields. Every other recorded
+    fact was checked unchanged at the start of this build. After a few appends the record is
+    written whole again. `plan_key` is the one the build began with."""
     base = {k: v for k, v in man.items() if k not in ("volatile", "command")}
     base["plan"] = [p if p["status"] == "cached" else dict(p, status="cached") for p in man["plan"]]
     header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets),
               "structure": loaded.structure_key, "shape": loaded.graph.shape}
     root = ws.root
     if last is not None:
-        doc = _updated(last, root, selected, outcomes, stat_cache.entries, store)
-        if doc is not None:
-            doc.update(manifest=base, params=loaded.params)
-            _write(ws.state_dir, header, doc)
+        change = _changes(last, root, selected, outcomes, stat_cache.entries, store, base)
+        if change is not None:
+            change.update(header=header, params=loaded.params)
+            if last.appended < _COMPACT_AFTER:
+                _append(ws.state_dir, change)
+            else:
+                _apply(last.doc, change)
+                _write(ws.state_dir, header, last.doc)
             return
     graph = loaded.graph
     paths: set[str] = set(loaded.env_spec.get("files", []))
@@ -220,12 +268,13 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
            structure=loaded.structure_key, shape=loaded.graph.shape, params=loaded.params)
 
 
-def _updated(last: LastBuild, root: Path, selected, outcomes, stat_entries: dict, store) -> dict | None:
-    """The last record's document with the stat signatures and action results of the nodes
-    whose key changed; None when one of their outputs is no single file with a trusted
-    signature (the caller then records from scratch)."""
-    doc = dict(last.doc)
-    sigs = dict(doc["sigs"])
+def _changes(last: LastBuild, root: Path, selected, outcomes, stat_entries: dict, store, base: dict) -> dict | None:
+    """What this build changed in the last record: the stat signatures and action results of
+    the nodes whose key changed, the directories' signatures, the plan entries that differ and
+    the manifest's other fields. None when an output is no single file with a trusted signature,
+    or the plan is not the recorded one node for node (the caller then records from scratch)."""
+    doc = last.doc
+    sigs: dict[str, tuple] = {}
     actions = set(doc["actions"])
     for name in selected:
         outcome, entry = outcomes[name], last.entries[name]
@@ -238,14 +287,23 @@ def _updated(last: LastBuild, root: Path, selected, outcomes, stat_entries: dict
             sigs[rec["path"]] = hit[0]
         actions.add(store.action_file(outcome.key) or "")
     prefix = f"{root}{os.sep}"
-    for path in sigs:
+    for path in doc["sigs"]:
         if path.endswith("/"):  # a directory: writing an output into it changed its signature
             sig = _sig(prefix + path.rstrip("/"))
             if sig is None:
                 return None
             sigs[path] = sig
-    doc.update(sigs=sigs, actions=sorted(actions))
-    return doc
+    old_plan, new_plan = doc["manifest"]["plan"], base["plan"]
+    if len(old_plan) != len(new_plan):
+        return None
+    plan = {}
+    for i, (was, now) in enumerate(zip(old_plan, new_plan)):
+        if was["node"] != now["node"]:
+            return None
+        if was != now:
+            plan[i] = now
+    return {"sigs": sigs, "actions": sorted(actions), "plan": plan,
+            "manifest": {k: v for k, v in base.items() if k != "plan"}}
 
 
 def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: str,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
 from typing import Any
 
 from sci.errors import Location, SpecError, UserError
-from sci.load import Positions, load_yaml, parse_scalar
+from sci.load import Positions, load_yaml, load_yaml_text, parse_scalar
 
 _MISSING = object()
 
@@ -39,28 +38,54 @@ def all_keys(params: Any, prefix: str = "") -> list[str]:
 
 
 def missing_key_hint(params: dict, dotted: str) -> str:
+    import difflib  # only when a key is missing
+
     close = difflib.get_close_matches(dotted, all_keys(params), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else "add it to the parameters, or remove it from the step"
 
 
-def load(root: Path, spec_params: Any, spec_pos: Positions) -> tuple[dict, str | None, Positions | None]:
-    """The parameters mapping, the file it came from (if any) and that file's positions."""
+def load(root: Path, spec_params: Any, spec_pos: Positions,
+         previous: tuple[str, dict] | None = None) -> tuple[dict, str | None, Positions | None, str | None]:
+    """The parameters mapping, the file it came from (if any), that file's positions, and its
+    text when the simple reader took it whole (None otherwise).
+
+    `previous` is such a text and its mapping from the last plan: after an edit of a few values
+    only the changed lines are read again (simple_yaml.patch), not a 10,000-key file."""
     if spec_params is None:
-        return {}, None, None
+        return {}, None, None, None
     if isinstance(spec_params, dict):
-        return copy.deepcopy(spec_params), None, None
+        return copy.deepcopy(spec_params), None, None, None
     rel = str(spec_params)
     path = root / rel
     if not path.is_file():
         raise SpecError(f"parameters file {rel} not found", location=spec_pos.at(("params",)),
                         hint="create it, or give params as an inline mapping")
-    data, pos = load_yaml(path, rel)
+    data, pos, text = _read_file(path, rel, previous)
     if data is None:
-        data = {}
+        data, text = {}, None
     if not isinstance(data, dict):
         raise SpecError("the parameters file must hold a mapping", location=Location(rel, 1, 1),
                         hint="write key: value pairs at the top level")
-    return data, rel, pos
+    return data, rel, pos, text
+
+
+def _read_file(path: Path, rel: str, previous: tuple[str, dict] | None) -> tuple[Any, Positions, str | None]:
+    from sci import simple_yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, FileNotFoundError):
+        data, pos = load_yaml(path, rel)  # words the error
+        return data, pos, None
+    if previous is not None:
+        patched = simple_yaml.patch(previous[0], previous[1], text)
+        if patched is not None:
+            return patched[0], Positions(rel, text), text
+    try:
+        return simple_yaml.load(text), Positions(rel, text), text
+    except simple_yaml.NotSimple:
+        data, pos = load_yaml_text(text, rel, simple=False)
+        return data, pos, None
 
 
 def apply_overrides(params: dict, overrides: list[str]) -> dict:

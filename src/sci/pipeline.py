@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # for annotations only: the no-op path never imports the plan
     from sci.resources import Hardware
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 7  # see plan_cache.py
+PLAN_CACHE_FORMAT = 8  # see plan_cache.py
 
 
 @dataclass
@@ -51,6 +51,9 @@ class Loaded:
     # mapping pickled on its own, so a patch unpickles the steps it re-expands and no others.
     doc_head: dict | None = None
     step_docs: dict[str, bytes] | None = None
+    # The params file's text when it was read whole by the simple reader and no `--set` applied:
+    # with `params`, what the next edit's changed lines are read against (simple_yaml.patch).
+    params_text: str | None = None
 
 
 def _read(path: Path) -> bytes:
@@ -125,15 +128,17 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
     if previous is not None and previous.structure_key == structure and previous.step_docs is not None:
         from sci import replan
 
-        raw_params, _file, _pos = params_mod.load(ws.root, previous.doc_head["params"], previous.pos)
+        known = (previous.params_text, previous.params) if previous.params_text is not None and not overrides else None
+        raw_params, _file, _pos, text = params_mod.load(ws.root, previous.doc_head["params"], previous.pos, known)
         patched = replan.patch(previous, params_mod.apply_overrides(raw_params, overrides), derive_seed=derive_seed)
         if patched is not None:
             patched.ws = ws
+            patched.params_text = None if overrides else text
             return patched, True
     doc, pos = _pipeline_doc(ws, yaml_bytes)
     if seed is not None:  # `repro-check --seed N`: replay under another root seed
         doc = dict(doc, defaults=dict(doc["defaults"], seed=seed))
-    raw_params, params_file, params_pos = params_mod.load(ws.root, doc["params"], pos)
+    raw_params, params_file, params_pos, params_text = params_mod.load(ws.root, doc["params"], pos)
     params = params_mod.apply_overrides(raw_params, overrides)
     store_cfg = doc["store"]
     reserved = tuple(RESERVED) + _store_reserved(ws, store_cfg)
@@ -155,6 +160,7 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
         reserved=reserved, step_reads={name: param_reads(step) for name, step in doc["steps"].items()},
         structure_key=structure, doc_head={"defaults": doc["defaults"], "params": doc["params"]},
         step_docs={name: pickle.dumps(step, protocol=pickle.HIGHEST_PROTOCOL) for name, step in doc["steps"].items()},
+        params_text=None if overrides else params_text,
     ), False
 
 
