@@ -359,3 +359,27 @@ def test_steps_run_where_they_should_even_under_an_awkward_path(tmp_path):
     assert (root / "here.txt").read_text() == f"{root}\n"
     assert (root / "boxed.txt").read_text().startswith(f"{root}/.sci/scratch/n-")
     assert "killed: killed by signal 9" in out["stderr"] and "failing: exited with status 3" in out["stderr"]
+
+
+def test_a_build_through_the_api_leaves_the_collector_as_it_found_it(ws):
+    """api.build freezes the loaded plan for the cycle collector and thaws it at the end; a
+    program that froze objects itself keeps them frozen and its own policy."""
+    import gc
+
+    from sci import api
+    from sci.workspace import Workspace
+
+    ws({"sci.yaml": "version: 1\nsteps:\n  a:\n    cmd: echo hi > {outs}\n    outs: [a.txt]\n"})
+    assert gc.get_freeze_count() == 0
+    api.build(Workspace(ws.root))
+    assert gc.get_freeze_count() == 0
+    (ws.root / "sci.yaml").write_text("version: 1\nsteps:\n  a:\n    cmd: echo ho > {outs}\n    outs: [a.txt]\n")
+    keep = [[i] for i in range(100)]  # the program's own objects, frozen by it
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert api.build(Workspace(ws.root)).ok
+        assert gc.get_freeze_count() > frozen // 2  # not thawed (a few frozen objects died meanwhile)
+    finally:
+        gc.unfreeze()
+    assert (ws.root / "a.txt").read_text() == "ho\n" and keep

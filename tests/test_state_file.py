@@ -125,7 +125,7 @@ def test_edits_append_to_the_noop_record_until_it_is_rewritten_whole(ws):
         edit(ws.root, f"y: {value}", f"y: {value + 1}")
         value += 1
         assert sci.build()["executed"] == ["b"]
-        assert record_frames(ws.root) == 3 + i
+        assert record_frames(ws.root) == 4 + 2 * i  # its changes and its parameters
     assert sci.build()["executed"] == []  # a no-op, decided from the record with its changes
     assert "noop" in [e["event"] for e in last_log(ws.root)]
     edit(ws.root, f"y: {value}", f"y: {value + 1}")

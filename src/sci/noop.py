@@ -93,11 +93,11 @@ def _write(state_dir: Path, header: dict, doc: dict) -> None:
     os.replace(tmp, state_dir / NOOP_FILE)
 
 
-def _append(state_dir: Path, change: dict) -> None:
-    """One build's changes after the record (see record_build), in a single write."""
+def _append(state_dir: Path, change: dict, params: dict) -> None:
+    """One build's changes and parameters after the record (see record_build), in one write."""
     fd = os.open(state_dir / NOOP_FILE, os.O_WRONLY | os.O_APPEND)
     try:
-        os.write(fd, _frame(change))
+        os.write(fd, _frame(change) + _frame(params))
     finally:
         os.close(fd)
 
@@ -119,7 +119,10 @@ class Record(NamedTuple):
 
 def read_record(state_dir: Path) -> Record | None:
     """The record, read once per build: a no-op checks it, and after a parameter edit it says
-    which nodes are unchanged (`unchanged_nodes`). Anything unreadable: no record."""
+    which nodes are unchanged (`unchanged_nodes`). Anything unreadable: no record.
+
+    The file: a header frame, the document frame, then two frames per appended build — its
+    changes, and its whole parameters (only the last of which is decoded)."""
     try:
         with open(state_dir / NOOP_FILE, "rb") as fh:
             data = memoryview(fh.read())  # whole reads and marshal.loads: ~10x marshal.load(file)
@@ -128,22 +131,27 @@ def read_record(state_dir: Path) -> Record | None:
             size = int.from_bytes(data[at:at + 4], "little")
             if at + 4 + size > len(data):
                 return None  # cut short: the build that wrote it was killed mid-write
-            frames.append(marshal.loads(data[at + 4:at + 4 + size]))
+            frames.append(data[at + 4:at + 4 + size])
             at += 4 + size
-            if len(frames) == 1 and (not isinstance(frames[0], dict) or frames[0].get("format") != NOOP_FORMAT):
-                return None
-        header, doc = frames[0], frames[1]
-        for change in frames[2:]:
+        header = marshal.loads(frames[0])
+        if not isinstance(header, dict) or header.get("format") != NOOP_FORMAT or len(frames) % 2:
+            return None
+        doc = marshal.loads(frames[1])
+        appended = frames[2:]
+        for raw in appended[::2]:
+            change = marshal.loads(raw)
             header = change["header"]
             _apply(doc, change)
-        return Record(header, doc, len(frames) - 2)
+        if appended:
+            doc["params"] = marshal.loads(appended[-1])
+        return Record(header, doc, len(appended) // 2)
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError):
         return None
 
 
 def _apply(doc: dict, change: dict) -> None:
     doc["sigs"].update(change["sigs"])
-    doc["actions"], doc["params"] = change["actions"], change["params"]
+    doc["actions"] = change["actions"]
     manifest = doc["manifest"]
     plan = manifest["plan"]
     for i, entry in change["plan"].items():
@@ -238,11 +246,12 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
     if last is not None:
         change = _changes(last, root, selected, outcomes, stat_cache.entries, store, base)
         if change is not None:
-            change.update(header=header, params=loaded.params)
+            change["header"] = header
             if last.appended < _COMPACT_AFTER:
-                _append(ws.state_dir, change)
+                _append(ws.state_dir, change, loaded.params)
             else:
                 _apply(last.doc, change)
+                last.doc["params"] = loaded.params
                 _write(ws.state_dir, header, last.doc)
             return
     graph = loaded.graph
@@ -300,7 +309,7 @@ def _changes(last: LastBuild, root: Path, selected, outcomes, stat_entries: dict
     for i, (was, now) in enumerate(zip(old_plan, new_plan)):
         if was["node"] != now["node"]:
             return None
-        if was != now:
+        if was is not now and was != now:  # the unchanged nodes' entries are the recorded objects
             plan[i] = now
     return {"sigs": sigs, "actions": sorted(actions), "plan": plan,
             "manifest": {k: v for k, v in base.items() if k != "plan"}}

@@ -148,7 +148,7 @@ class Scheduler:
         `entries` are plan entries of the last run's manifest: node, key, outputs."""
         for e in entries:
             name = e["node"]
-            self.outcomes[name] = Outcome(name, Status.CACHED, key=e["key"], outputs=e["outputs"])
+            self.outcomes[name] = Outcome(name, Status.CACHED, e["key"], e["outputs"])
             self.resolver.outputs[name] = e["outputs"]
 
     def run(self, selected: list[str]) -> dict[str, Outcome]:
