@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from sci.api import BuildReport
 
 NOOP_FILE = "noop"
-NOOP_FORMAT = "sci-noop-6"
+NOOP_FORMAT = "sci-noop-7"
 _COMPACT_AFTER = 8  # changes appended before the next build rewrites the record whole
 
 
@@ -42,7 +42,7 @@ def _sig(path: str) -> tuple | None:
 def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], env_digests: dict[str, str],
            env_spec: dict, paths: list[str], directories: list[str], stat_entries: dict,
            globs: dict[str, list[str]], manifest: dict, action_paths: list[str], structure: str = "", shape: str = "",
-           params: dict | None = None) -> bool:
+           params: dict | None = None, params_text: str | None = None) -> bool:
     """Write the record; False (and no record) when some path has no trusted signature."""
     sigs: dict[str, tuple] = {}
     wanted_dirs = []
@@ -75,7 +75,7 @@ def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], en
     header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets), "structure": structure,
               "shape": shape}
     doc = {"env": env_digests, "env_spec": env_spec, "sigs": sigs, "globs": globs, "manifest": manifest,
-           "actions": action_paths, "params": params if params is not None else {}}
+           "actions": action_paths, "params": params if params is not None else {}, "params_text": params_text}
     _write(state_dir, header, doc)
     return True
 
@@ -93,11 +93,11 @@ def _write(state_dir: Path, header: dict, doc: dict) -> None:
     os.replace(tmp, state_dir / NOOP_FILE)
 
 
-def _append(state_dir: Path, change: dict, params: dict) -> None:
+def _append(state_dir: Path, change: dict, params: dict, params_text: str | None) -> None:
     """One build's changes and parameters after the record (see record_build), in one write."""
     fd = os.open(state_dir / NOOP_FILE, os.O_WRONLY | os.O_APPEND)
     try:
-        os.write(fd, _frame(change) + _frame(params))
+        os.write(fd, _frame(change) + _frame((params, params_text)))
     finally:
         os.close(fd)
 
@@ -143,7 +143,7 @@ def read_record(state_dir: Path) -> Record | None:
             header = change["header"]
             _apply(doc, change)
         if appended:
-            doc["params"] = marshal.loads(appended[-1])
+            doc["params"], doc["params_text"] = marshal.loads(appended[-1])
         return Record(header, doc, len(appended) // 2)
     except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError):
         return None
@@ -204,18 +204,16 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
     The nodes downstream of a touched one are decided while building (Scheduler._as_recorded):
     as soon as their inputs come out as recorded, they are taken from the record too.
     """
-    from sci import replan
-
     if record is None:
         return None
     header, doc, appended = record
     if (header.get("structure") != loaded.structure_key or header.get("shape") != loaded.graph.shape
-            or header.get("targets") != list(targets) or doc["env"] != env_digests or loaded.step_reads is None):
+            or header.get("targets") != list(targets) or doc["env"] != env_digests or loaded.reads is None):
         return None
     entries = {p["node"]: p for p in doc["manifest"]["plan"]}
     if len(entries) != len(selected) or not all(n in entries for n in selected) or not _files_unchanged(doc, ws.root):
         return None
-    steps = replan.affected_steps(loaded.step_reads, replan.changed_keys(doc["params"], loaded.params))
+    steps = loaded.reads.affected(_changed_params(doc, loaded))
     graph = loaded.graph
     step_of = graph.step_of
     touched = {n for n in selected if step_of[n] in steps}
@@ -227,6 +225,18 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
                 dirty.add(m)
                 stack.append(m)
     return LastBuild(doc, entries, touched, {n: entries[n] for n in selected if n not in dirty}, appended)
+
+
+def _changed_params(doc: dict, loaded) -> list[str]:
+    """The parameter keys that differ from the recorded ones: from the changed lines of the
+    params file when both texts are known (simple_yaml.patch), else by comparing the mappings."""
+    from sci import replan, simple_yaml
+
+    if doc.get("params_text") is not None and loaded.params_text is not None:
+        patched = simple_yaml.patch(doc["params_text"], doc["params"], loaded.params_text)
+        if patched is not None:
+            return patched[1]
+    return replan.changed_keys(doc["params"], loaded.params)
 
 
 def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolver, stat_cache, env, man, store,
@@ -248,10 +258,10 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
         if change is not None:
             change["header"] = header
             if last.appended < _COMPACT_AFTER:
-                _append(ws.state_dir, change, loaded.params)
+                _append(ws.state_dir, change, loaded.params, loaded.params_text)
             else:
                 _apply(last.doc, change)
-                last.doc["params"] = loaded.params
+                last.doc["params"], last.doc["params_text"] = loaded.params, loaded.params_text
                 _write(ws.state_dir, header, last.doc)
             return
     graph = loaded.graph
@@ -274,7 +284,8 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
            paths=sorted(paths), directories=sorted(directories), stat_entries=stat_cache.entries,
            globs=dict(graph.globs), manifest=base,
            action_paths=sorted({store.action_file(outcomes[n].key) or "" for n in selected}),
-           structure=loaded.structure_key, shape=loaded.graph.shape, params=loaded.params)
+           structure=loaded.structure_key, shape=loaded.graph.shape, params=loaded.params,
+           params_text=loaded.params_text)
 
 
 def _changes(last: LastBuild, root: Path, selected, outcomes, stat_entries: dict, store, base: dict) -> dict | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,48 +45,59 @@ def missing_key_hint(params: dict, dotted: str) -> str:
     return f"did you mean '{close[0]}'?" if close else "add it to the parameters, or remove it from the step"
 
 
-def load(root: Path, spec_params: Any, spec_pos: Positions,
-         previous: tuple[str, dict] | None = None) -> tuple[dict, str | None, Positions | None, str | None]:
-    """The parameters mapping, the file it came from (if any), that file's positions, and its
-    text when the simple reader took it whole (None otherwise).
+@dataclass
+class ParamsSource:
+    """What `load` read: the mapping, its file and positions, and — when the simple reader took
+    the file whole — its text, kept so the next edit is read by its changed lines."""
 
-    `previous` is such a text and its mapping from the last plan: after an edit of a few values
-    only the changed lines are read again (simple_yaml.patch), not a 10,000-key file."""
+    data: dict
+    file: str | None = None
+    pos: Positions | None = None
+    text: str | None = None
+    changed: list[str] | None = None  # the keys that differ from `previous`, when it was patched
+
+
+def load(root: Path, spec_params: Any, spec_pos: Positions,
+         previous: tuple[str, dict] | None = None) -> ParamsSource:
+    """The parameters: inline, or read from their file.
+
+    `previous` is a text and its mapping from the last plan: after an edit of a few values only
+    the changed lines are read again (simple_yaml.patch), not a 10,000-key file."""
     if spec_params is None:
-        return {}, None, None, None
+        return ParamsSource({})
     if isinstance(spec_params, dict):
-        return copy.deepcopy(spec_params), None, None, None
+        return ParamsSource(copy.deepcopy(spec_params))
     rel = str(spec_params)
     path = root / rel
     if not path.is_file():
         raise SpecError(f"parameters file {rel} not found", location=spec_pos.at(("params",)),
                         hint="create it, or give params as an inline mapping")
-    data, pos, text = _read_file(path, rel, previous)
-    if data is None:
-        data, text = {}, None
-    if not isinstance(data, dict):
+    read = _read_file(path, rel, previous)
+    if read.data is None:
+        read.data, read.text = {}, None
+    if not isinstance(read.data, dict):
         raise SpecError("the parameters file must hold a mapping", location=Location(rel, 1, 1),
                         hint="write key: value pairs at the top level")
-    return data, rel, pos, text
+    return read
 
 
-def _read_file(path: Path, rel: str, previous: tuple[str, dict] | None) -> tuple[Any, Positions, str | None]:
+def _read_file(path: Path, rel: str, previous: tuple[str, dict] | None) -> ParamsSource:
     from sci import simple_yaml
 
     try:
         text = path.read_text(encoding="utf-8")
     except (UnicodeDecodeError, FileNotFoundError):
         data, pos = load_yaml(path, rel)  # words the error
-        return data, pos, None
+        return ParamsSource(data, rel, pos)
     if previous is not None:
         patched = simple_yaml.patch(previous[0], previous[1], text)
         if patched is not None:
-            return patched[0], Positions(rel, text), text
+            return ParamsSource(patched[0], rel, Positions(rel, text), text, patched[1])
     try:
-        return simple_yaml.load(text), Positions(rel, text), text
+        return ParamsSource(simple_yaml.load(text), rel, Positions(rel, text), text)
     except simple_yaml.NotSimple:
         data, pos = load_yaml_text(text, rel, simple=False)
-        return data, pos, None
+        return ParamsSource(data, rel, pos)
 
 
 def apply_overrides(params: dict, overrides: list[str]) -> dict:

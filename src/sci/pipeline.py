@@ -21,10 +21,11 @@ from sci.workspace import RESERVED, Workspace
 if TYPE_CHECKING:  # for annotations only: the no-op path never imports the planner
     from sci.graph import Graph
     from sci.load import Positions
+    from sci.replan import ReadIndex
     from sci.resources import Hardware
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 8  # see plan_cache.py
+PLAN_CACHE_FORMAT = 9  # see plan_cache.py
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Loaded:
     remotes: dict
     hardware: Hardware
     reserved: tuple[str, ...] = ()  # top-level names no path may use (sci's own, the store)
-    step_reads: dict[str, list[str]] | None = None  # step -> parameter keys its expansion reads
+    reads: ReadIndex | None = None  # which steps' expansion reads which parameter keys
     structure_key: str = ""  # plan_key without the parameters: equal means a params edit only
     # What replan.py needs of the validated sci.yaml: `defaults` and `params`, and each step's
     # mapping pickled on its own, so a patch unpickles the steps it re-expands and no others.
@@ -118,6 +119,7 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
     from sci.determinism import derive_seed
     from sci.graph import build_graph, check_code
     from sci.plan import expand, param_reads, render_commands
+    from sci.replan import ReadIndex
     from sci.resources import load_hardware
 
     if not yaml_bytes and not ws.pipeline_file.exists():
@@ -129,17 +131,18 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
         from sci import replan
 
         known = (previous.params_text, previous.params) if previous.params_text is not None and not overrides else None
-        raw_params, _file, _pos, text = params_mod.load(ws.root, previous.doc_head["params"], previous.pos, known)
-        patched = replan.patch(previous, params_mod.apply_overrides(raw_params, overrides), derive_seed=derive_seed)
+        read = params_mod.load(ws.root, previous.doc_head["params"], previous.pos, known)
+        patched = replan.patch(previous, params_mod.apply_overrides(read.data, overrides), derive_seed=derive_seed,
+                               changed=read.changed)
         if patched is not None:
             patched.ws = ws
-            patched.params_text = None if overrides else text
+            patched.params_text = None if overrides else read.text
             return patched, True
     doc, pos = _pipeline_doc(ws, yaml_bytes)
     if seed is not None:  # `repro-check --seed N`: replay under another root seed
         doc = dict(doc, defaults=dict(doc["defaults"], seed=seed))
-    raw_params, params_file, params_pos, params_text = params_mod.load(ws.root, doc["params"], pos)
-    params = params_mod.apply_overrides(raw_params, overrides)
+    read = params_mod.load(ws.root, doc["params"], pos)
+    params = params_mod.apply_overrides(read.data, overrides)
     store_cfg = doc["store"]
     reserved = tuple(RESERVED) + _store_reserved(ws, store_cfg)
     nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
@@ -157,10 +160,10 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
         remotes={k: (v if isinstance(v, str) else {a: b for a, b in v.items() if b is not None})
                  for k, v in (doc["remotes"] or {}).items()},
         hardware=load_hardware(ws.root),
-        reserved=reserved, step_reads={name: param_reads(step) for name, step in doc["steps"].items()},
+        reserved=reserved, reads=ReadIndex({name: param_reads(step) for name, step in doc["steps"].items()}),
         structure_key=structure, doc_head={"defaults": doc["defaults"], "params": doc["params"]},
         step_docs={name: pickle.dumps(step, protocol=pickle.HIGHEST_PROTOCOL) for name, step in doc["steps"].items()},
-        params_text=None if overrides else params_text,
+        params_text=None if overrides else read.text,
     ), False
 
 
