@@ -131,3 +131,30 @@ def test_a_plain_build_imports_no_click_and_both_parsers_build_alike(ws):
     assert (ws.root / "a.txt").read_text() == "1\n"
     bad = sci("build", "-j", "0", check=2)  # left to click: its usage error, exit 2
     assert "Invalid value for '-j'" in bad.stderr and no_traceback(bad.stderr)
+
+
+def test_nodes_run_one_at_a_time_need_no_thread_pool_and_several_get_one(ws):
+    """A build whose nodes each are all there is to do (a chain, a parameter edit) runs them on
+    the scheduler's thread and never imports concurrent.futures; independent nodes at -j 2 do."""
+    import subprocess
+    import sys
+
+    def imported_modules() -> set[str]:
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sci.cli", "build", "-j", "2"],
+                              cwd=ws.root, env=sci.env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+    sci = ws({"sci.yaml": "version: 1\nparams: params.yaml\nsteps:\n"
+                          "  a:\n    cmd: echo {params.x} > {outs}\n    params: [x]\n    outs: [a.txt]\n"
+                          "  b:\n    cmd: cat {deps} > {outs}\n    deps: [a.txt]\n    outs: [b.txt]\n",
+              "params.yaml": "x: 1\n"})
+    assert "concurrent.futures" not in imported_modules()  # a chain of two: one at a time
+    assert (ws.root / "b.txt").read_text() == "1\n"
+    (ws.root / "params.yaml").write_text("x: 2\n")
+    assert "concurrent.futures" not in imported_modules()  # the edit re-runs a, then b
+    assert (ws.root / "b.txt").read_text() == "2\n"
+    (ws.root / "sci.yaml").write_text((ws.root / "sci.yaml").read_text() + "  c:\n    cmd: sleep 0.2; echo c > {outs}\n"
+                                      "    outs: [c.txt]\n  d:\n    cmd: sleep 0.2; echo d > {outs}\n    outs: [d.txt]\n")
+    assert "concurrent.futures" in imported_modules()  # c and d side by side: the pool
+    assert (ws.root / "c.txt").read_text() == "c\n" and (ws.root / "d.txt").read_text() == "d\n"

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import heapq
 import os
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sci import keys, records
 from sci.errors import SciError, StoreError, WorkFailed
@@ -27,6 +26,9 @@ from sci.plan import Node
 from sci.resources import Pools
 from sci.store import OutputRecord, Store
 
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 Status = records.NodeStatus
 Outcome = records.Outcome
@@ -282,7 +284,11 @@ class Scheduler:
                         self.outcomes.setdefault(name, Outcome(name, Status.SKIPPED, error="not started after a failure"))
                     break
                 self._write_actions()
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                done = [f for f in running if f.done()]  # a node run on this thread is done already
+                if not done:
+                    from concurrent.futures import FIRST_COMPLETED, wait
+
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for fut in sorted(done, key=lambda f: running[f][0]):
                     name, gpus = running.pop(fut)
                     node = g.nodes[name]

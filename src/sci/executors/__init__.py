@@ -7,10 +7,12 @@ subprocesses; a distributed executor (Ray) runs the same `run_task` function on 
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sci.executors.task import Task, TaskResult
+
+if TYPE_CHECKING:  # concurrent.futures (and the logging it imports) loads only with a thread pool
+    from concurrent.futures import Future
 
 
 class Executor(Protocol):

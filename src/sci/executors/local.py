@@ -5,18 +5,23 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sci.executors.run import run_task_then_tidy
-from sci.executors.task import Task, TaskResult
+from sci.executors.task import Finished, Task, TaskResult
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 
 class LocalExecutor:
     name = "local"
 
     def __init__(self, jobs: int):
-        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="sci-node")
+        self._jobs = max(1, jobs)
+        # Made at the first `submit`: a build whose nodes all run on the scheduler's thread
+        # (`run_here`: a parameter edit, a chain) never imports concurrent.futures (~5 ms).
+        self._pool: ThreadPoolExecutor | None = None
         self._procs: dict[str, int] = {}
         self._pending: set[Future] = set()  # submitted, not yet taken by a thread
         self._lock = threading.Lock()
@@ -30,6 +35,10 @@ class LocalExecutor:
                 self._procs[node] = pid
 
     def submit(self, task: Task) -> "Future[TaskResult]":
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._jobs, thread_name_prefix="sci-node")
         fut: Future = Future()
         with self._lock:
             self._pending.add(fut)
@@ -51,7 +60,7 @@ class LocalExecutor:
         fut.set_result(result)
         tidy()
 
-    def run_here(self, task: Task, while_running: Callable[[], None] | None = None) -> "Future[TaskResult]":
+    def run_here(self, task: Task, while_running: Callable[[], None] | None = None) -> Finished:
         """Run `task` on the calling thread; its future comes back finished. The scheduler does
         this when the task is all there is to do (nothing running, nothing else waiting), as
         for every node of a chain: it saves the two thread hand-offs of `submit` (~0.1 ms a
@@ -59,8 +68,6 @@ class LocalExecutor:
         caller's bookkeeping overlaps the step instead of following it. The box is tidied
         before the next task on this thread, not on the way to the result."""
         self.tidy_here()
-        fut: Future = Future()
-        fut.set_running_or_notify_cancel()
         started: list[int] = []
 
         def track(node: str, pid: int | None) -> None:
@@ -76,10 +83,8 @@ class LocalExecutor:
             _terminate(started)
             raise
         except Exception as exc:  # noqa: BLE001 - the scheduler turns it into a failed node
-            fut.set_exception(exc)
-            return fut
-        fut.set_result(result)
-        return fut
+            return Finished(error=exc)
+        return Finished(result)
 
     def tidy_here(self) -> None:
         tidy, self._tidy_here = self._tidy_here, None
@@ -94,7 +99,8 @@ class LocalExecutor:
 
     def close(self) -> None:
         self.tidy_here()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             pending, self._pending = self._pending, set()
         for fut in pending:  # never started: nobody may wait on them for ever

@@ -60,3 +60,21 @@ class TaskResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     host: str = ""
     materialized: bool = False  # the outputs are in the workspace too (Task.materialize)
+
+
+class Finished:
+    """A future that is already done: what `run_here` returns (the task ran on the caller's
+    thread), without importing concurrent.futures for it. Has what the scheduler asks of one."""
+
+    __slots__ = ("_result", "_error")
+
+    def __init__(self, result: TaskResult | None = None, error: BaseException | None = None):
+        self._result, self._error = result, error
+
+    def done(self) -> bool:
+        return True
+
+    def result(self, timeout: float | None = None) -> TaskResult:
+        if self._error is not None:
+            raise self._error
+        return self._result  # type: ignore[return-value]
