@@ -43,7 +43,7 @@ def workspace(request, tmp_path_factory, sizes):
     ws = Workspace(generate("sci", w, tmp_path_factory.mktemp(f"plan-{w.shape}") / "ws"))
     text = ws.pipeline_file.read_text()
     doc, pos = validated(text)
-    params, _, _ = params_mod.load(ws.root, doc["params"], pos)
+    params = params_mod.load(ws.root, doc["params"], pos).data
     reserved = tuple(RESERVED) + pipeline._store_reserved(ws, doc["store"])
     return w, ws, text, doc, pos, params, reserved
 
@@ -76,9 +76,28 @@ def test_params_load(benchmark, workspace, sizes):
     w, ws, _, doc, pos, params, _ = workspace
     if w.shape != "chain":
         pytest.skip("params.yaml is the same in both shapes")
-    got, rel, _ = benchmark.pedantic(params_mod.load, args=(ws.root, doc["params"], pos),
-                                     rounds=sizes.rounds, warmup_rounds=1)
-    assert rel == "params.yaml" and len(got["p"]) == w.n
+    got = benchmark.pedantic(params_mod.load, args=(ws.root, doc["params"], pos),
+                             rounds=sizes.rounds, warmup_rounds=1)
+    assert got.file == "params.yaml" and len(got.data["p"]) == w.n and got.text is not None
+
+
+@pytest.mark.benchmark(group="plan/graph")
+def test_params_load_after_a_one_value_edit(benchmark, workspace, sizes):
+    """The same file after one value in the middle changed, read against the previous text and
+    mapping (simple_yaml.patch): only the changed line is read again. Compare with the row above."""
+    w, ws, _, doc, pos, params, _ = workspace
+    if w.shape != "chain":
+        pytest.skip("params.yaml is the same in both shapes")
+    before = params_mod.load(ws.root, doc["params"], pos)
+    mid = w.edit_index()
+    edit_param("sci", w, ws.root, mid, 7)
+    try:
+        got = benchmark.pedantic(params_mod.load, args=(ws.root, doc["params"], pos, (before.text, before.data)),
+                                 rounds=sizes.rounds * 4, warmup_rounds=1)
+    finally:
+        edit_param("sci", w, ws.root, mid, 0)
+    assert got.changed == [w.param_key(mid)] and got.data["p"][f"node{mid}"] == 7
+    assert got.data["p"] is not before.data["p"] and len(got.data["p"]) == w.n
 
 
 @pytest.mark.benchmark(group="plan/graph")
