@@ -352,3 +352,32 @@ def test_the_plan_shape_is_stable_and_changes_with_the_edges(ws):
     assert load(workspace).graph.shape == first  # a value no path reads
     edit(ws.root, "name: first", "name: second")
     assert load(workspace).graph.shape != first  # an output moved
+
+
+def test_an_edit_that_makes_a_path_escape_is_reported_at_its_line_in_sci_yaml(ws):
+    """The patched plan's positions come from the plan cache, read only when a message needs
+    them (plan_cache.LazyPositions): the error still names sci.yaml's line, in one line, exit 2."""
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "name: first", "name: ../../escaped")
+    bad = sci("build", check=2)
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "escapes the workspace" in lines[0], bad.stderr
+    assert "sci.yaml:" in lines[0]  # a location, from the lazily read positions
+    edit(ws.root, "name: ../../escaped", "name: first")
+    assert sci.build()["executed"] == []
+
+
+def test_positions_read_lazily_pickle_as_plain_positions(ws):
+    import pickle
+
+    from sci import plan_cache
+    from sci.load import Positions
+
+    sci = ws(PIPELINE)
+    sci.build()
+    _key, loaded = plan_cache.read(ws.root / ".sci" / "plan.pickle", "another key")
+    assert isinstance(loaded.pos, plan_cache.LazyPositions)
+    again = pickle.loads(pickle.dumps(loaded.pos))
+    assert type(again) is Positions and again.file == loaded.pos.file == "sci.yaml"
+    assert again.at(("steps", "b")).line == loaded.pos.at(("steps", "b")).line > 1

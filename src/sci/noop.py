@@ -88,7 +88,7 @@ def _frame(value: Any) -> bytes:
 def _write(state_dir: Path, header: dict, doc: dict) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = state_dir / f"{NOOP_FILE}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:  # a small header first: a changed plan is refused before the rest is decoded
+    with open(tmp, "wb") as fh:
         fh.write(_frame(header) + _frame(doc))
     os.replace(tmp, state_dir / NOOP_FILE)
 
@@ -137,6 +137,8 @@ def read_record(state_dir: Path) -> Record | None:
         if not isinstance(header, dict) or header.get("format") != NOOP_FORMAT or len(frames) % 2:
             return None
         doc = marshal.loads(frames[1])
+        if not isinstance(doc, dict):
+            return None
         appended = frames[2:]
         for raw in appended[::2]:
             change = marshal.loads(raw)

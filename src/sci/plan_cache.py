@@ -164,9 +164,14 @@ class LazyPositions(Positions):
         return getattr(self, name)
 
     def __reduce__(self):  # pickled as the plain Positions it stands for
-        real = Positions.__new__(Positions)
-        real.__dict__.update({k: getattr(self, k) for k in ("file", "_text", "values", "keys")})
-        return real.__reduce_ex__(2)
+        self.file  # noqa: B018 - loads the real attributes
+        return _plain_positions, (dict(self.__dict__),)
+
+
+def _plain_positions(state: dict) -> Positions:
+    pos = Positions.__new__(Positions)
+    pos.__dict__.update(state)
+    return pos
 
 
 def _table(mapping: Mapping[str, bytes]) -> tuple[bytes, bytes]:
