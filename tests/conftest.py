@@ -66,5 +66,19 @@ def ws(tmp_path: Path):
     return make
 
 
+def same(a, b) -> bool:
+    """Equal with the same types all the way down and dict keys in the same order (parsed YAML
+    compared exactly: 1, 1.0 and True differ, so do 0.0 and -0.0; NaN equals NaN)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float):
+        return repr(a) == repr(b)
+    return a == b
+
+
 def no_traceback(text: str) -> bool:
     return "Traceback (most recent call last)" not in text

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import same
 from sci import load
 from sci.errors import SpecError
 
@@ -18,18 +17,6 @@ def ruamel_plain(text: str):
     from ruamel.yaml import YAML
 
     return load._plain(YAML(typ="safe", pure=True).load(text))
-
-
-def same(a, b) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 TRICKY = ["0", "1", "-1", "+1", "007", "0o17", "0x1F", "0b101", "1_000", "1.5", "-0.0", "1e5", "1E-3",

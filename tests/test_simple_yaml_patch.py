@@ -8,21 +8,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from conftest import same
 from sci import simple_yaml
 from sci.simple_yaml import NotSimple
-
-
-def same(a, b) -> bool:
-    """Equal with the same types all the way down, and dict keys in the same order."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float):
-        return repr(a) == repr(b)  # 0.0 and -0.0 differ
-    return a == b
 
 
 def leaves(value, path=()) -> dict[tuple[str, ...], object]:
