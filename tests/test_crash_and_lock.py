@@ -3,6 +3,7 @@ resumes; two builds on one workspace never corrupt it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -107,10 +108,25 @@ def test_corrupted_store_object_is_named_by_fsck(ws):
     assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
 
 
+@contextlib.contextmanager
+def _ctrl_c_reaches_children():
+    """Children started inside begin with SIGINT at its default, as from a terminal. A test run
+    started in the background of a non-interactive shell has SIGINT ignored, a child inherits
+    that, and Python then never raises KeyboardInterrupt; a handler is not inherited."""
+    old = signal.getsignal(signal.SIGINT)
+    if old is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws):
     sci = ws(PIPELINE)
-    proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build", "-j", "2"], cwd=ws.root, env=sci.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with _ctrl_c_reaches_children():
+        proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build", "-j", "2"], cwd=ws.root, env=sci.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
     while time.time() < deadline and not _completed_nodes(ws.root):
         time.sleep(0.05)
@@ -134,8 +150,9 @@ def test_ctrl_c_during_a_step_run_on_the_scheduler_thread_stops_the_step_too(ws)
     marker = f"{os.getpid()}{time.time_ns() % 1000}"  # `sleep 97.<marker>`: this test's process only
     sci = ws({"sci.yaml": f"version: 1\nsteps:\n  slow:\n    cmd: sleep 97.{marker} && echo > {{outs}}\n"
                           "    outs: [slow.txt]\n"})
-    proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build"], cwd=ws.root, env=sci.env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with _ctrl_c_reaches_children():
+        proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build"], cwd=ws.root, env=sci.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def step_running() -> bool:
         return subprocess.run(["pgrep", "-f", f"sleep 97.{marker}"], capture_output=True).returncode == 0
