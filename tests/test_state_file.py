@@ -145,3 +145,29 @@ def test_a_torn_append_to_the_noop_record_costs_one_normal_build(ws):
     assert out["executed"] == [] and "noop" not in [e["event"] for e in last_log(ws.root)]
     assert record_frames(ws.root) == 2  # the normal path wrote a whole record
     assert sci.build()["executed"] == [] and "noop" in [e["event"] for e in last_log(ws.root)]
+
+
+def test_where_files_cannot_be_mapped_they_are_read_and_nothing_is_lost(ws, monkeypatch):
+    """The plan cache and the action packs are memory-mapped (sci/mapped.py); on a filesystem
+    that refuses mmap they are read whole instead, and every short path still works."""
+    import mmap
+
+    from sci import api
+    from sci.workspace import Workspace
+
+    def refused(*args, **kwargs):
+        raise OSError(19, "mmap not supported here")
+
+    def executed(report) -> list[str]:
+        return sorted(n for n, o in report.outcomes.items() if o.status._value_ == "executed")
+
+    ws(PIPELINE)
+    w = Workspace(ws.root)
+    api.build(w)
+    monkeypatch.setattr(mmap, "mmap", refused)
+    edit(ws.root, "y: 2", "y: 5")
+    assert executed(api.build(w)) == ["b"]  # the plan cache read, patched
+    edit(ws.root, "y: 5", "y: 2")
+    report = api.build(w)  # b's first result is found in the pack, read whole
+    assert executed(report) == [] and report.outcomes["b"].status._value_ == "cached"
+    assert (ws.root / "b.txt").read_text() == "2\n"

@@ -26,6 +26,8 @@ import mmap
 import os
 import time
 
+from sci.mapped import map_file
+
 MAGIC = b"sci-pack 1\n"
 SUFFIX = ".pack"
 _SALT = os.urandom(4).hex()
@@ -211,9 +213,7 @@ class PackIndex:
                 with open(path, "rb") as fh:
                     # Mapped, not read: a search for one key touches the pages it scans, no copy
                     # of the ~15 MB one 10,000-node build writes.
-                    self._raw[path] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            except ValueError:  # an empty pack: nothing in it yet
-                self._raw[path] = b""
+                    self._raw[path] = map_file(fh)
             except OSError:
                 continue
 

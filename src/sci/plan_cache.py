@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import marshal
-import mmap
 import os
 import pickle
 from collections.abc import Iterator, Mapping
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sci.graph import DepSource
 from sci.load import Positions
+from sci.mapped import map_file
 from sci.plan import _NODE_FIELDS, Node
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ def read(path: Path, key: str) -> tuple[str, Loaded] | None:
             if not isinstance(head, dict) or head.get("format") != CACHE_FORMAT:
                 return None
             # The mapping outlives the file object; a later write replaces the file, not these pages.
-            view = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+            view = memoryview(map_file(fh))
         base = 4 + size
 
         def section(name: str) -> memoryview:
