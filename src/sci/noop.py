@@ -329,7 +329,7 @@ def _changes(last: LastBuild, root: Path, selected, outcomes, stat_entries: dict
 
 
 def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: str,
-               record: tuple[dict, dict] | None) -> BuildReport | None:
+               record: Record | None) -> BuildReport | None:
     """The fast path of noop.py: a build that provably runs nothing, decided from stats alone."""
     from sci import fingerprint, records
     from sci.api import BuildReport

@@ -88,20 +88,28 @@ class _Table:
         return hit
 
 
-class _TableView(Mapping):
-    """A read-only mapping over a table's node names, in plan order."""
+class _Names(Mapping):
+    """A read-only mapping over a table section's names, in their stored order."""
 
-    def __init__(self, table: _Table):
-        self._table = table
+    def __init__(self, blobs: _Blobs):
+        self._index = blobs.index
 
     def __contains__(self, name: object) -> bool:
-        return name in self._table.raw.index
+        return name in self._index
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._table.raw.index)
+        return iter(self._index)
 
     def __len__(self) -> int:
-        return len(self._table.raw.index)
+        return len(self._index)
+
+
+class _TableView(_Names):
+    """A mapping over a node table's names, in plan order."""
+
+    def __init__(self, table: _Table):
+        super().__init__(table.raw)
+        self._table = table
 
 
 class LazyNodes(_TableView):
@@ -131,23 +139,15 @@ class LazySources(_TableView):
         return self._table.source(name)
 
 
-class LazySteps(Mapping):
+class LazySteps(_Names):
     """Loaded.step_docs of a read plan: step -> its pickled mapping, copied out when asked for."""
 
     def __init__(self, blobs: _Blobs):
+        super().__init__(blobs)
         self._blobs = blobs
 
     def __getitem__(self, name: str) -> bytes:
         return bytes(self._blobs.get(name))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._blobs.index
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._blobs.index)
-
-    def __len__(self) -> int:
-        return len(self._blobs.index)
 
 
 class LazyPositions(Positions):

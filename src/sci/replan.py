@@ -64,24 +64,30 @@ class ReadIndex:
         above it ("" — the whole document — touches every read)."""
         if not changed:
             return set()
-        readers = self.readers
         if "" in changed:  # the whole parameter document changed type: every reader is touched
-            return {step for steps in readers.values() for step in ([steps] if type(steps) is str else steps)}
-        found: list[str] = []  # the read keys that touch a change
-        for c in changed:
-            found.append(c)
-            parent = c
-            while "." in parent:  # a read of a key above the change
-                parent = parent.rsplit(".", 1)[0]
-                found.append(parent)
-            lo = bisect.bisect_left(self.keys, c + ".")  # reads under the change ("/" follows ".")
-            found.extend(self.keys[lo:bisect.bisect_left(self.keys, c + "/", lo)])
+            found = list(self.readers)
+        else:
+            found = [key for c in changed for key in self._touching(c)]
         out: set[str] = set()
         for key in found:
-            steps = readers.get(key)
-            if steps is not None:
-                out.add(steps) if type(steps) is str else out.update(steps)
+            steps = self.readers.get(key)
+            if type(steps) is str:
+                out.add(steps)
+            elif steps is not None:
+                out.update(steps)
         return out
+
+    def _touching(self, c: str) -> list[str]:
+        """The keys a read of which touches a change of `c`: itself, its parents, and the read
+        keys under it."""
+        found = [c]
+        parent = c
+        while "." in parent:  # a read of a key above the change
+            parent = parent.rsplit(".", 1)[0]
+            found.append(parent)
+        lo = bisect.bisect_left(self.keys, c + ".")  # reads under the change ("/" follows ".")
+        found.extend(self.keys[lo:bisect.bisect_left(self.keys, c + "/", lo)])
+        return found
 
 
 def affected_steps(step_reads: dict[str, list[str]], changed: list[str]) -> set[str]:
