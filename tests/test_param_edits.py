@@ -381,3 +381,75 @@ def test_positions_read_lazily_pickle_as_plain_positions(ws):
     again = pickle.loads(pickle.dumps(loaded.pos))
     assert type(again) is Positions and again.file == loaded.pos.file == "sci.yaml"
     assert again.at(("steps", "b")).line == loaded.pos.at(("steps", "b")).line > 1
+
+
+def test_an_edit_build_reports_every_node_through_the_python_api(ws):
+    from sci import api
+    from sci.records import NodeStatus
+    from sci.workspace import Workspace
+
+    sci = ws(PIPELINE)
+    first = sci.build()
+    keys = {n["node"]: n["key"] for n in first["nodes"]}
+    edit(ws.root, "y: 2", "y: 5")
+    seen = []
+    report = api.build(Workspace(ws.root), emit=lambda event, node=None, **data: seen.append((event, node, data)))
+    assert sorted(report.outcomes) == ALL and len(report.outcomes) == len(ALL)
+    assert report.counts() == {"cached": len(ALL) - 1, "executed": 1, "failed": 0, "skipped": 0} and report.ok
+    assert report.outcomes["b"].status is NodeStatus.EXECUTED and report.outcomes["b"].key != keys["b"]
+    for name in set(ALL) - {"b"}:  # taken from the record: their recorded keys, made when asked for
+        assert report.outcomes[name].status is NodeStatus.CACHED
+        assert report.outcomes.get(name).key == keys[name]
+    assert report.outcomes.get("nope") is None and "nope" not in report.outcomes
+    # the display hears of the untouched nodes once, as the log does, not once per node
+    assert [(e, d["nodes"]) for e, _n, d in seen if e == "unchanged"] == [("unchanged", len(ALL) - 1)]
+    assert not [n for e, n, _d in seen if e == "node_cached"]
+    assert [n for e, n, _d in seen if e == "node_executed"] == ["b"]
+    assert seen[-1][0] == "build_finished" and seen[-1][2]["counts"] == report.counts()
+    assert [n["node"] for n in report.to_json()["nodes"]] == report.order
+
+
+DOSSIER = {
+    "sci.yaml": """
+        version: 1
+        experiment: {title: T, question: Q, authors: [{name: A B}], license: MIT}
+        params: params.yaml
+        steps:
+          a:
+            cmd: echo {params.x} > {outs}
+            outs: [a.txt]
+          b:
+            cmd: echo {params.y} > {outs}
+            outs: [b.txt]
+          report:
+            kind: dossier
+            steps: [a, b]
+            evidence: [a.txt, b.txt]
+            outs: [dossier/]
+        """,
+    "params.yaml": "x: 1\ny: 1\n",
+}
+
+
+def test_a_dossier_after_an_edit_indexes_the_untouched_steps_from_the_record(ws):
+    sci = ws(DOSSIER)
+    sci.build()
+    edit(ws.root, "x: 1", "x: 2")
+    out = sci.build()
+    assert out["executed"] == ["a", "report"] and out["cached"] == ["b"]
+    dossier = json.loads((ws.root / "dossier" / "dossier.json").read_text())
+    # b's result is indexed although the build neither keyed nor ran b (it came from the record)
+    assert sorted(dossier["lineage"]) == ["a.txt", "b.txt"]
+    assert [n["components"]["definition"]["cmd"] for n in dossier["nodes"]] == ["echo 2 > a.txt", "echo 1 > b.txt"]
+    # keyed in full from scratch, the dossier has the key the edit build gave it
+    rows = {r["node"]: r["state"] for r in json.loads(sci("status", "--json").stdout)["nodes"]}
+    assert rows == {"a": "up to date", "b": "up to date", "report": "up to date"}
+
+
+def test_verbose_progress_names_the_untouched_nodes_in_one_line(ws):
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "y: 2", "y: 3")
+    err = sci("build", "-v").stderr
+    assert f"  cached    {len(ALL) - 1} nodes: only parameters changed" in err
+    assert "  executed  b" in err and f"sci: {len(ALL) - 1} cached, 1 executed" in err

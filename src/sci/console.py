@@ -29,6 +29,10 @@ class PlainReporter:
             self.done += 1
             if self.verbose:
                 _err(f"  cached    {node}")
+        elif event == "unchanged":  # a parameter edit's untouched nodes, all at once
+            self.done += data.get("nodes", 0)
+            if self.verbose:
+                _err(f"  cached    {data.get('nodes', 0)} nodes: {data.get('reason')}")
         elif event == "node_started":
             if self.verbose:
                 _err(f"  start     {node}")
@@ -83,6 +87,9 @@ class RichReporter(PlainReporter):
         elif event == "node_cached":
             self.cached += 1
             self.done += 1
+        elif event == "unchanged":
+            self.cached += data.get("nodes", 0)
+            self.done += data.get("nodes", 0)
         elif event == "node_started":
             self.running[node] = time.monotonic()
         elif event in ("node_executed", "node_failed"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob as glob_mod
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,19 @@ class Resolver:
     env_digest: str
     gpu_env_digest: str | None = None
     outputs: dict[str, dict[str, dict]] = field(default_factory=dict)  # node -> out name -> record
+    # Nodes taken unchanged from the last build's record (Scheduler.preset): node -> plan entry,
+    # whose outputs stand in for `outputs` without being copied there.
+    recorded: Mapping[str, dict] = field(default_factory=dict)
     _code_cache: dict[tuple, list[str]] = field(default_factory=dict)
 
     def dep_digest(self, node: Node, path: str, producer: str | None, out_path: str | None) -> str:
         if producer is not None:
             recs = self.outputs.get(producer)
             if recs is None:
-                raise KeyError(producer)  # upstream not finished: caller must wait
+                entry = self.recorded.get(producer)
+                if entry is None:
+                    raise KeyError(producer)  # upstream not finished: caller must wait
+                recs = entry["outputs"]
             rec = next(r for r in recs.values() if r["path"] == out_path)
             if out_path == path:
                 return rec["digest"]

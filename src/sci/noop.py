@@ -250,13 +250,11 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
     results and plan entries), the parameters, the manifest's other fields. Every other recorded
     fact was checked unchanged at the start of this build. After a few appends the record is
     written whole again. `plan_key` is the one the build began with."""
-    base = {k: v for k, v in man.items() if k not in ("volatile", "command")}
-    base["plan"] = [p if p["status"] == "cached" else dict(p, status="cached") for p in man["plan"]]
     header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets),
               "structure": loaded.structure_key, "shape": loaded.graph.shape}
     root = ws.root
     if last is not None:
-        change = _changes(last, root, selected, outcomes, stat_cache.entries, store, base)
+        change = _changes(last, root, selected, outcomes.decided, stat_cache.entries, store, man)
         if change is not None:
             change["header"] = header
             if last.appended < _COMPACT_AFTER:
@@ -266,6 +264,8 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
                 last.doc["params"], last.doc["params_text"] = loaded.params, loaded.params_text
                 _write(ws.state_dir, header, last.doc)
             return
+    base = _recorded_fields(man)
+    base["plan"] = [p if p["status"] == "cached" else dict(p, status="cached") for p in man["plan"]]
     graph = loaded.graph
     paths: set[str] = set(loaded.env_spec.get("files", []))
     directories: set[str] = set()
@@ -290,17 +290,40 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
            params_text=loaded.params_text)
 
 
-def _changes(last: LastBuild, root: Path, selected, outcomes, stat_entries: dict, store, base: dict) -> dict | None:
+def _recorded_fields(man: dict) -> dict:
+    """The manifest's fields a no-op repeats (all but the run's own: volatile and command)."""
+    return {k: v for k, v in man.items() if k not in ("volatile", "command")}
+
+
+def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, stat_entries: dict, store,
+             man: dict) -> dict | None:
     """What this build changed in the last record: the stat signatures and action results of
     the nodes whose key changed, the directories' signatures, the plan entries that differ and
-    the manifest's other fields. None when an output is no single file with a trusted signature,
-    or the plan is not the recorded one node for node (the caller then records from scratch)."""
+    the manifest's other fields. Only the nodes this build `decided` are visited: the others
+    were taken from the record unchanged. The plan is the recorded one node for node (the same
+    plan shape and targets: unchanged_nodes), so a node's entry sits at its place in `selected`.
+    None when an output is no single file with a trusted signature (the caller then records
+    from scratch)."""
     doc = last.doc
     sigs: dict[str, tuple] = {}
     actions = set(doc["actions"])
-    for name in selected:
-        outcome, entry = outcomes[name], last.entries[name]
-        if outcome.key == entry["key"]:
+    old_plan, new_plan = doc["manifest"]["plan"], man["plan"]
+    if len(old_plan) != len(new_plan) or len(selected) != len(new_plan):
+        return None
+    at = dict(zip(selected, range(len(selected)))) if decided else {}
+    plan = {}
+    for name, outcome in decided.items():
+        i = at.get(name)
+        if i is None:
+            return None
+        was, now = old_plan[i], new_plan[i]
+        if was["node"] != name or now["node"] != name:
+            return None
+        if now["status"] != "cached":
+            now = dict(now, status="cached")
+        if now != was:
+            plan[i] = now
+        if outcome.key == last.entries[name]["key"]:
             continue  # same key, same outputs: the recorded files, checked at the start
         for rec in outcome.outputs.values():
             hit = stat_entries.get(rec["path"]) if rec["type"] == "file" else None
@@ -315,17 +338,9 @@ def _changes(last: LastBuild, root: Path, selected, outcomes, stat_entries: dict
             if sig is None:
                 return None
             sigs[path] = sig
-    old_plan, new_plan = doc["manifest"]["plan"], base["plan"]
-    if len(old_plan) != len(new_plan):
-        return None
-    plan = {}
-    for i, (was, now) in enumerate(zip(old_plan, new_plan)):
-        if was["node"] != now["node"]:
-            return None
-        if was is not now and was != now:  # the unchanged nodes' entries are the recorded objects
-            plan[i] = now
-    return {"sigs": sigs, "actions": sorted(actions), "plan": plan,
-            "manifest": {k: v for k, v in base.items() if k != "plan"}}
+    manifest = _recorded_fields(man)
+    del manifest["plan"]
+    return {"sigs": sigs, "actions": sorted(actions), "plan": plan, "manifest": manifest}
 
 
 def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: str,
@@ -334,7 +349,7 @@ def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: s
     from sci import fingerprint, records
     from sci.api import BuildReport
     from sci.hashing import StatCache
-    from sci.records import NodeStatus as Status, Outcome
+    from sci.records import Outcomes
 
     doc = check(record, ws.root, plan_key=plan_key, targets=targets)
     if doc is None or set(doc["env"]) != {"cpu"}:
@@ -354,7 +369,7 @@ def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: s
     log.write("build_started", None, targets=targets, nodes=len(selected), jobs=0)
     emit("build_started", None, targets=targets, nodes=len(selected), jobs=0)
     log.write("noop", None, nodes=len(selected), reason="no stat signature, environment or plan input changed")
-    outcomes = {p["node"]: Outcome(p["node"], Status.CACHED, key=p["key"], outputs=p["outputs"]) for p in plan}
+    outcomes = Outcomes({}, {p["node"]: p for p in plan})  # made into Outcome objects when asked for
     man = dict(doc["manifest"])
     man["git_commit"] = records.git_commit(ws.root)
     man["command"] = records.redact_argv(records.without_executor_options(list(argv if argv is not None else sys.argv[1:])))

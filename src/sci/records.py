@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -43,6 +44,56 @@ class Outcome:
     stderr_tail: str = ""
     duration_s: float = 0.0
     result: dict | None = None
+
+
+class Outcomes(Mapping):
+    """Every selected node's outcome: those this build decided, and those a parameter edit took
+    unchanged from the last build's record (noop.unchanged_nodes), as their plan entries. An
+    entry becomes an Outcome only when asked for: making 10,000 of them took ~10 ms, and a build
+    asks for a few (its counts need none)."""
+
+    __slots__ = ("decided", "recorded")
+
+    def __init__(self, decided: dict[str, Outcome], recorded: Mapping[str, dict] | None = None):
+        self.decided = decided
+        self.recorded = recorded if recorded is not None else {}
+
+    def __getitem__(self, name: str) -> Outcome:
+        hit = self.decided.get(name)
+        if hit is not None:
+            return hit
+        entry = self.recorded[name]
+        return Outcome(name, NodeStatus.CACHED, entry["key"], entry["outputs"])
+
+    def get(self, name: str, default: Any = None) -> Any:
+        hit = self.decided.get(name)
+        if hit is not None:
+            return hit
+        return self[name] if name in self.recorded else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.decided or name in self.recorded
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.decided
+        decided = self.decided
+        yield from (n for n in self.recorded if n not in decided)
+
+    def __len__(self) -> int:
+        return len(self.decided) + len(self.recorded) - self._both()
+
+    def _both(self) -> int:
+        recorded = self.recorded
+        return sum(1 for n in self.decided if n in recorded) if recorded else 0
+
+    def counts(self) -> dict[str, int]:
+        """How many nodes ended in each status (the recorded ones are cached)."""
+        # `_value_` is the plain attribute behind Enum's `.value` descriptor, which costs ~1 µs
+        # a read: at 10,000 nodes the status bookkeeping alone took 0.1 s through `.value`.
+        out = {"cached": len(self.recorded) - self._both(), "executed": 0, "failed": 0, "skipped": 0}
+        for o in self.decided.values():
+            out[o.status._value_] += 1
+        return out
 
 
 

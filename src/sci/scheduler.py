@@ -76,9 +76,11 @@ class Scheduler:
     # node): writing them then keeps them off the path from one node's end to the next's start.
     _unwritten: list[tuple[str, dict]] = field(default_factory=list, init=False, repr=False)
     _write_error: str | None = field(default=None, init=False, repr=False)
+    known: dict[str, dict] = field(default_factory=dict, init=False, repr=False)  # see preset
 
     def __post_init__(self):
         self._store_root = str(self.store.root)
+        self.all_outcomes = records.Outcomes(self.outcomes)  # every outcome, the preset nodes' included
 
     # -- cache hits ----------------------------------------------------------------------
     def _cached_outputs(self, name: str, key: str) -> dict[str, dict] | None:
@@ -145,18 +147,21 @@ class Scheduler:
         )
 
     # -- the loop ------------------------------------------------------------------------
-    def preset(self, entries) -> None:
-        """Take these nodes as cached without keying them (noop.unchanged_nodes proved them so);
-        `entries` are plan entries of the last run's manifest: node, key, outputs."""
-        for e in entries:
-            name = e["node"]
-            self.outcomes[name] = Outcome(name, Status.CACHED, e["key"], e["outputs"])
-            self.resolver.outputs[name] = e["outputs"]
+    def preset(self, known: dict[str, dict]) -> None:
+        """Take these nodes as cached without keying or visiting them (noop.unchanged_nodes
+        proved them so): `known` maps each to its plan entry in the last run's manifest (node,
+        key, outputs). They are not passed to `run`, and their outcomes are made when asked for."""
+        self.known = known
+        self.resolver.recorded = known
+        self.all_outcomes = records.Outcomes(self.outcomes, known)
 
-    def run(self, selected: list[str]) -> dict[str, Outcome]:
+    def run(self, selected: list[str]) -> records.Outcomes:
+        """Decide every node of `selected` (in graph order; their upstream nodes are either in
+        it or preset); the outcomes returned include the preset nodes."""
         self.store.start_pack()  # this build's action results: one pack, not a file each
         try:
-            return self._run(selected)
+            self._run(selected)
+            return self.all_outcomes
         finally:
             try:
                 self._write_actions()
@@ -176,7 +181,7 @@ class Scheduler:
             except Exception as exc:  # noqa: BLE001 - reported as one StoreError by run()
                 self._write_error = self._write_error or str(exc)
 
-    def _run(self, selected: list[str]) -> dict[str, Outcome]:
+    def _run(self, selected: list[str]) -> None:
         g = self.graph
         sel = set(selected)
         waiting = {n: sum(1 for u in g.upstream[n] if u in sel) for n in selected}
@@ -215,7 +220,7 @@ class Scheduler:
                             continue
                     node = g.nodes[name]
                     try:
-                        extra, files = self.prepare(node, self.outcomes) if self.prepare else ({}, {})
+                        extra, files = self.prepare(node, self.all_outcomes) if self.prepare else ({}, {})
                         comp = self.resolver.components(node, extra or None)
                     except SciError as exc:
                         self.emit("node_failed", name, error=exc.one_line())
@@ -310,7 +315,6 @@ class Scheduler:
             raise Interrupted("interrupted; the store is consistent and the next build resumes") from None
         for name in selected:
             self.outcomes.setdefault(name, Outcome(name, Status.SKIPPED, error="an upstream node failed"))
-        return self.outcomes
 
     def _as_recorded(self, name: str) -> Outcome | None:
         """Take `name` from the last build's record when nothing it is a function of changed:
@@ -320,7 +324,10 @@ class Scheduler:
         entry = self.recorded.get(name)
         if entry is None or name in self.touched or name in self.force or name in self.graph.dossiers:
             return None
+        known = self.known
         for u in self.graph.upstream[name]:
+            if u in known:
+                continue  # unchanged, with its recorded outputs
             done, was = self.outcomes.get(u), self.recorded.get(u)
             if done is None or was is None or done.outputs != was["outputs"]:
                 return None
