@@ -352,3 +352,71 @@ def test_unreadable_cache_path_is_ignored(tmp_path):
     target = tmp_path / "x"
     target.write_bytes(b"x")
     assert cache.file_digest(target) == b3(b"x")
+
+
+def _aged(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_a_save_appends_what_changed_and_a_reader_sees_it_all(tmp_path, monkeypatch):
+    files = {name: _aged(tmp_path / name, name.encode() * 3) for name in ("a", "b", "c")}
+    time.sleep(PAST_RACY_WINDOW_S)
+    cache_file = tmp_path / "statcache"
+    first = StatCache(cache_file)
+    for name in ("a", "b"):
+        first.file_digest(files[name], name)
+    first.save()
+    whole = cache_file.stat().st_size
+    second = StatCache(cache_file)
+    second.file_digest(files["c"], "c")
+    second.forget("a")
+    second.save()
+    assert whole < cache_file.stat().st_size < 2 * whole  # a frame of two changes, not the table again
+    reads = ReadCounter(monkeypatch)
+    third = StatCache(cache_file)
+    assert {name: third.file_digest(files[name], name) for name in files} == \
+        {name: b3(name.encode() * 3) for name in files}
+    assert reads.reads == [str(files["a"])]  # forgotten, so read again; b and c from the cache
+
+
+def test_a_torn_appended_frame_keeps_the_frames_before_it(tmp_path, monkeypatch):
+    files = {name: _aged(tmp_path / name, name.encode()) for name in ("a", "b")}
+    time.sleep(PAST_RACY_WINDOW_S)
+    cache_file = tmp_path / "statcache"
+    first = StatCache(cache_file)
+    first.file_digest(files["a"], "a")
+    first.save()
+    sound = cache_file.stat().st_size
+    second = StatCache(cache_file)
+    second.file_digest(files["b"], "b")
+    second.save()
+    with open(cache_file, "r+b") as fh:
+        fh.truncate(cache_file.stat().st_size - 3)  # the appended frame, cut short by a crash
+    with monkeypatch.context() as m:
+        reads = ReadCounter(m)
+        third = StatCache(cache_file)
+        assert third.file_digest(files["a"], "a") == b3(b"a") and third.file_digest(files["b"], "b") == b3(b"b")
+        assert reads.reads == [str(files["b"])]
+    third.save()  # the torn tail makes this save write the file whole again
+    assert cache_file.stat().st_size > sound
+    with monkeypatch.context() as m:
+        reads = ReadCounter(m)
+        fourth = StatCache(cache_file)
+        assert fourth.file_digest(files["a"], "a") == b3(b"a") and fourth.file_digest(files["b"], "b") == b3(b"b")
+        assert reads.reads == []
+
+
+def test_many_appended_frames_are_compacted(tmp_path):
+    files = [_aged(tmp_path / f"f{i}", str(i).encode()) for i in range(StatCache._COMPACT_AFTER + 3)]
+    time.sleep(PAST_RACY_WINDOW_S)
+    cache_file = tmp_path / "statcache"
+    sizes = []
+    for i, path in enumerate(files):
+        cache = StatCache(cache_file)
+        cache.file_digest(path, f"f{i}")
+        cache.save()
+        sizes.append(cache_file.stat().st_size)
+    assert any(later < earlier for earlier, later in zip(sizes, sizes[1:])), "never written whole again"
+    final = StatCache(cache_file)
+    assert set(final.entries) == {f"f{i}" for i in range(len(files))}

@@ -96,35 +96,57 @@ class StatCache:
     """
 
     # Bump when the file layout or the signature tuple changes; an older file is then ignored.
-    # Layout: MAGIC, the 32-byte BLAKE3 of the payload, then the payload (marshal of the
-    # entries dict). The checksum matters: a damaged entry would otherwise hand out a wrong
-    # digest for an unchanged file, and a wrong digest makes a wrong cache key.
-    _MAGIC = b"sci-statcache-2\n"
+    # Layout: MAGIC, then frames: [4-byte length][32-byte BLAKE3 of the body][body: marshal of
+    # {key: entry, or None for a key forgotten}]. The first frame is the whole table; a save
+    # appends what changed since the load (a parameter edit's build changes a few entries of
+    # 10,000: ~0.1 ms instead of ~3.5 ms to write them all), and a load that finds many frames
+    # makes the next save rewrite the file whole. The checksum matters: a damaged entry would
+    # otherwise hand out a wrong digest for an unchanged file, and a wrong digest makes a wrong
+    # cache key. A damaged or torn frame ends the reading; the frames before it still hold,
+    # since every entry is true for its signature.
+    _MAGIC = b"sci-statcache-3\n"
+    _COMPACT_AFTER = 16  # frames
 
     def __init__(self, path: Path | None = None):
         self.path = path
         self._entries: dict[str, tuple[tuple[int, int, int, int], str]] = {}
-        self._dirty = False
+        self._changed: dict[str, tuple | None] = {}
+        self._rewrite = True  # until a load finds a sound file to append to
         if path is not None:
             self._entries = self._load(path)
 
-    @classmethod
-    def _load(cls, path: Path) -> dict:
+    def _load(self, path: Path) -> dict:
         try:
-            raw = path.read_bytes()
+            raw = memoryview(path.read_bytes())
         except OSError:
             return {}
-        head = len(cls._MAGIC)
-        if not raw.startswith(cls._MAGIC) or len(raw) < head + 32:
+        at = len(self._MAGIC)
+        if raw[:at] != self._MAGIC:
             return {}
-        checksum, payload = raw[head:head + 32], raw[head + 32:]
-        if blake3(payload).digest() != checksum:
-            return {}
-        try:
-            entries = marshal.loads(payload)
-        except (EOFError, ValueError, TypeError):
-            return {}
-        return entries if isinstance(entries, dict) else {}
+        entries: dict = {}
+        frames = 0
+        while at + 36 <= len(raw):
+            size = int.from_bytes(raw[at:at + 4], "little")
+            body = raw[at + 36:at + 36 + size]
+            if len(body) != size or blake3(body).digest() != raw[at + 4:at + 36]:
+                break
+            try:
+                doc = marshal.loads(body)
+            except (EOFError, ValueError, TypeError):
+                break
+            if not isinstance(doc, dict):
+                break
+            if frames:
+                for key, entry in doc.items():
+                    if entry is None:
+                        entries.pop(key, None)
+                    else:
+                        entries[key] = entry
+            else:
+                entries = doc
+            at, frames = at + 36 + size, frames + 1
+        self._rewrite = not frames or at != len(raw) or frames > self._COMPACT_AFTER
+        return entries
 
     def file_digest(self, path: str | os.PathLike, key: str | None = None,
                     st: os.stat_result | None = None) -> str:
@@ -138,8 +160,7 @@ class StatCache:
             return hit[1]
         digest = digest_file(path, st.st_size)
         if time.time_ns() - st.st_ctime_ns > RACY_WINDOW_NS:
-            self._entries[key] = (sig, digest)
-            self._dirty = True
+            self._entries[key] = self._changed[key] = (sig, digest)
         return digest
 
     def remember(self, path: str | os.PathLike, digest: str, key: str | None = None) -> None:
@@ -150,8 +171,7 @@ class StatCache:
         tick of sci's write could make the entry stale (`forget` the key if that can happen).
         """
         key = os.fspath(path) if key is None else key
-        self._entries[key] = (_signature(os.stat(path)), digest)
-        self._dirty = True
+        self._entries[key] = self._changed[key] = (_signature(os.stat(path)), digest)
 
     def tree_entries(self, root: str | os.PathLike, key: str | None = None) -> list[TreeEntry]:
         """List every regular file under `root` with its digest (symlinks are followed).
@@ -161,7 +181,7 @@ class StatCache:
         """
         root = os.fspath(root)
         prefix = (os.fspath(root) if key is None else key).rstrip("/") + "/"
-        cache = self._entries
+        cache, changed = self._entries, self._changed
         # One clock reading for the whole walk. It is earlier than any file's hashing, so the
         # racy test below is at least as strict as file_digest's.
         trusted_before = time.time_ns() - RACY_WINDOW_NS
@@ -183,8 +203,7 @@ class StatCache:
                         else:
                             digest = digest_file(entry.path, st.st_size)
                             if st.st_ctime_ns < trusted_before:
-                                cache[cache_key] = (sig, digest)
-                                self._dirty = True
+                                cache[cache_key] = changed[cache_key] = (sig, digest)
                         out.append(TreeEntry(rel, digest, st.st_size, bool(mode & 0o111)))
                     elif stat_mod.S_ISDIR(mode):
                         stack.append(rel)
@@ -205,14 +224,30 @@ class StatCache:
 
     def forget(self, key: str) -> None:
         if self._entries.pop(key, None) is not None:
-            self._dirty = True
+            self._changed[key] = None
 
     def save(self) -> None:
-        if self.path is None or not self._dirty:
+        if self.path is None or not self._changed:
             return
+        if not self._rewrite:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            except OSError:
+                pass  # gone since the load: written whole below
+            else:
+                try:
+                    os.write(fd, self._frame(self._changed))
+                finally:
+                    os.close(fd)
+                self._changed = {}
+                return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        payload = marshal.dumps(self._entries)
-        tmp.write_bytes(self._MAGIC + blake3(payload).digest() + payload)
+        tmp.write_bytes(self._MAGIC + self._frame(self._entries))
         os.replace(tmp, self.path)
-        self._dirty = False
+        self._changed, self._rewrite = {}, False
+
+    @staticmethod
+    def _frame(doc: dict) -> bytes:
+        body = marshal.dumps(doc)
+        return len(body).to_bytes(4, "little") + blake3(body).digest() + body
