@@ -36,8 +36,8 @@ class DepSource:
 @dataclass
 class Graph:
     nodes: dict[str, Node]
-    upstream: dict[str, list[str]]
-    downstream: dict[str, list[str]]
+    upstream: dict[str, tuple[str, ...]]
+    downstream: dict[str, tuple[str, ...]]
     sources: dict[str, list[DepSource]]
     producer_of: dict[str, str]  # output path -> node name
     order: list[str]
@@ -246,13 +246,14 @@ def build_graph(nodes: list[Node], root: Path, pos: Positions, *, reserved: tupl
                     srcs.append(DepSource(path, None, None))
         sources[n.name] = srcs
 
-    up = {k: sorted(v) for k, v in upstream.items()}
-    down: dict[str, list[str]] = {n.name: [] for n in nodes}
+    # Tuples, sorted: most nodes of a big fan-out have none, and the empty tuple is one object
+    # (the plan cache unpickles 10,000 of them in a fraction of the time of 10,000 lists).
+    up = {k: tuple(sorted(v)) for k, v in upstream.items()}
+    down_sets: dict[str, list[str]] = {n.name: [] for n in nodes}
     for k, vs in up.items():
         for v in vs:
-            down[v].append(k)
-    for v in down.values():
-        v.sort()
+            down_sets[v].append(k)
+    down = {k: tuple(sorted(v)) for k, v in down_sets.items()}
     order, priority = _order(by_name, up, down, pos)
     return Graph(by_name, up, down, sources, producer_of, order, priority, globs)
 
@@ -291,7 +292,7 @@ def _outputs_under(path: str, outs_sorted: list[str], keys: list[tuple[str, ...]
     return out
 
 
-def _order(nodes: dict[str, Node], up: dict[str, list[str]], down: dict[str, list[str]], pos: Positions):
+def _order(nodes: dict[str, Node], up: dict[str, tuple[str, ...]], down: dict[str, tuple[str, ...]], pos: Positions):
     indeg = {n: len(v) for n, v in up.items()}
     ready = sorted(n for n, d in indeg.items() if d == 0)
     topo: list[str] = []

@@ -53,7 +53,7 @@ class ReadIndex:
     def __init__(self, step_reads: dict[str, list[str]]):
         readers: dict[str, Any] = {}  # key -> its one reading step, or a list of them
         for step, reads in step_reads.items():
-            for r in reads:
+            for r in dict.fromkeys(reads):  # a key read twice (params: and a placeholder) once
                 had = readers.get(r)
                 readers[r] = step if had is None else (had + [step] if type(had) is list else [had, step])
         self.readers = readers  # a plain string for one reader: 10,000 of them unpickle in a third of the time
