@@ -21,17 +21,15 @@ up first.
 from __future__ import annotations
 
 import fcntl
-import itertools
 import mmap
 import os
 import time
 
+from sci import unique
 from sci.mapped import map_file
 
 MAGIC = b"sci-pack 1\n"
 SUFFIX = ".pack"
-_SALT = os.urandom(4).hex()
-_COUNTER = itertools.count()
 _FSYNC = os.environ.get("SCI_FSYNC", "") not in ("", "0")
 
 
@@ -107,7 +105,7 @@ def read_record(path: str, offset: int, length: int) -> bytes:
 
 def new_pack_path(packs_dir: str) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    return f"{packs_dir}/{stamp}-{os.getpid()}-{_SALT}-{next(_COUNTER)}{SUFFIX}"
+    return f"{packs_dir}/{stamp}-{unique.name()}{SUFFIX}"
 
 
 class PackWriter:

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import itertools
 import os
 import shutil
 import stat as stat_mod
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sci import canonical
+from sci import canonical, unique
 from sci.action_packs import PackIndex, PackWriter, claim, read_pack, read_record
 from sci.errors import StoreError
 from sci.hashing import TreeEntry, digest_bytes, digest_file, entries_from_document, tree_document
@@ -127,10 +125,6 @@ def _umask() -> int:
 # less the umask, as _reflink_or_copy creates it).
 _FILE_MODE = 0o644 & ~_umask()
 
-# Names of staging files: pid and a per-process salt keep writers apart, a counter keeps this
-# process's own writes apart (no mkstemp: it costs a create, a close and a reopen per object).
-_TMP_SALT = os.urandom(4).hex()
-_TMP_COUNTER = itertools.count()
 
 
 class Store:
@@ -192,7 +186,7 @@ class Store:
         """A new, empty, uniquely named file in tmp/, open for writing (created with `mode`:
         a read-only object is born read-only, no chmod after)."""
         while True:
-            name = f"{self._tmp_str}/w-{os.getpid()}-{_TMP_SALT}-{next(_TMP_COUNTER)}"
+            name = f"{self._tmp_str}/{unique.name('w-')}"
             try:
                 return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), name
             except FileExistsError:
@@ -519,13 +513,12 @@ class Store:
         dest = Path(dest)
         if not dest.parent.is_dir():
             dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.sci-"))
-        os.chmod(staging, 0o755)  # mkdtemp makes 0700; a restored directory is an ordinary one
+        staging = Path(unique.make_dir(dest.parent, f".{dest.name}.sci-", 0o755))  # an ordinary directory
         try:
             for e in self.get_tree(rec.digest):
                 self._materialize_file(e.digest, os.fspath(staging / e.path), mode, e.executable)
             if dest.is_dir() and not dest.is_symlink():
-                old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.old-"))
+                old = Path(unique.make_dir(dest.parent, f".{dest.name}.old-"))
                 os.replace(dest, old / "d")
                 os.replace(staging, dest)
                 shutil.rmtree(old, ignore_errors=True)

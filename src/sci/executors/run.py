@@ -12,12 +12,12 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
+from sci import unique
 from sci.executors.task import Task, TaskResult
 from sci.records import utc_now
 from sci.plan import GPUS_MARK
@@ -143,7 +143,7 @@ def _take_box(scratch_root: Path) -> _Box:
     """This worker thread's sandbox, made once and reused while tasks leave it clean."""
     box = getattr(_BOXES, "box", None)
     if box is None or os.path.dirname(box.root) != str(scratch_root) or not os.path.isdir(box.root):
-        box = _Box(Path(tempfile.mkdtemp(dir=scratch_root, prefix="n-")))
+        box = _Box(Path(unique.make_dir(scratch_root, "n-")))
         _BOXES.box = box
     return box
 
@@ -158,7 +158,7 @@ def _log_files(scratch_root: Path):
     and reused task after task (O_TMPFILE: no directory entry is ever made)."""
     files = getattr(_LOGS, "files", None)
     if files is None or files[2] != str(scratch_root):
-        files = (tempfile.TemporaryFile(dir=scratch_root), tempfile.TemporaryFile(dir=scratch_root), str(scratch_root))
+        files = (unique.unnamed_file(scratch_root), unique.unnamed_file(scratch_root), str(scratch_root))
         _LOGS.files = files
     for fh in files[:2]:
         fd = fh.fileno()
