@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from conftest import no_traceback
 from sci import canonical
-from sci.action_packs import MAGIC, PackIndex, PackWriter, read_record, scan
+from sci import action_packs
+from sci.action_packs import INDEX_MAGIC, INDEX_SUFFIX, MAGIC, PackIndex, PackWriter, read_record, scan
 from sci.store import Store
 
 PIPELINE = {
@@ -123,6 +124,60 @@ def test_gc_rewrites_the_packs_keeping_what_the_pipeline_needs(ws):
     assert sci.build()["executed"] == []
 
 
+def _index_of(pack):
+    return pack.with_name(pack.name + INDEX_SUFFIX)
+
+
+def test_a_closed_pack_has_a_key_index_and_a_missing_key_is_found_missing_without_a_scan(ws, monkeypatch):
+    sci = ws(PIPELINE)
+    keys = _keys(sci.build())
+    (pack,) = _packs(ws.root)
+    index = _index_of(pack)
+    assert index.read_bytes().startswith(INDEX_MAGIC) and len(index.read_bytes()) == len(INDEX_MAGIC) + 44 * len(NODES)
+    monkeypatch.setattr(action_packs, "_map", lambda path: (_ for _ in ()).throw(AssertionError(f"scanned {path}")))
+    store = Store(ws.root / "cas", create=False)
+    assert store.get_action("ab" * 32) is None  # bisected, never scanned
+    assert {n: store.get_action(k)["key"] for n, k in keys.items()} == keys
+
+
+def test_a_key_index_that_lies_is_not_believed_and_fsck_repairs_it(ws):
+    sci = ws(PIPELINE)
+    keys = _keys(sci.build())
+    (pack,) = _packs(ws.root)
+    index = _index_of(pack)
+    raw = bytearray(index.read_bytes())
+    body = raw[len(INDEX_MAGIC):]
+    rows = [body[i:i + 44] for i in range(0, len(body), 44)]
+    rows = [r[:32] + rows[(i + 1) % len(rows)][32:] for i, r in enumerate(rows)]  # every offset off by one row
+    os.chmod(index, 0o644)
+    index.write_bytes(INDEX_MAGIC + b"".join(rows))
+    store = Store(ws.root / "cas", create=False)
+    assert {n: store.get_action(k)["key"] for n, k in keys.items()} == keys  # found by scanning instead
+    proc = sci("fsck", check=1)
+    assert "key index does not match" in proc.stdout + proc.stderr and no_traceback(proc.stderr)
+    sci("fsck", "--repair")
+    assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
+    (new_pack,) = _packs(ws.root)
+    assert not index.exists() and _index_of(new_pack).exists()
+    assert sci.build()["executed"] == []
+
+
+def test_a_pack_without_its_index_is_scanned_and_gc_leaves_no_orphan_index(ws):
+    sci = ws(PIPELINE)
+    keys = _keys(sci.build())
+    (pack,) = _packs(ws.root)
+    os.chmod(_index_of(pack), 0o644)
+    _index_of(pack).unlink()  # its writer was killed between closing the pack and indexing it
+    orphan = pack.with_name("20000101T000000-1-dead-0.pack" + INDEX_SUFFIX)
+    orphan.write_bytes(INDEX_MAGIC)
+    store = Store(ws.root / "cas", create=False)
+    assert {n: store.get_action(k)["key"] for n, k in keys.items()} == keys
+    assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
+    sci("gc", "--keep-runs", "0")
+    assert not orphan.exists() and all(_index_of(p).exists() for p in _packs(ws.root))
+    assert sci.build()["executed"] == []
+
+
 def test_a_pack_that_cannot_be_created_fails_the_build_in_one_line(ws):
     sci = ws(PIPELINE)
     sci("fsck")
@@ -150,7 +205,7 @@ def test_the_reader_finds_every_whole_record_the_writer_appended(tmp_path_factor
     if not records:
         assert PackIndex(d).entries() == {}
         return
-    (name,) = os.listdir(d)
+    (name,) = [n for n in os.listdir(d) if n.endswith(".pack")]
     path = f"{d}/{name}"
     found, problem = scan(path)
     assert problem is None

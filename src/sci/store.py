@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from sci import canonical, unique
-from sci.action_packs import PackIndex, PackWriter, claim, read_pack, read_record
+from sci.action_packs import (INDEX_SUFFIX, PackIndex, PackWriter, claim, index_problem, read_pack,
+                              read_record)
 from sci.errors import StoreError
 from sci.hashing import TreeEntry, digest_bytes, digest_file, entries_from_document, tree_document
 
@@ -474,11 +475,13 @@ class Store:
             finally:
                 writer.close()
             for pack in claims:
-                try:
-                    os.chmod(pack, 0o644)
-                    os.unlink(pack)
-                except FileNotFoundError:
-                    pass
+                for path in (pack + INDEX_SUFFIX, pack):  # the index first: a pack never has a stale one
+                    try:
+                        os.chmod(path, 0o644)
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+            _remove_orphan_indexes(f"{self._actions_str}/packs")
         finally:
             for fd in claims.values():
                 os.close(fd)
@@ -586,7 +589,7 @@ class Store:
                 for key, (offset, length) in records.items():
                     if not self._sound_action(key, data[offset:offset + length]):
                         return f"the record of {key[:12]} is not an action result naming its own key"
-                return problem
+                return problem or index_problem(str(path), records)
             data = path.read_bytes()
             if kind == "tree":
                 if digest_bytes(data) != path.name:
@@ -608,3 +611,17 @@ class Store:
             if problem:
                 bad.append((kind, path, problem))
         return bad
+
+
+def _remove_orphan_indexes(packs_dir: str) -> None:
+    """Key indexes whose pack is gone (a process killed between removing the two)."""
+    try:
+        names = set(os.listdir(packs_dir))
+    except OSError:
+        return
+    for name in names:
+        if name.endswith(INDEX_SUFFIX) and name[:-len(INDEX_SUFFIX)] not in names:
+            try:
+                os.unlink(f"{packs_dir}/{name}")
+            except OSError:
+                pass
