@@ -453,3 +453,40 @@ def test_verbose_progress_names_the_untouched_nodes_in_one_line(ws):
     err = sci("build", "-v").stderr
     assert f"  cached    {len(ALL) - 1} nodes: only parameters changed" in err
     assert "  executed  b" in err and f"sci: {len(ALL) - 1} cached, 1 executed" in err
+
+
+def test_nodes_of_step_finds_every_step_s_nodes_in_plan_order(ws):
+    from sci.pipeline import load
+    from sci.workspace import Workspace
+
+    sci = ws({"sci.yaml": """
+        version: 1
+        steps:
+          plain:
+            cmd: echo > {outs}
+            outs: [p.txt]
+          one:
+            foreach: {i: [1]}
+            cmd: echo {item.i} > {outs}
+            outs: ["one/{item.i}.txt"]
+          grid:
+            foreach: {i: [2, 1], j: [a, b]}
+            cmd: echo {item.i}{item.j} > {outs}
+            outs: ["grid/{item.i}{item.j}.txt"]
+        """})
+    sci.build()
+    for graph in (load(Workspace(ws.root)).graph, load(Workspace(ws.root)).graph):  # planned, then cached
+        for step in ("plain", "one", "grid", "missing"):
+            assert list(graph.nodes_of_step(step)) == [n for n in graph.nodes if graph.step_of[n] == step], step
+
+
+def test_an_edit_build_of_some_targets_runs_only_their_touched_nodes(ws):
+    sci = ws(PIPELINE)
+    assert sci.build("after_a", "b")["executed"] == ["a", "after_a", "b"]
+    edit(ws.root, "x: 1", "x: 4")
+    edit(ws.root, "k: 3", "k: 9")  # read by nodes that are not selected
+    out = sci.build("after_a", "b")
+    assert out["executed"] == ["a", "after_a"] and out["cached"] == ["b"]
+    assert (ws.root / "after_a.txt").read_text() == "4\nsource\n"
+    assert not (ws.root / "sweep").exists()
+    assert events(ws.root, "unchanged") == [{"nodes": 1, "reason": "only parameters changed, and these nodes read none of them"}]

@@ -198,7 +198,7 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
             if sched.as_recorded:
                 log.write("unchanged", None, nodes=sched.as_recorded,
                           reason="their inputs came out of this build as the last build recorded them")
-            plan = _plan_entries(selected, sched.outcomes, graph.step_of, last.known if last is not None else {})
+            plan = _plan_entries(selected, sched.outcomes, graph.step_of, last)
             durations = {n: round(o.duration_s, 6) for n, o in sched.outcomes.items() if o.duration_s}
             man = records.manifest(
                 root=ws.root, pipeline_digest=loaded.pipeline_digest, params_digest=loaded.params_digest,
@@ -234,20 +234,20 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
 
 
 
-def _plan_entries(selected: list[str], decided: dict, step_of, known: dict[str, dict]) -> list[dict]:
-    """The manifest's plan: a node this build decided gets a new entry; after a parameter edit
-    the `known` ones keep theirs from the last record (the same objects: noop._changes relies
-    on it)."""
-    out = []
-    for n in selected:
-        entry = known.get(n)
-        if entry is None:
-            o = decided.get(n)
-            if o is None:
-                continue
-            entry = {"node": n, "step": step_of[n], "key": o.key, "status": o.status._value_, "outputs": o.outputs}
-        out.append(entry)
-    return out
+def _plan_entries(selected: list[str], decided: dict, step_of, last) -> list[dict]:
+    """The manifest's plan: a node this build decided gets a new entry. After a parameter edit
+    (`last`: noop.LastBuild) the others keep theirs from the last record: the recorded plan,
+    with the decided nodes' entries replaced in place (the unchanged entries are the recorded
+    objects: noop._changes relies on it)."""
+    def entry(n: str, o) -> dict:
+        return {"node": n, "step": step_of[n], "key": o.key, "status": o.status._value_, "outputs": o.outputs}
+
+    if last is None:
+        return [entry(n, o) for n in selected for o in [decided.get(n)] if o is not None]
+    plan = list(last.doc["manifest"]["plan"])
+    for n, o in decided.items():
+        plan[last.position(n)] = entry(n, o)
+    return plan
 
 
 def _clean_scratch(ws: Workspace, *, start: bool) -> None:

@@ -47,6 +47,9 @@ class Graph:
     # (plan_cache.LazyNodes): its step, the dossier nodes, the nodes that need a GPU, and the
     # plain (non-glob) code paths and the source (not produced) dep paths of all nodes.
     step_of: dict[str, str] = field(default_factory=dict)
+    # The steps whose nodes are not just one of the step's own name (foreach steps): step -> its
+    # nodes. With step_of, a step's nodes are found without visiting every node (nodes_of_step).
+    multi_node_steps: dict[str, tuple[str, ...]] = field(default_factory=dict)
     dossiers: frozenset[str] = frozenset()
     gpu_nodes: frozenset[str] = frozenset()
     code_paths: frozenset[str] = frozenset()
@@ -63,6 +66,10 @@ class Graph:
         """Fill the per-node facts above from `nodes` (decodes every node)."""
         nodes = self.nodes.values()
         self.step_of = {n.name: n.step for n in nodes}
+        by_step: dict[str, list[str]] = {}
+        for name, step in self.step_of.items():
+            by_step.setdefault(step, []).append(name)
+        self.multi_node_steps = {step: tuple(names) for step, names in by_step.items() if names != [step]}
         self.dossiers = frozenset(n.name for n in nodes if n.kind == "dossier")
         self.gpu_nodes = frozenset(n.name for n in nodes if n.needs_gpu)
         self.code_paths = frozenset(p for n in nodes for p in n.code if not GLOB_CHARS.search(p))
@@ -73,6 +80,13 @@ class Graph:
         self.shape = digest_bytes(repr(
             [(name, self.upstream[name], [(s.path, s.producer, s.out_path) for s in self.sources[name]])
              for name in self.order] + sorted(self.producer_of.items())).encode())
+
+    def nodes_of_step(self, step: str) -> tuple[str, ...]:
+        """The nodes of `step`, in declaration order (as graph.nodes lists them)."""
+        hit = self.multi_node_steps.get(step)
+        if hit is not None:
+            return hit
+        return (step,) if self.step_of.get(step) == step else ()
 
     def closure(self, names: set[str]) -> set[str]:
         """`names` and everything they depend on."""

@@ -19,7 +19,7 @@ import glob as glob_mod
 import marshal
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -192,6 +192,14 @@ class LastBuild:
     touched: set[str]  # selected nodes whose step reads a changed parameter
     known: dict[str, dict]  # nodes upstream of none of them: unchanged for certain, never keyed
     appended: int = 0  # builds whose changes follow the record's document in its file
+    selected: list[str] = field(default_factory=list)  # in the recorded plan's order
+
+    def position(self, name: str) -> int:
+        """`name`'s place in the recorded plan, which is `selected` node for node."""
+        at = self.__dict__.get("_at")
+        if at is None:
+            at = self.__dict__["_at"] = dict(zip(self.selected, range(len(self.selected))))
+        return at[name]
 
 
 def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
@@ -205,6 +213,10 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
     recorded plan entry (key, outputs) is `known`, and the build neither keys nor checks it.
     The nodes downstream of a touched one are decided while building (Scheduler._as_recorded):
     as soon as their inputs come out as recorded, they are taken from the record too.
+
+    Nothing here visits every node in Python: the same plan shape (a digest of the plan's
+    order, edges and outputs) and the same targets make `selected` the recorded plan's nodes in
+    the recorded order, so the entries are paired with them by position.
     """
     if record is None:
         return None
@@ -212,21 +224,29 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
     if (header.get("structure") != loaded.structure_key or header.get("shape") != loaded.graph.shape
             or header.get("targets") != list(targets) or doc["env"] != env_digests or loaded.reads is None):
         return None
-    entries = {p["node"]: p for p in doc["manifest"]["plan"]}
-    if len(entries) != len(selected) or not all(n in entries for n in selected) or not _files_unchanged(doc, ws.root):
+    plan = doc["manifest"]["plan"]
+    if len(plan) != len(selected) or not plan or plan[0]["node"] != selected[0] \
+            or plan[-1]["node"] != selected[-1] or not _files_unchanged(doc, ws.root):
         return None
-    steps = loaded.reads.affected(_changed_params(doc, loaded))
+    entries = dict(zip(selected, plan))
     graph = loaded.graph
-    step_of = graph.step_of
-    touched = {n for n in selected if step_of[n] in steps}
+    every = len(selected) == len(graph.order)
+    chosen = None if every else set(selected)
+    steps = loaded.reads.affected(_changed_params(doc, loaded))
+    touched = {n for step in steps for n in graph.nodes_of_step(step) if every or n in chosen}
     dirty = set(touched)
     stack = list(dirty)
     while stack:
         for m in graph.downstream[stack.pop()]:
-            if m not in dirty:
+            if m not in dirty and (every or m in chosen):
                 dirty.add(m)
                 stack.append(m)
-    return LastBuild(doc, entries, touched, {n: entries[n] for n in selected if n not in dirty}, appended)
+    if any(entries[n]["node"] != n for n in dirty):
+        return None  # not the recorded plan after all: take the normal path
+    known = entries.copy()
+    for n in dirty:
+        del known[n]
+    return LastBuild(doc, entries, touched, known, appended, selected)
 
 
 def _changed_params(doc: dict, loaded) -> list[str]:
@@ -310,12 +330,9 @@ def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, st
     old_plan, new_plan = doc["manifest"]["plan"], man["plan"]
     if len(old_plan) != len(new_plan) or len(selected) != len(new_plan):
         return None
-    at = dict(zip(selected, range(len(selected)))) if decided else {}
     plan = {}
     for name, outcome in decided.items():
-        i = at.get(name)
-        if i is None:
-            return None
+        i = last.position(name)
         was, now = old_plan[i], new_plan[i]
         if was["node"] != name or now["node"] != name:
             return None

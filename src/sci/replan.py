@@ -105,11 +105,11 @@ def patch(old: Loaded, params: dict, *, derive_seed, changed: list[str] | None =
     changed = changed_keys(old.params, params) if changed is None else changed
     steps = old.reads.affected(changed)
     graph = old.graph
-    names = [n for n, step in graph.step_of.items() if step in steps]  # without decoding a node
+    names = [n for step in sorted(steps) for n in graph.nodes_of_step(step)]  # without decoding a node
     if any(n in graph.dossiers for n in names):
         return None  # a dossier's deps are filled in by graph building: plan it whole
     doc = {"defaults": old.doc_head["defaults"],
-           "steps": {name: pickle.loads(old.step_docs[name]) for name in old.step_docs if name in steps}}
+           "steps": {name: pickle.loads(old.step_docs[name]) for name in sorted(steps) if name in old.step_docs}}
     new_nodes = expand(doc, params, old.pos, reserved=old.reserved, derive_seed=derive_seed)
     if sorted(n.name for n in new_nodes) != sorted(names):
         return None
