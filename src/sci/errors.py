@@ -6,16 +6,13 @@ Exit codes (SPEC §7): a wrong request (`UserError` and subclasses) exits 2; wor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(namedtuple("Location", "file line column", defaults=(None, None))):
     """A place in a user's file, line and column counted from 1."""
 
-    file: str
-    line: int | None = None
-    column: int | None = None
+    __slots__ = ()
 
     def __str__(self) -> str:
         parts = [self.file]

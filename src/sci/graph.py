@@ -16,6 +16,7 @@ import fnmatch
 import glob as glob_mod
 import heapq
 import os
+from collections import namedtuple
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,13 +25,11 @@ from sci.load import Positions
 from sci.plan import GLOB_CHARS, Node
 
 
-@dataclass
-class DepSource:
-    """Where one dep path's content comes from: a source file, or an upstream node's output."""
+class DepSource(namedtuple("DepSource", "path producer out_path")):
+    """Where one dep path's content comes from: a source file (`producer` None), or the output
+    `out_path` of the upstream node `producer` (equal to `path`, or a directory holding it)."""
 
-    path: str
-    producer: str | None  # upstream node name, or None for a workspace source
-    out_path: str | None  # the upstream output that holds `path` (equal to it, or an ancestor)
+    __slots__ = ()
 
 
 @dataclass

@@ -12,7 +12,7 @@ import marshal
 import os
 import stat as stat_mod
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 
 from blake3 import blake3
@@ -57,14 +57,10 @@ def digest_file(path: str | os.PathLike, size: int | None = None) -> str:
         os.close(fd)
 
 
-@dataclass(frozen=True)
-class TreeEntry:
+class TreeEntry(namedtuple("TreeEntry", "path digest size executable")):
     """One file of a tree: its path relative to the tree root (POSIX), digest, size, mode."""
 
-    path: str
-    digest: str
-    size: int
-    executable: bool
+    __slots__ = ()
 
 
 def tree_document(entries: list[TreeEntry]) -> dict:

@@ -8,7 +8,7 @@ what gives early cutoff: an upstream node that re-ran but wrote the same bytes c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 from typing import Any
 
 from sci import KEY_FORMAT, canonical
@@ -54,12 +54,10 @@ def key_of(comp: dict[str, Any]) -> str:
     return digest_bytes(canonical.dumps({"type": KEY_TAG, "components": comp}))
 
 
-@dataclass(frozen=True)
-class Reason:
+class Reason(namedtuple("Reason", "kind detail", defaults=("",))):
     """Why a node would run. `kind` is one of the REASONS below; `detail` names the change."""
 
-    kind: str
-    detail: str = ""
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.detail}" if self.detail else self.kind

@@ -22,7 +22,7 @@ import fcntl
 import os
 import shutil
 import stat as stat_mod
-from dataclasses import dataclass
+from collections import namedtuple
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -39,13 +39,12 @@ _FSYNC = os.environ.get("SCI_FSYNC", "") not in ("", "0")
 MATERIALIZE_MODES = ("copy", "hardlink", "symlink")
 
 
-@dataclass(frozen=True)
-class OutputRecord:
-    """What one declared output was: a file (blob) or a directory (tree)."""
+class OutputRecord(namedtuple("OutputRecord", "type digest size")):
+    """What one declared output was: a file (blob) or a directory (tree). `type` is "file" or
+    "tree"; `size` the bytes of the file, or of all files in the tree. (A named tuple: a frozen
+    dataclass costs ~0.4 ms to make at start-up, and its every construction is slower.)"""
 
-    type: str  # "file" | "tree"
-    digest: str
-    size: int  # bytes of the file, or of all files in the tree
+    __slots__ = ()
 
     def to_json(self) -> dict:
         return {"type": self.type, "digest": self.digest, "size": self.size}

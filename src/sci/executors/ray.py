@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sci.errors import ResourceError, UserError
@@ -241,7 +241,7 @@ class RayExecutor:
             if cancelled and not result.ok:
                 # Ray may kill the step's process before the worker, so the task "returns" a
                 # step killed by a signal: the real cause is the cancellation.
-                result = replace(result, error=_failure_text(None, True))
+                result.error = _failure_text(None, True)
         out.set_result(result)
 
     def cancel_all(self) -> None:
@@ -373,10 +373,9 @@ def _run_on_worker(task: Task, expect: dict[str, str]) -> TaskResult:
         import socket
 
         return TaskResult(node=task.node, ok=False, exit_status=-1, error=problem, host=socket.gethostname())
-    changes: dict[str, Any] = {"gpus": _worker_gpus()}
+    task.gpus = _worker_gpus()  # this worker's copy of the task: changed in place
     if task.python and not os.access(task.python, os.X_OK):
-        changes["python"] = sys.executable  # the driver's interpreter path does not exist here
-    task = replace(task, **changes)
+        task.python = sys.executable  # the driver's interpreter path does not exist here
     guard = _Guard()
     try:
         result = run_task(task, guard.track)
