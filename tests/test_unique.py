@@ -63,29 +63,3 @@ def test_unnamed_file_without_o_tmpfile_creates_and_unlinks(tmp_path, monkeypatc
         fh.write(b"x")
         assert os.listdir(tmp_path) == []
 
-
-def test_the_plain_value_classes_compare_hash_and_pickle_as_values(tmp_path):
-    """Workspace, Task and TaskResult are plain classes (cheaper to import than dataclasses)."""
-    import pickle
-
-    import pytest
-
-    from sci.executors.task import Task, TaskResult
-    from sci.store import OutputRecord
-    from sci.workspace import Workspace
-
-    ws = Workspace(tmp_path)
-    assert ws == Workspace(tmp_path) and hash(ws) == hash(Workspace(tmp_path)) and ws != Workspace(tmp_path / "x")
-    assert pickle.loads(pickle.dumps(ws)) == ws
-    with pytest.raises(AttributeError):
-        ws.root = tmp_path / "x"
-    task = Task(node="n", kind="cmd", cmd="echo", fn=None, workspace="w", store="s", scratch_root="r", sandbox=True,
-                deps=["d"], code=[], outs={"o": "o.txt"}, ctx_deps={}, params={"x": 1}, seed=7, determinism="strict",
-                threads=1, env={})
-    back = pickle.loads(pickle.dumps(task))
-    assert [getattr(back, f) for f in Task.__slots__] == [getattr(task, f) for f in Task.__slots__]
-    assert back.gpus == [] and back.files == {} and back.materialize is None
-    result = pickle.loads(pickle.dumps(TaskResult("n", True, 0, outputs={"o": {"digest": "d"}})))
-    assert (result.node, result.ok, result.outputs, result.metrics, result.error) == ("n", True, {"o": {"digest": "d"}}, {}, None)
-    rec = OutputRecord("file", "ab", 3)
-    assert OutputRecord.from_json(rec.to_json()) == rec and {rec: 1}[OutputRecord("file", "ab", 3)] == 1
