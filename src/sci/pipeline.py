@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # for annotations only: the no-op path never imports the plan
     from sci.resources import Hardware
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 11  # see plan_cache.py
+PLAN_CACHE_FORMAT = 12  # see plan_cache.py
 
 
 @dataclass

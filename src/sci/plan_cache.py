@@ -29,7 +29,7 @@ from sci.plan import _NODE_FIELDS, Node
 if TYPE_CHECKING:
     from sci.pipeline import Loaded
 
-CACHE_FORMAT = "sci-plan-11"
+CACHE_FORMAT = "sci-plan-12"
 _MARSHAL, _PICKLE = b"m", b"p"
 _ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, pickle.UnpicklingError, AttributeError,
            ImportError)
