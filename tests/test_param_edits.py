@@ -490,3 +490,21 @@ def test_an_edit_build_of_some_targets_runs_only_their_touched_nodes(ws):
     assert (ws.root / "after_a.txt").read_text() == "4\nsource\n"
     assert not (ws.root / "sweep").exists()
     assert events(ws.root, "unchanged") == [{"nodes": 1, "reason": "only parameters changed, and these nodes read none of them"}]
+
+
+def test_nodes_taken_from_the_record_mid_build_are_reported_without_being_decided_one_by_one(ws):
+    from sci import api
+    from sci.records import NodeStatus
+    from sci.workspace import Workspace
+
+    sci = ws(CHAIN)
+    keys = {n["node"]: n["key"] for n in sci.build()["nodes"]}
+    edit(ws.root, "x: 1", "x: 5")  # sign re-runs and writes "pos" again: c1 and c2 come from the record
+    report = api.build(Workspace(ws.root))
+    assert set(report.outcomes.decided) == {"sign"}  # the only node keyed and run
+    assert report.counts() == {"cached": 3, "executed": 1, "failed": 0, "skipped": 0}
+    for name in ("c1", "c2", "other"):
+        assert report.outcomes[name].status is NodeStatus.CACHED and report.outcomes[name].key == keys[name]
+    plan = {p["node"]: p for p in json.loads((report.run_dir / "manifest.json").read_text())["plan"]}
+    assert {n: p["key"] for n, p in plan.items()} == {**keys, "sign": report.outcomes["sign"].key}
+    assert sci.build()["executed"] == []

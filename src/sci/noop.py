@@ -193,13 +193,18 @@ class LastBuild:
     known: dict[str, dict]  # nodes upstream of none of them: unchanged for certain, never keyed
     appended: int = 0  # builds whose changes follow the record's document in its file
     selected: list[str] = field(default_factory=list)  # in the recorded plan's order
+    _at: dict[str, int] | None = field(default=None, init=False, repr=False)
+    _asked: int = field(default=0, init=False, repr=False)
 
     def position(self, name: str) -> int:
-        """`name`'s place in the recorded plan, which is `selected` node for node."""
-        at = self.__dict__.get("_at")
-        if at is None:
-            at = self.__dict__["_at"] = dict(zip(self.selected, range(len(self.selected))))
-        return at[name]
+        """`name`'s place in the recorded plan, which is `selected` node for node. A few look-ups
+        search the list; more build an index of it (~1 ms at 10,000 nodes)."""
+        if self._at is None:
+            self._asked += 1
+            if self._asked <= 8:
+                return self.selected.index(name)
+            self._at = dict(zip(self.selected, range(len(self.selected))))
+        return self._at[name]
 
 
 def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],

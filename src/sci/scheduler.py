@@ -146,7 +146,8 @@ class Scheduler:
     def preset(self, known: dict[str, dict]) -> None:
         """Take these nodes as cached without keying or visiting them (noop.unchanged_nodes
         proved them so): `known` maps each to its plan entry in the last run's manifest (node,
-        key, outputs). They are not passed to `run`, and their outcomes are made when asked for."""
+        key, outputs). They are not passed to `run`, and their outcomes are made when asked for.
+        The nodes `_as_recorded` takes during the run join them (the dict is added to)."""
         self.known = known
         self.resolver.recorded = known
         self.all_outcomes = records.Outcomes(self.outcomes, known)
@@ -192,14 +193,18 @@ class Scheduler:
             self.outcomes[name] = outcome
             if outcome.status in (Status.CACHED, Status.EXECUTED):
                 self.resolver.outputs[name] = outcome.outputs
-                for m in g.downstream[name]:
-                    if m in sel and m not in self.outcomes:
-                        waiting[m] -= 1
-                        if waiting[m] == 0:
-                            heapq.heappush(ready, (-g.priority[m], m))
+                release(name)
             else:
                 self._skip_dependants(name, sel)
 
+        def release(name: str) -> None:  # `name` is done: its dependants wait for one node less
+            for m in g.downstream[name]:
+                if m in sel and m not in self.outcomes:
+                    waiting[m] -= 1
+                    if waiting[m] == 0:
+                        heapq.heappush(ready, (-g.priority[m], m))
+
+        known = self.known
         try:
             while True:
                 while ready:
@@ -210,9 +215,10 @@ class Scheduler:
                         self.outcomes[name] = Outcome(name, Status.SKIPPED, error="not started after a failure")
                         continue
                     if self.recorded:
-                        taken = self._as_recorded(name)
-                        if taken is not None:
-                            finish(name, taken)
+                        entry = self._as_recorded(name)
+                        if entry is not None:  # cached, as recorded: it joins the preset nodes
+                            known[name] = entry
+                            release(name)
                             continue
                     node = g.nodes[name]
                     try:
@@ -310,13 +316,14 @@ class Scheduler:
                 self.outcomes[name] = Outcome(name, Status.FAILED, error="interrupted")
             raise Interrupted("interrupted; the store is consistent and the next build resumes") from None
         for name in selected:
-            self.outcomes.setdefault(name, Outcome(name, Status.SKIPPED, error="an upstream node failed"))
+            if name not in self.outcomes and name not in known:
+                self.outcomes[name] = Outcome(name, Status.SKIPPED, error="an upstream node failed")
 
-    def _as_recorded(self, name: str) -> Outcome | None:
-        """Take `name` from the last build's record when nothing it is a function of changed:
-        its step reads no changed parameter, it is no dossier (whose input holds its upstream
-        keys, not only their outputs) and every upstream node ended with its recorded outputs.
-        Its files are as recorded too (the record's stat signatures were checked)."""
+    def _as_recorded(self, name: str) -> dict | None:
+        """`name`'s plan entry in the last build's record when nothing it is a function of
+        changed: its step reads no changed parameter, it is no dossier (whose input holds its
+        upstream keys, not only their outputs) and every upstream node ended with its recorded
+        outputs. Its files are as recorded too (the record's stat signatures were checked)."""
         entry = self.recorded.get(name)
         if entry is None or name in self.touched or name in self.force or name in self.graph.dossiers:
             return None
@@ -329,7 +336,7 @@ class Scheduler:
                 return None
         self.as_recorded += 1
         (self.display or self.emit)("node_cached", name, key=entry["key"])
-        return Outcome(name, Status.CACHED, key=entry["key"], outputs=entry["outputs"])
+        return entry
 
     def _ensure_inputs(self, node: Node) -> bool:
         """Bring the outputs of upstream remote hits into the store and workspace before `node`
