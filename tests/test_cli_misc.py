@@ -151,11 +151,14 @@ def test_nodes_run_one_at_a_time_need_no_thread_pool_and_several_get_one(ws):
               "params.yaml": "x: 1\n"})
     assert "concurrent.futures" not in imported_modules()  # a chain of two: one at a time
     assert (ws.root / "b.txt").read_text() == "1\n"
+    noop_imports = imported_modules()
+    # sci's record classes are plain (sci.values): `dataclasses` would pull in inspect, ast, dis
+    assert not {"dataclasses", "inspect"} & noop_imports
     (ws.root / "params.yaml").write_text("x: 2\n")
     edit_imports = imported_modules()
     assert "concurrent.futures" not in edit_imports  # the edit re-runs a, then b
     # nor what only cancelling or the tempfile module would need (sci.unique names scratch files)
-    assert not {"tempfile", "random", "signal"} & edit_imports
+    assert not {"tempfile", "random", "signal", "dataclasses", "inspect"} & edit_imports
     assert (ws.root / "b.txt").read_text() == "2\n"
     (ws.root / "sci.yaml").write_text((ws.root / "sci.yaml").read_text() + "  c:\n    cmd: sleep 0.2; echo c > {outs}\n"
                                       "    outs: [c.txt]\n  d:\n    cmd: sleep 0.2; echo d > {outs}\n    outs: [d.txt]\n")

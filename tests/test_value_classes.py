@@ -29,3 +29,21 @@ def test_the_plain_value_classes_compare_hash_and_pickle_as_values(tmp_path):
     assert (result.node, result.ok, result.outputs, result.metrics, result.error) == ("n", True, {"o": {"digest": "d"}}, {}, None)
     rec = OutputRecord("file", "ab", 3)
     assert OutputRecord.from_json(rec.to_json()) == rec and {rec: 1}[OutputRecord("file", "ab", 3)] == 1
+
+
+def test_value_classes_compare_by_field_and_replace_through_init():
+    from sci.records import NodeStatus, Outcome
+    from sci.resources import Gpu, Hardware
+
+    hw = Hardware(2, 8.0, [Gpu(0, 16.0, "A")])
+    assert hw == Hardware(2, 8.0, [Gpu(0, 16.0, "A")]) and hw != Hardware(2, 8.0) and hw != (2, 8.0)
+    assert repr(hw) == "Hardware(cpu=2, mem_gb=8.0, gpus=[Gpu(index=0, vram_gb=16.0, name='A')], source='detected')"
+    moved = hw.replace(cpu=4)
+    assert moved.cpu == 4 and moved.gpus == hw.gpus and hw.cpu == 2
+    import pytest
+
+    with pytest.raises(TypeError):
+        hw.replace(cpus=4)
+    with pytest.raises(TypeError):
+        hash(Outcome("n", NodeStatus.CACHED))  # mutable: unhashable, as a dataclass
+    assert Outcome("n", NodeStatus.CACHED).outputs == {} and Outcome("n", NodeStatus.CACHED) == Outcome("n", NodeStatus.CACHED)

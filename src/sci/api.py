@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -20,6 +20,7 @@ from sci.hashing import StatCache
 from sci.pipeline import (Loaded, _params_path, _pipeline_doc, _read, environment_records, load,  # noqa: F401
                           plan_key, store_of as _store)
 from sci.sync import pull, push  # noqa: F401 - operations of this API, kept in their own module
+from sci.values import Value
 from sci.workspace import Workspace
 
 if TYPE_CHECKING:  # for annotations only
@@ -27,14 +28,16 @@ if TYPE_CHECKING:  # for annotations only
 
 
 # -- build ---------------------------------------------------------------------------------
-@dataclass
-class BuildReport:
-    run_id: str | None
-    run_dir: Path | None
-    outcomes: dict[str, Any]
-    order: list[str]
-    manifest: dict | None = None
-    remote: dict | None = None  # what the remote cache did: look-ups, hits, objects and bytes fetched
+class BuildReport(Value):
+    """What a build did: its run, every selected node's outcome (`order`: the selection in plan
+    order), its manifest, and what the remote cache did (look-ups, hits, objects and bytes)."""
+
+    __slots__ = _FIELDS = ("run_id", "run_dir", "outcomes", "order", "manifest", "remote")
+
+    def __init__(self, run_id: str | None, run_dir: Path | None, outcomes: Mapping[str, Any], order: list[str],
+                 manifest: dict | None = None, remote: dict | None = None):
+        self.run_id, self.run_dir, self.outcomes, self.order = run_id, run_dir, outcomes, order
+        self.manifest, self.remote = manifest, remote
 
     @property
     def ok(self) -> bool:
@@ -298,13 +301,16 @@ def _forced(graph: Graph, force: list[str], root: Path) -> set[str]:
 
 
 # -- status --------------------------------------------------------------------------------
-@dataclass
-class NodeStatus:
-    node: str
-    state: str  # "up to date" | "restore" | "would run" | "waits"
-    key: str | None = None
-    reasons: list[str] = field(default_factory=list)
-    waits_on: list[str] = field(default_factory=list)
+class NodeStatus(Value):
+    """One node's row of `sci status`: `state` is "up to date", "restore", "would run" or "waits"."""
+
+    __slots__ = _FIELDS = ("node", "state", "key", "reasons", "waits_on")
+
+    def __init__(self, node: str, state: str, key: str | None = None, reasons: list[str] | None = None,
+                 waits_on: list[str] | None = None):
+        self.node, self.state, self.key = node, state, key
+        self.reasons = reasons if reasons is not None else []
+        self.waits_on = waits_on if waits_on is not None else []
 
     def to_json(self) -> dict:
         return {"node": self.node, "state": self.state, "key": self.key, "reasons": self.reasons,

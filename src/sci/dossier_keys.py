@@ -3,10 +3,8 @@ nodes that were keyed but not built (by `status` and `pull`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import namedtuple
 
 
-@dataclass(frozen=True)
-class KeyOnly:
-    key: str
-    result: dict | None = None
+class KeyOnly(namedtuple("KeyOnly", "key result", defaults=(None,))):
+    __slots__ = ()

@@ -17,12 +17,13 @@ import glob as glob_mod
 import heapq
 import os
 from collections import namedtuple
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
 from sci.errors import GraphError, TargetError
 from sci.load import Positions
 from sci.plan import GLOB_CHARS, Node
+from sci.values import Value
 
 
 class DepSource(namedtuple("DepSource", "path producer out_path")):
@@ -32,32 +33,38 @@ class DepSource(namedtuple("DepSource", "path producer out_path")):
     __slots__ = ()
 
 
-@dataclass
-class Graph:
-    nodes: dict[str, Node]
-    upstream: dict[str, tuple[str, ...]]
-    downstream: dict[str, tuple[str, ...]]
-    sources: dict[str, list[DepSource]]
-    producer_of: dict[str, str]  # output path -> node name
-    order: list[str]
-    priority: dict[str, int]
-    globs: dict[str, list[str]]  # pattern -> workspace files it matched (for plan-cache checks)
-    # Facts about every node, kept apart so a patched plan answers them without decoding nodes
-    # (plan_cache.LazyNodes): its step, the dossier nodes, the nodes that need a GPU, and the
-    # plain (non-glob) code paths and the source (not produced) dep paths of all nodes.
-    step_of: dict[str, str] = field(default_factory=dict)
-    # The steps whose nodes are not just one of the step's own name (foreach steps): step -> its
-    # nodes. With step_of, a step's nodes are found without visiting every node (nodes_of_step).
-    multi_node_steps: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    dossiers: frozenset[str] = frozenset()
-    gpu_nodes: frozenset[str] = frozenset()
-    code_paths: frozenset[str] = frozenset()
-    source_paths: frozenset[str] = frozenset()
-    # Digest of the edges, dep sources and outputs: a record of a build is only a guide for a
-    # plan of the same shape (a parameter edit that moves an output changes it).
-    shape: str = ""
+class Graph(Value):
+    """The plan's nodes and edges.
 
-    def __post_init__(self):
+    `producer_of` maps each output path to its node; `globs` each glob pattern to the workspace
+    files it matched (for plan-cache checks); `order` lists the nodes in build order and
+    `priority` gives each its longest path to a sink. Facts about every node are kept apart, so
+    a patched plan answers them without decoding nodes (plan_cache.LazyNodes): its step
+    (`step_of`), the steps whose nodes are not just one of the step's own name
+    (`multi_node_steps`: foreach steps, with their nodes, for nodes_of_step), the dossier nodes,
+    the nodes that need a GPU, and the plain (non-glob) code paths and source (not produced)
+    dep paths of all nodes. `shape` is a digest of the order, edges, dep sources and outputs: a
+    record of a build is only a guide for a plan of the same shape (a parameter edit that moves
+    an output changes it). Given no `step_of`, these facts are computed from the nodes.
+    """
+
+    _FIELDS = ("nodes", "upstream", "downstream", "sources", "producer_of", "order", "priority", "globs", "step_of",
+               "multi_node_steps", "dossiers", "gpu_nodes", "code_paths", "source_paths", "shape")
+
+    def __init__(self, nodes: Mapping[str, Node], upstream: Mapping[str, tuple[str, ...]],
+                 downstream: Mapping[str, tuple[str, ...]], sources: Mapping[str, list[DepSource]],
+                 producer_of: dict[str, str], order: list[str], priority: dict[str, int],
+                 globs: dict[str, list[str]], step_of: dict[str, str] | None = None,
+                 multi_node_steps: dict[str, tuple[str, ...]] | None = None,
+                 dossiers: frozenset[str] = frozenset(), gpu_nodes: frozenset[str] = frozenset(),
+                 code_paths: frozenset[str] = frozenset(), source_paths: frozenset[str] = frozenset(),
+                 shape: str = ""):
+        self.nodes, self.upstream, self.downstream, self.sources = nodes, upstream, downstream, sources
+        self.producer_of, self.order, self.priority, self.globs = producer_of, order, priority, globs
+        self.step_of = step_of if step_of is not None else {}
+        self.multi_node_steps = multi_node_steps if multi_node_steps is not None else {}
+        self.dossiers, self.gpu_nodes, self.code_paths = dossiers, gpu_nodes, code_paths
+        self.source_paths, self.shape = source_paths, shape
         if not self.step_of and self.nodes:
             self.summarize()
 

@@ -19,9 +19,10 @@ import glob as glob_mod
 import marshal
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from sci.values import Value
 
 if TYPE_CHECKING:
     from sci.api import BuildReport
@@ -183,18 +184,23 @@ def _files_unchanged(doc: dict, root: Path) -> bool:
     return all(os.path.exists(action) for action in doc["actions"])
 
 
-@dataclass
-class LastBuild:
-    """What the last build's record tells a build after a parameter edit (`unchanged_nodes`)."""
+class LastBuild(Value):
+    """What the last build's record tells a build after a parameter edit (`unchanged_nodes`):
+    the record itself (`doc`), each node's plan entry last time (`entries`: key, outputs), the
+    selected nodes whose step reads a changed parameter (`touched`), the nodes upstream of none
+    of them (`known`: unchanged for certain, never keyed), how many builds' changes follow the
+    record's document in its file (`appended`), and the selection in the recorded plan's order."""
 
-    doc: dict  # the record itself
-    entries: dict[str, dict]  # node -> its plan entry last time (key, outputs)
-    touched: set[str]  # selected nodes whose step reads a changed parameter
-    known: dict[str, dict]  # nodes upstream of none of them: unchanged for certain, never keyed
-    appended: int = 0  # builds whose changes follow the record's document in its file
-    selected: list[str] = field(default_factory=list)  # in the recorded plan's order
-    _at: dict[str, int] | None = field(default=None, init=False, repr=False)
-    _asked: int = field(default=0, init=False, repr=False)
+    _FIELDS = ("doc", "entries", "touched", "known", "appended", "selected")
+    __slots__ = (*_FIELDS, "_at", "_asked")
+
+    def __init__(self, doc: dict, entries: dict[str, dict], touched: set[str], known: dict[str, dict],
+                 appended: int = 0, selected: list[str] | None = None):
+        self.doc, self.entries, self.touched, self.known = doc, entries, touched, known
+        self.appended = appended
+        self.selected = selected if selected is not None else []
+        self._at: dict[str, int] | None = None
+        self._asked = 0
 
     def position(self, name: str) -> int:
         """`name`'s place in the recorded plan, which is `selected` node for node. A few look-ups

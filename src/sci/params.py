@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sci.errors import Location, SpecError, UserError
 from sci.load import Positions, load_yaml, load_yaml_text, parse_scalar
+from sci.values import Value
 
 _MISSING = object()
 
@@ -45,16 +45,16 @@ def missing_key_hint(params: dict, dotted: str) -> str:
     return f"did you mean '{close[0]}'?" if close else "add it to the parameters, or remove it from the step"
 
 
-@dataclass
-class ParamsSource:
+class ParamsSource(Value):
     """What `load` read: the mapping, its file and positions, and — when the simple reader took
-    the file whole — its text, kept so the next edit is read by its changed lines."""
+    the file whole — its text, kept so the next edit is read by its changed lines. `changed`:
+    the keys that differ from `previous`, when it was patched."""
 
-    data: dict
-    file: str | None = None
-    pos: Positions | None = None
-    text: str | None = None
-    changed: list[str] | None = None  # the keys that differ from `previous`, when it was patched
+    __slots__ = _FIELDS = ("data", "file", "pos", "text", "changed")
+
+    def __init__(self, data: dict, file: str | None = None, pos: Positions | None = None, text: str | None = None,
+                 changed: list[str] | None = None):
+        self.data, self.file, self.pos, self.text, self.changed = data, file, pos, text, changed
 
 
 def load(root: Path, spec_params: Any, spec_pos: Positions,

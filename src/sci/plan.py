@@ -6,12 +6,12 @@ import itertools
 import posixpath
 import re
 import shlex
-from dataclasses import dataclass, field, fields
 from typing import Any
 
 from sci import params as params_mod
 from sci.errors import SpecError
 from sci.load import Positions
+from sci.values import Value
 
 PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 GLOB_CHARS = re.compile(r"[*?\[]")
@@ -20,37 +20,33 @@ GPUS_MARK = "\x1egpus\x1e"
 DOSSIER_FN = "sci.dossier:build_step"
 
 
-@dataclass(slots=True)
-class Node:
+class Node(Value):
     """One runnable unit: a step, or one `foreach` combination of it.
 
     `deps` maps each dep name to its rendered path or glob (list-form deps are named by their
     path); graph building resolves globs into `dep_paths`. `outs` maps names to normalized
     workspace-relative POSIX paths. `origin` is the step's path in sci.yaml, for errors.
+    `kind` is "cmd", "fn" or "dossier".
     """
 
-    name: str
-    step: str
-    kind: str  # "cmd" | "fn" | "dossier"
-    template: str | None
-    fn: str | None
-    deps: dict[str, str]
-    deps_named: bool
-    outs: dict[str, str]
-    outs_named: bool
-    code: list[str]
-    params: dict[str, Any]
-    seed: int
-    resources: dict[str, float]
-    determinism: str
-    sandbox: bool
-    env: list[str]
-    item: dict[str, Any]
-    origin: tuple
-    dossier_steps: list[str] = field(default_factory=list)
-    evidence: list[str] = field(default_factory=list)
-    dep_paths: dict[str, list[str]] = field(default_factory=dict)
-    cmd: str | None = None
+    __slots__ = _FIELDS = ("name", "step", "kind", "template", "fn", "deps", "deps_named", "outs", "outs_named",
+                           "code", "params", "seed", "resources", "determinism", "sandbox", "env", "item", "origin",
+                           "dossier_steps", "evidence", "dep_paths", "cmd")
+
+    def __init__(self, name: str, step: str, kind: str, template: str | None, fn: str | None,
+                 deps: dict[str, str], deps_named: bool, outs: dict[str, str], outs_named: bool, code: list[str],
+                 params: dict[str, Any], seed: int, resources: dict[str, float], determinism: str, sandbox: bool,
+                 env: list[str], item: dict[str, Any], origin: tuple, dossier_steps: list[str] | None = None,
+                 evidence: list[str] | None = None, dep_paths: dict[str, list[str]] | None = None,
+                 cmd: str | None = None):
+        self.name, self.step, self.kind, self.template, self.fn = name, step, kind, template, fn
+        self.deps, self.deps_named, self.outs, self.outs_named = deps, deps_named, outs, outs_named
+        self.code, self.params, self.seed, self.resources = code, params, seed, resources
+        self.determinism, self.sandbox, self.env, self.item, self.origin = determinism, sandbox, env, item, origin
+        self.dossier_steps = dossier_steps if dossier_steps is not None else []
+        self.evidence = evidence if evidence is not None else []
+        self.dep_paths = dep_paths if dep_paths is not None else {}
+        self.cmd = cmd
 
     @property
     def needs_gpu(self) -> bool:
@@ -61,11 +57,11 @@ class Node:
 
     def __reduce__(self):
         # Pickled as one constructor call: the plan cache of 10,000 nodes loads in half the
-        # time it takes through the slots state dataclasses would use.
+        # time it takes through the slots state.
         return (Node, tuple(getattr(self, name) for name in _NODE_FIELDS))
 
 
-_NODE_FIELDS = tuple(f.name for f in fields(Node))
+_NODE_FIELDS = Node._FIELDS
 
 
 def item_label(item: dict[str, Any]) -> str:

@@ -13,7 +13,6 @@ the few nodes and steps it re-plans or keys — at 10,000 nodes ~1 MB of a 9 MB 
 
 from __future__ import annotations
 
-import dataclasses
 import marshal
 import os
 import pickle
@@ -29,7 +28,7 @@ from sci.plan import _NODE_FIELDS, Node
 if TYPE_CHECKING:
     from sci.pipeline import Loaded
 
-CACHE_FORMAT = "sci-plan-12"
+CACHE_FORMAT = "sci-plan-13"
 _MARSHAL, _PICKLE = b"m", b"p"
 _ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, pickle.UnpicklingError, AttributeError,
            ImportError)
@@ -187,8 +186,7 @@ def write(path: Path, key: str, loaded: Loaded) -> None:
     """Write the cache (atomically); a failure only costs the next build a re-plan."""
     graph = loaded.graph
     nodes = {name: encode_node(node, graph.sources[name]) for name, node in graph.nodes.items()}
-    bare = dataclasses.replace(loaded, graph=dataclasses.replace(graph, nodes={}, sources={}), pos=None,
-                               step_docs=None)
+    bare = loaded.replace(graph=graph.replace(nodes={}, sources={}), pos=None, step_docs=None)
     node_index, node_blob = _table(nodes)
     step_index, step_blob = _table(loaded.step_docs or {})
     parts = {"plan": pickle.dumps(bare, protocol=pickle.HIGHEST_PROTOCOL),
@@ -250,5 +248,5 @@ def read(path: Path, key: str) -> tuple[str, Loaded] | None:
         except _ERRORS:
             return None
         nodes, sources = table.nodes, table.sources  # decoded in plan order
-    loaded.graph = dataclasses.replace(loaded.graph, nodes=nodes, sources=sources)
+    loaded.graph = loaded.graph.replace(nodes=nodes, sources=sources)
     return head["key"], loaded

@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import sci
 from sci import canonical
 from sci.fingerprint import is_secret_name
+from sci.values import Value
 
 class NodeStatus(str, Enum):
     """What happened to a node in one run: found in the store, run, failed, or not reached."""
@@ -32,18 +32,16 @@ class NodeStatus(str, Enum):
     SKIPPED = "skipped"
 
 
-@dataclass
-class Outcome:
+class Outcome(Value):
     """What happened to one node in one run, as the scheduler reports it."""
 
-    node: str
-    status: NodeStatus
-    key: str | None = None
-    outputs: dict[str, dict] = field(default_factory=dict)
-    error: str | None = None
-    stderr_tail: str = ""
-    duration_s: float = 0.0
-    result: dict | None = None
+    __slots__ = _FIELDS = ("node", "status", "key", "outputs", "error", "stderr_tail", "duration_s", "result")
+
+    def __init__(self, node: str, status: NodeStatus, key: str | None = None, outputs: dict[str, dict] | None = None,
+                 error: str | None = None, stderr_tail: str = "", duration_s: float = 0.0, result: dict | None = None):
+        self.node, self.status, self.key = node, status, key
+        self.outputs = outputs if outputs is not None else {}
+        self.error, self.stderr_tail, self.duration_s, self.result = error, stderr_tail, duration_s, result
 
 
 class Outcomes(Mapping):

@@ -12,7 +12,6 @@ plan — it returns None and the caller plans from scratch.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from sci import canonical
@@ -124,5 +123,5 @@ def patch(old: Loaded, params: dict, *, derive_seed, changed: list[str] | None =
              else {**graph.nodes, **replaced})
     gpu = {n.name for n in new_nodes if n.needs_gpu}
     gpu_nodes = (graph.gpu_nodes - set(replaced)) | gpu
-    return dataclasses.replace(old, graph=dataclasses.replace(graph, nodes=nodes, gpu_nodes=frozenset(gpu_nodes)),
-                               params=params, params_digest=digest_bytes(canonical.dumps(params)))
+    return old.replace(graph=graph.replace(nodes=nodes, gpu_nodes=frozenset(gpu_nodes)),
+                       params=params, params_digest=digest_bytes(canonical.dumps(params)))

@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sci.errors import Location, ResourceError, SpecError
+from sci.values import Value
 
 HARDWARE_FILE = "config/hardware.yaml"
 
 
-@dataclass
-class Gpu:
-    index: int
-    vram_gb: float
-    name: str = ""
+class Gpu(Value):
+    __slots__ = _FIELDS = ("index", "vram_gb", "name")
+
+    def __init__(self, index: int, vram_gb: float, name: str = ""):
+        self.index, self.vram_gb, self.name = index, vram_gb, name
 
 
-@dataclass
-class Hardware:
+class Hardware(Value):
     """What this machine offers: from config/hardware.yaml, else detected."""
 
-    cpu: int
-    mem_gb: float
-    gpus: list[Gpu] = field(default_factory=list)
-    source: str = "detected"
+    __slots__ = _FIELDS = ("cpu", "mem_gb", "gpus", "source")
+
+    def __init__(self, cpu: int, mem_gb: float, gpus: list[Gpu] | None = None, source: str = "detected"):
+        self.cpu, self.mem_gb = cpu, mem_gb
+        self.gpus = gpus if gpus is not None else []
+        self.source = source
 
 
 def _detect_mem_gb() -> float:
