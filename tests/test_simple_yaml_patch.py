@@ -351,3 +351,13 @@ def test_more_shapes(old, new, changed):
         assert result is None
     else:
         assert result is not None and result[1] == changed
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters() | st.sampled_from(["\ud800", "\udfff", "\x85", "\u2028", "\ufffe", "\x7f",
+                                                              "\x84", "\x86", "\x9f", "\xa0", "\t", "é"]), max_size=30)
+       | st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=30))
+def test_the_ascii_shortcut_for_forbidden_characters_agrees_with_the_full_class(text):
+    import re
+
+    assert simple_yaml.has_forbidden(text) == bool(re.search(simple_yaml._FORBIDDEN_CLASS, text))
