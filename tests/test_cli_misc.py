@@ -164,3 +164,26 @@ def test_nodes_run_one_at_a_time_need_no_thread_pool_and_several_get_one(ws):
                                       "    outs: [c.txt]\n  d:\n    cmd: sleep 0.2; echo d > {outs}\n    outs: [d.txt]\n")
     assert "concurrent.futures" in imported_modules()  # c and d side by side: the pool
     assert (ws.root / "c.txt").read_text() == "c\n" and (ws.root / "d.txt").read_text() == "d\n"
+
+
+def test_a_build_leaves_quickly_yet_runs_exit_handlers_and_keeps_its_output_and_code(ws):
+    """`sci build` ends with os._exit after the exit handlers and a flush (no teardown of the
+    plan's objects): what it printed, its exit code and registered handlers are all kept."""
+    import subprocess
+    import sys
+
+    sci = ws({"sci.yaml": "version: 1\nsteps:\n  a:\n    cmd: echo hi > {outs}\n    outs: [a.txt]\n"
+                          "  bad:\n    cmd: exit 3\n    outs: [bad.txt]\n"})
+    script = ("import atexit, sys\n"
+              "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+              "sys.argv = ['sci', 'build', '--json', *sys.argv[1:]]\n"
+              "from sci.cli import main\n"
+              "main()\n"
+              "print('not reached', file=sys.stderr)\n")
+    ok = subprocess.run([sys.executable, "-c", script, "a"], cwd=ws.root, env=sci.env, capture_output=True, text=True)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
+    assert "handler ran" in ok.stderr and "not reached" not in ok.stderr and "1 executed" in ok.stderr
+    failed = subprocess.run([sys.executable, "-c", script, "bad"], cwd=ws.root, env=sci.env, capture_output=True,
+                            text=True)
+    assert failed.returncode == 1 and json.loads(failed.stdout)["ok"] is False
+    assert "handler ran" in failed.stderr and "bad" in failed.stderr

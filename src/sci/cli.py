@@ -145,7 +145,33 @@ def main() -> None:
         full()
         return
     targets = args.pop("targets")
-    guarded(lambda: run_build(targets, **args))
+    try:
+        guarded(lambda: run_build(targets, **args))
+    except SystemExit as exc:
+        if isinstance(exc.code, int):
+            _leave(exc.code)
+        raise
+    _leave(0)
+
+
+def _leave(code: int) -> None:
+    """End the process without the interpreter's teardown of every object: a 10,000-node
+    build holds ~300,000 (its plan and record), and freeing them one by one took ~10 ms of
+    each command. The exit handlers still run and the standard streams are flushed. Only when
+    no other thread is alive (a normal exit would wait for it): else a normal exit."""
+    import threading
+
+    if threading.active_count() != 1:
+        sys.exit(code)
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more to say there
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
