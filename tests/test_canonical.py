@@ -174,3 +174,19 @@ def test_lone_surrogate_rejected():
 def test_loads_accepts_bytes_and_text(value):
     data = canonical.dumps(value)
     assert canonical.loads(data) == canonical.loads(data.decode()) == value
+
+
+_keys = st.text(alphabet=st.sampled_from(["a", "p", "l", "n", "z", "é", "P", "_", "\u00ff", "\U0001f600"]),
+                min_size=1, max_size=5) | st.sampled_from(["plan", "plam", "plan0", "pla", "plao"])
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_keys, inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(fields=st.dictionaries(_keys, _json, max_size=6), plan=st.lists(st.dictionaries(_keys, _json, max_size=3),
+                                                                       max_size=4))
+def test_a_manifest_joined_from_its_plan_entries_is_its_canonical_json(fields, plan):
+    from sci.records import manifest_bytes
+
+    manifest = {**fields, "plan": plan}
+    assert manifest_bytes(manifest, [canonical.dumps(e) for e in plan]) == canonical.dumps(manifest)

@@ -508,3 +508,30 @@ def test_nodes_taken_from_the_record_mid_build_are_reported_without_being_decide
     plan = {p["node"]: p for p in json.loads((report.run_dir / "manifest.json").read_text())["plan"]}
     assert {n: p["key"] for n, p in plan.items()} == {**keys, "sign": report.outcomes["sign"].key}
     assert sci.build()["executed"] == []
+
+
+def test_every_manifest_is_canonical_whether_encoded_whole_or_joined_from_the_record(ws):
+    """The no-op and edit builds write their manifest from the record's per-entry JSON; each
+    manifest must still be exactly the canonical JSON of what it says, and the record's
+    entries' JSON must stay the JSON of its entries through appended edits."""
+    from sci import noop
+
+    def check_last_manifest():
+        run = sorted((ws.root / "runs").iterdir())[-1]
+        raw = (run / "manifest.json").read_bytes()
+        assert raw == canonical.dumps(json.loads(raw)) + b"\n"
+        doc = noop.read_record(ws.root / ".sci")[1]
+        assert doc["plan_json"] == [canonical.dumps(e) for e in doc["manifest"]["plan"]]
+        return json.loads(raw)
+
+    sci = ws(CHAIN)
+    sci.build()
+    check_last_manifest()
+    for old, new in (("x: 1", "x: 2"), ("y: 1", "y: 4"), ("x: 2", "x: -3"), ("y: 4", "y: 5")):
+        edit(ws.root, old, new)
+        sci.build()
+        manifest = check_last_manifest()
+        assert sci.build()["executed"] == []  # the no-op, joined from the record
+        noop_manifest = check_last_manifest()
+        assert [p["key"] for p in noop_manifest["plan"]] == [p["key"] for p in manifest["plan"]]
+    assert (ws.root / "c2.txt").read_text() == "neg\n" and (ws.root / "other.txt").read_text() == "5\n"

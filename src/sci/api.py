@@ -210,7 +210,8 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
                 targets=list(targets or []),
                 plan=plan, run_id=run_id, started=started, started_clock=clock, executor=ex.name,
                 durations=durations)
-            records.write_manifest(run_dir, man)
+            plan_json = _plan_json(plan, sched.outcomes, last)
+            records.write_manifest(run_dir, man, plan_json)
             emit_all("build_finished", None, counts=sched.all_outcomes.counts())
             log.close()
         report = BuildReport(run_id, run_dir, outcomes, selected, man)
@@ -218,7 +219,7 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
             from sci.noop import record_build
 
             record_build(ws, loaded, list(targets or []), key, selected, outcomes, resolver,
-                         stat_cache, env, man, store, last)
+                         stat_cache, env, man, store, last, plan_json)
         else:
             from sci import noop
 
@@ -251,6 +252,19 @@ def _plan_entries(selected: list[str], decided: dict, step_of, last) -> list[dic
     for n, o in decided.items():
         plan[last.position(n)] = entry(n, o)
     return plan
+
+
+def _plan_json(plan: list[dict], decided: dict, last) -> list[bytes]:
+    """Each plan entry's canonical JSON: after a parameter edit the last record's, with the
+    decided nodes' entries encoded again; else every entry's (records.write_manifest)."""
+    recorded = last.doc.get("plan_json") if last is not None else None
+    if recorded is None:
+        return [canonical.dumps(entry) for entry in plan]
+    parts = list(recorded)
+    for name in decided:
+        i = last.position(name)
+        parts[i] = canonical.dumps(plan[i])
+    return parts
 
 
 def _clean_scratch(ws: Workspace, *, start: bool) -> None:

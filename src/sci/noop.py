@@ -22,13 +22,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from sci import canonical
 from sci.values import Value
 
 if TYPE_CHECKING:
     from sci.api import BuildReport
 
 NOOP_FILE = "noop"
-NOOP_FORMAT = "sci-noop-7"
+NOOP_FORMAT = "sci-noop-8"
 _COMPACT_AFTER = 8  # changes appended before the next build rewrites the record whole
 
 
@@ -43,7 +44,7 @@ def _sig(path: str) -> tuple | None:
 def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], env_digests: dict[str, str],
            env_spec: dict, paths: list[str], directories: list[str], stat_entries: dict,
            globs: dict[str, list[str]], manifest: dict, action_paths: list[str], structure: str = "", shape: str = "",
-           params: dict | None = None, params_text: str | None = None) -> bool:
+           params: dict | None = None, params_text: str | None = None, plan_json: list[bytes] | None = None) -> bool:
     """Write the record; False (and no record) when some path has no trusted signature."""
     sigs: dict[str, tuple] = {}
     wanted_dirs = []
@@ -77,6 +78,8 @@ def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], en
               "shape": shape}
     doc = {"env": env_digests, "env_spec": env_spec, "sigs": sigs, "globs": globs, "manifest": manifest,
            "actions": action_paths, "params": params if params is not None else {}, "params_text": params_text}
+    if plan_json is not None:  # each plan entry's canonical JSON: the no-op's manifest joins them
+        doc["plan_json"] = plan_json
     _write(state_dir, header, doc)
     return True
 
@@ -159,6 +162,10 @@ def _apply(doc: dict, change: dict) -> None:
     plan = manifest["plan"]
     for i, entry in change["plan"].items():
         plan[i] = entry
+    plan_json = doc.get("plan_json")
+    if plan_json is not None:
+        for i, text in change["plan_json"].items():
+            plan_json[i] = text
     manifest.update(change["manifest"])
 
 
@@ -273,7 +280,7 @@ def _changed_params(doc: dict, loaded) -> list[str]:
 
 
 def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolver, stat_cache, env, man, store,
-                 last: LastBuild | None = None) -> None:
+                 last: LastBuild | None = None, plan_json: list[bytes] | None = None) -> None:
     """After a build whose every node succeeded: the record `fast_build` checks next time.
 
     After a parameter edit (`last` came from unchanged_nodes), only what this build changed is
@@ -297,6 +304,9 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
             return
     base = _recorded_fields(man)
     base["plan"] = [p if p["status"] == "cached" else dict(p, status="cached") for p in man["plan"]]
+    if plan_json is not None:  # the entries whose status changed to "cached" encoded again
+        plan_json = [text if was is now else canonical.dumps(now)
+                     for text, was, now in zip(plan_json, man["plan"], base["plan"])]
     graph = loaded.graph
     paths: set[str] = set(loaded.env_spec.get("files", []))
     directories: set[str] = set()
@@ -318,7 +328,7 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
            globs=dict(graph.globs), manifest=base,
            action_paths=sorted({store.action_file(outcomes[n].key) or "" for n in selected}),
            structure=loaded.structure_key, shape=loaded.graph.shape, params=loaded.params,
-           params_text=loaded.params_text)
+           params_text=loaded.params_text, plan_json=plan_json)
 
 
 def _recorded_fields(man: dict) -> dict:
@@ -341,7 +351,7 @@ def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, st
     old_plan, new_plan = doc["manifest"]["plan"], man["plan"]
     if len(old_plan) != len(new_plan) or len(selected) != len(new_plan):
         return None
-    plan = {}
+    plan, plan_json = {}, {}
     for name, outcome in decided.items():
         i = last.position(name)
         was, now = old_plan[i], new_plan[i]
@@ -351,6 +361,7 @@ def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, st
             now = dict(now, status="cached")
         if now != was:
             plan[i] = now
+            plan_json[i] = canonical.dumps(now)
         if outcome.key == last.entries[name]["key"]:
             continue  # same key, same outputs: the recorded files, checked at the start
         for rec in outcome.outputs.values():
@@ -368,7 +379,7 @@ def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, st
             sigs[path] = sig
     manifest = _recorded_fields(man)
     del manifest["plan"]
-    return {"sigs": sigs, "actions": sorted(actions), "plan": plan, "manifest": manifest}
+    return {"sigs": sigs, "actions": sorted(actions), "plan": plan, "plan_json": plan_json, "manifest": manifest}
 
 
 def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: str,
@@ -405,7 +416,7 @@ def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: s
         root=ws.root, pipeline_digest="", params_digest="", environment={}, determinism="strict", root_seed=0,
         command=[], targets=[], plan=[], run_id=run_id, started=started, started_clock=clock, executor=executor,
         durations={}, with_git=False)["volatile"]
-    records.write_manifest(run_dir, man)
+    records.write_manifest(run_dir, man, doc.get("plan_json"))
     counts = {"cached": len(selected), "executed": 0, "failed": 0, "skipped": 0}
     log.write("build_finished", None, counts=counts)
     emit("build_finished", None, counts=counts)
