@@ -535,3 +535,17 @@ def test_every_manifest_is_canonical_whether_encoded_whole_or_joined_from_the_re
         noop_manifest = check_last_manifest()
         assert [p["key"] for p in noop_manifest["plan"]] == [p["key"] for p in manifest["plan"]]
     assert (ws.root / "c2.txt").read_text() == "neg\n" and (ws.root / "other.txt").read_text() == "5\n"
+
+
+def test_a_target_given_as_a_path_resolves_in_a_patched_plan(ws):
+    from sci.pipeline import load
+    from sci.workspace import Workspace
+
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "x: 1", "x: 6")
+    loaded = load(Workspace(ws.root))  # patched from the cache: producer_of read when first asked
+    assert loaded.graph.producer_of["after_a.txt"] == "after_a" and "a.txt" in loaded.graph.producer_of
+    assert dict(loaded.graph.producer_of) == {p: n for n, node in loaded.graph.nodes.items() for p in node.outs.values()}
+    out = sci.build(str(ws.root / "after_a.txt"))
+    assert out["executed"] == ["a", "after_a"] and (ws.root / "after_a.txt").read_text() == "6\nsource\n"

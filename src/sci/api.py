@@ -119,7 +119,8 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
         forced = _forced(graph, force or [], ws.root)
         store = _store(loaded, store)
         stat_cache = StatCache(ws.state_dir / "statcache")
-        gpu_nodes = [graph.nodes[n] for n in selected if n in graph.gpu_nodes]
+        gpu = graph.gpu_nodes
+        gpu_nodes = [graph.nodes[n] for n in selected if n in gpu] if gpu else []
         if executor == "local":  # a GPU node on a machine without one: this, not a fingerprint error
             check_fits(gpu_nodes, loaded.hardware, loaded.pos)
         env = environment_records(loaded, stat_cache, gpu_nodes)
@@ -129,7 +130,8 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
 
             last = unchanged_nodes(ws, loaded, list(targets or []), {k: v["digest"] for k, v in env.items()}, selected,
                                    last_record)
-        to_run = selected if last is None else [n for n in selected if n not in last.known]
+        # after an edit: the nodes not known unchanged, in any order (the scheduler orders them)
+        to_run = selected if last is None else sorted(last.dirty)
         # Nodes not re-planned by a parameter edit fit last time, on the same hardware.yaml.
         new_nodes = [graph.nodes[n] for n in (selected if last is None else sorted(last.touched))]
         if executor == "local":  # a distributed executor checks the nodes against its cluster instead

@@ -196,16 +196,19 @@ class LastBuild(Value):
     the record itself (`doc`), each node's plan entry last time (`entries`: key, outputs), the
     selected nodes whose step reads a changed parameter (`touched`), the nodes upstream of none
     of them (`known`: unchanged for certain, never keyed), how many builds' changes follow the
-    record's document in its file (`appended`), and the selection in the recorded plan's order."""
+    record's document in its file (`appended`), the selection in the recorded plan's order, and
+    the selected nodes that are not known unchanged (`dirty`: the touched ones and their
+    dependants, which the build decides)."""
 
-    _FIELDS = ("doc", "entries", "touched", "known", "appended", "selected")
+    _FIELDS = ("doc", "entries", "touched", "known", "appended", "selected", "dirty")
     __slots__ = (*_FIELDS, "_at", "_asked")
 
     def __init__(self, doc: dict, entries: dict[str, dict], touched: set[str], known: dict[str, dict],
-                 appended: int = 0, selected: list[str] | None = None):
+                 appended: int = 0, selected: list[str] | None = None, dirty: set[str] | None = None):
         self.doc, self.entries, self.touched, self.known = doc, entries, touched, known
         self.appended = appended
         self.selected = selected if selected is not None else []
+        self.dirty = dirty if dirty is not None else set()  # the selected nodes not in `known`
         self._at: dict[str, int] | None = None
         self._asked = 0
 
@@ -264,7 +267,7 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
     known = entries.copy()
     for n in dirty:
         del known[n]
-    return LastBuild(doc, entries, touched, known, appended, selected)
+    return LastBuild(doc, entries, touched, known, appended, selected, dirty)
 
 
 def _changed_params(doc: dict, loaded) -> list[str]:

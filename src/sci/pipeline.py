@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # for annotations only: the no-op path never imports the plan
     from sci.resources import Hardware
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 13  # see plan_cache.py
+PLAN_CACHE_FORMAT = 14  # see plan_cache.py
 
 
 class Loaded(Value):
