@@ -262,8 +262,8 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
             if m not in dirty and (every or m in chosen):
                 dirty.add(m)
                 stack.append(m)
-    if any(entries[n]["node"] != n for n in dirty):
-        return None  # not the recorded plan after all: take the normal path
+    if any(entries[n]["node"] != n for n in touched):
+        return None  # not the recorded plan after all (a check: the shape says it is)
     known = entries.copy()
     for n in dirty:
         del known[n]

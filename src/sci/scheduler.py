@@ -181,7 +181,7 @@ class Scheduler:
     def _run(self, selected: list[str]) -> None:
         g = self.graph
         sel = set(selected)
-        waiting = {n: sum(1 for u in g.upstream[n] if u in sel) for n in selected}
+        waiting = {n: len([u for u in g.upstream[n] if u in sel]) for n in selected}
         ready = [(-g.priority[n], n) for n in selected if waiting[n] == 0]
         heapq.heapify(ready)
         runnable: list[tuple[int, str]] = []  # heap of nodes keyed and waiting for resources
