@@ -66,3 +66,16 @@ def test_stdlib_json_dumps_plan_baseline(benchmark, plan):
 def test_canonical_loads_plan(benchmark, plan):
     data = canonical.dumps(plan)
     assert benchmark(canonical.loads, data) == plan
+
+
+@pytest.mark.benchmark(group="canonical JSON: a manifest")
+@pytest.mark.parametrize("joined", [False, True], ids=["encoded", "joined"])
+def test_manifest_bytes(benchmark, plan, joined):
+    """A RunManifest of a plan-sized list: encoded whole, or joined from its entries' canonical
+    JSON as kept in the no-op record (records.manifest_bytes), which no-op and edit builds do."""
+    from sci.records import manifest_bytes
+
+    manifest = {"format": 1, "command": ["build"], "plan": list(plan["plan"].values()), "volatile": {"run_id": "x"}}
+    parts = [canonical.dumps(e) for e in manifest["plan"]]
+    data = benchmark(manifest_bytes, manifest, parts) if joined else benchmark(canonical.dumps, manifest)
+    assert data == canonical.dumps(manifest)

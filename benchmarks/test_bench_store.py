@@ -157,3 +157,25 @@ def test_store_packed_lookups(benchmark, packed_store, lookups):
         return sum(store.get_action(k) is not None for k in wanted)
 
     assert benchmark(look) == len(wanted)
+
+
+@pytest.mark.benchmark(group="store: action lookups")
+@pytest.mark.parametrize("indexed", [True, False], ids=["key-index", "scan"])
+def test_store_packed_miss(benchmark, packed_store, indexed, tmp_path):
+    """A fresh process looking up a key that is in no pack (every node an edit re-runs): the
+    pack's key index is bisected, or — without one, as for a pack whose writer was killed —
+    the pack's bytes are scanned. The ratio of the two is the index's worth."""
+    import shutil
+
+    root, _keys = packed_store
+    copy = tmp_path / "cas"
+    shutil.copytree(root, copy)
+    if not indexed:
+        for idx in (copy / "actions" / "packs").glob("*.idx"):
+            idx.chmod(0o644)
+            idx.unlink()
+
+    def look():
+        return Store(copy, create=False).get_action("ab" * 32)
+
+    assert benchmark(look) is None
