@@ -153,8 +153,9 @@ class Scheduler:
         self.all_outcomes = records.Outcomes(self.outcomes, known)
 
     def run(self, selected: list[str]) -> records.Outcomes:
-        """Decide every node of `selected` (in graph order; their upstream nodes are either in
-        it or preset); the outcomes returned include the preset nodes."""
+        """Decide every node of `selected` (in any order: ready nodes are taken by priority, then
+        name; their upstream nodes are either in it or preset); the outcomes returned include
+        the preset nodes."""
         self.store.start_pack()  # this build's action results: one pack, not a file each
         try:
             self._run(selected)
