@@ -243,8 +243,7 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
 def _plan_entries(selected: list[str], decided: dict, step_of, last) -> list[dict]:
     """The manifest's plan: a node this build decided gets a new entry. After a parameter edit
     (`last`: noop.LastBuild) the others keep theirs from the last record: the recorded plan,
-    with the decided nodes' entries replaced in place (the unchanged entries are the recorded
-    objects: noop._changes relies on it)."""
+    with the decided nodes' entries replaced in place."""
     def entry(n: str, o) -> dict:
         return {"node": n, "step": step_of[n], "key": o.key, "status": o.status._value_, "outputs": o.outputs}
 
