@@ -26,6 +26,7 @@ from sci.graph import DepSource
 from sci.load import Positions
 from sci.mapped import map_file
 from sci.plan import _NODE_FIELDS, Node
+from sci.values import NameIndex
 
 if TYPE_CHECKING:
     from sci.pipeline import Loaded
@@ -50,32 +51,13 @@ def decode_node(raw) -> tuple[Node, list[DepSource]]:
 
 
 class _Blobs:
-    """A table section: name -> its bytes in the mapped file, found by offset, never copied whole.
+    """A table section: name -> its bytes in the mapped file, found by offset, never copied whole."""
 
-    The first few look-ups search the list of names (a parameter edit asks for one or two);
-    more build an index of it (~0.7 ms for 10,000 names)."""
-
-    __slots__ = ("names", "_index", "_asked", "ends", "view", "base")
+    __slots__ = ("names", "find", "ends", "view", "base")
 
     def __init__(self, names: list[str], ends: list[int], view: memoryview, base: int):
         self.names, self.ends, self.view, self.base = names, ends, view, base
-        self._index: dict[str, int] | None = None
-        self._asked = 0
-
-    @property
-    def index(self) -> dict[str, int]:
-        if self._index is None:
-            self._index = dict(zip(self.names, range(len(self.names))))
-        return self._index
-
-    def find(self, name: str) -> int | None:
-        if self._index is None and self._asked < 8:
-            self._asked += 1
-            try:
-                return self.names.index(name)
-            except ValueError:
-                return None
-        return self.index.get(name)
+        self.find = NameIndex(names).find  # name -> its place in the table
 
     def get(self, name: str) -> memoryview:
         i = self.find(name)

@@ -31,3 +31,27 @@ class Value:
         if unknown:
             raise TypeError(f"{type(self).__name__} has no field {sorted(unknown)[0]!r}")
         return type(self)(**{f: changes[f] if f in changes else getattr(self, f) for f in self._FIELDS})
+
+
+class NameIndex:
+    """Where each name sits in a list. The first few look-ups search the list (a parameter edit
+    asks for one or two); more build a dict of it once (~0.7 ms for 10,000 names)."""
+
+    __slots__ = ("names", "_at", "_asked")
+    SEARCHES = 8
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self._at: dict[str, int] | None = None
+        self._asked = 0
+
+    def find(self, name: str) -> int | None:
+        if self._at is None:
+            if self._asked < self.SEARCHES:
+                self._asked += 1
+                try:
+                    return self.names.index(name)
+                except ValueError:
+                    return None
+            self._at = dict(zip(self.names, range(len(self.names))))
+        return self._at.get(name)
