@@ -15,6 +15,6 @@ def record_pair(label: str, sci: float, raw: float, which: str) -> None:
 
 def wait_out_racy_window() -> None:
     """Let freshly written files age past the stat cache's racy window, so it may keep them."""
-    from sci.hashing import RACY_WINDOW_NS
+    from sci.store.hashing import RACY_WINDOW_NS
 
     time.sleep(RACY_WINDOW_NS / 1e9 + 0.05)

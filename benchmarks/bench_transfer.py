@@ -27,10 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sci.hashing import TreeEntry, digest_bytes
-from sci.remote import open_remote
-from sci.store import Store
-from sci.transfer import pull, push
+from sci.store.hashing import TreeEntry, digest_bytes
+from sci.remote.stores import open_remote
+from sci.store.cas import Store
+from sci.remote.transfer import pull, push
 
 SMALL_ACTIONS, SMALL_PER_ACTION, SMALL_BYTES = 10, 100, 4096
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from sci import canonical, hashing
+from sci import canonical
+from sci.store import hashing
 
 
 def plan_like(n: int) -> dict:
@@ -73,7 +74,7 @@ def test_canonical_loads_plan(benchmark, plan):
 def test_manifest_bytes(benchmark, plan, joined):
     """A RunManifest of a plan-sized list: encoded whole, or joined from its entries' canonical
     JSON as kept in the no-op record (records.manifest_bytes), which no-op and edit builds do."""
-    from sci.records import manifest_bytes
+    from sci.records.run import manifest_bytes
 
     manifest = {"format": 1, "command": ["build"], "plan": list(plan["plan"].values()), "volatile": {"run_id": "x"}}
     parts = [canonical.dumps(e) for e in manifest["plan"]]

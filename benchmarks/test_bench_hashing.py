@@ -16,8 +16,8 @@ import pytest
 from blake3 import blake3
 
 from bench_support import record_pair, wait_out_racy_window
-from sci import hashing
-from sci.hashing import StatCache
+from sci.store import hashing
+from sci.store.hashing import StatCache
 
 
 def _raw_many(paths: list[str]) -> list[bytes]:

@@ -17,9 +17,10 @@ import re
 import pytest
 
 from bench_support import wait_out_racy_window
-from sci import keys, pipeline
-from sci.hashing import StatCache
-from sci.inputs import Resolver
+from sci.build import keys
+from sci.plan import pipeline
+from sci.store.hashing import StatCache
+from sci.build.inputs import Resolver
 from sci.workspace import Workspace
 
 HEX64 = re.compile(r"[0-9a-f]{64}")

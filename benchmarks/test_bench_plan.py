@@ -17,13 +17,13 @@ import itertools
 import pytest
 
 from gen_pipeline import Workload, edit_param, generate
-from sci import params as params_mod
-from sci import pipeline
+from sci.spec import params as params_mod
+from sci.plan import pipeline
 from sci.determinism import derive_seed
-from sci.graph import build_graph
-from sci.load import load_yaml_text
-from sci.plan import expand
-from sci.spec import validate_pipeline
+from sci.plan.graph import build_graph
+from sci.spec.load import load_yaml_text
+from sci.plan.nodes import expand
+from sci.spec.model import validate_pipeline
 from sci.workspace import RESERVED, Workspace
 
 SHAPES = ("chain", "fanout")

@@ -24,13 +24,14 @@ from pathlib import Path
 import pytest
 
 from gen_pipeline import Workload, generate
-from sci import pipeline, records
+from sci.plan import pipeline
+from sci.records import run as records
 from sci.executors import Task, TaskResult
-from sci.hashing import StatCache
-from sci.inputs import Resolver
-from sci.resources import Pools
-from sci.scheduler import Scheduler, Status
-from sci.store import Store
+from sci.store.hashing import StatCache
+from sci.build.inputs import Resolver
+from sci.build.resources import Pools
+from sci.build.scheduler import Scheduler, Status
+from sci.store.cas import Store
 from sci.workspace import Workspace
 
 # Both shapes with the workspace and store in memory (tmpfs): sci's own per-node cost. The

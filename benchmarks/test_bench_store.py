@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sci.store import OutputRecord, Store
+from sci.store.cas import OutputRecord, Store
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from sci.remote import Remote, open_remote
+from sci.remote.stores import Remote, open_remote
 
 START_TIMEOUT_S = 60  # a bound on waiting for a server to listen, not a measured duration
 

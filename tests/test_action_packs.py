@@ -1,4 +1,4 @@
-"""Action packs (sci.action_packs): a build's action results appended to one file.
+"""Action packs (sci.store.packs): a build's action results appended to one file.
 
 Through the CLI on real workspaces: where results go, what a torn or damaged pack does to
 builds, fsck and gc; and the reader against the writer on generated records."""
@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from conftest import no_traceback
 from sci import canonical
-from sci import action_packs
-from sci.action_packs import INDEX_MAGIC, INDEX_SUFFIX, MAGIC, PackIndex, PackWriter, read_record, scan
-from sci.store import Store
+from sci.store import packs as action_packs
+from sci.store.packs import INDEX_MAGIC, INDEX_SUFFIX, MAGIC, PackIndex, PackWriter, read_record, scan
+from sci.store.cas import Store
 
 PIPELINE = {
     "sci.yaml": """

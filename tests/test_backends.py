@@ -11,7 +11,7 @@ import pytest
 from sci import backends
 from sci.backends import GUARDED_FUNCTIONS, GUARDED_METHODS, HostTransferError, no_host_transfer
 from sci.errors import ResourceError, UserError
-from sci.gpu import GpuRequired
+from sci.build.gpu import GpuRequired
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs PyTorch (install the CPU wheel)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from conftest import no_traceback
-from sci.store import Store
+from sci.store.cas import Store
 
 PIPELINE = {
     "sci.yaml": """

@@ -20,10 +20,11 @@ from conftest import REPO, Sci, write
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sci import bundle, canonical
-from sci.bundle import MANIFEST, Limits, export_bundle, import_bundle
+from sci import canonical
+from sci.evidence import bundle
+from sci.evidence.bundle import MANIFEST, Limits, export_bundle, import_bundle
 from sci.errors import UserError, WorkFailed
-from sci.hashing import digest_bytes
+from sci.store.hashing import digest_bytes
 from sci.workspace import Workspace
 
 INVESTIGATION = ["sci.yaml", "params.yaml", "uv.lock", "rules"]
@@ -126,7 +127,7 @@ def test_import_again_changes_nothing(sealed, tmp_path):
     assert again["objects_admitted"] == 0 and again["objects_present"] == first["objects_admitted"]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sci.repro") is None, reason="sci repro-check is not available yet")
+@pytest.mark.skipif(importlib.util.find_spec("sci.evidence.repro") is None, reason="sci repro-check is not available yet")
 def test_repro_check_passes_in_the_imported_workspace(sealed, tmp_path):
     ws_dir = tmp_path / "repro"
     import_bundle(ws_dir, sealed)

@@ -186,7 +186,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
 @given(fields=st.dictionaries(_keys, _json, max_size=6), plan=st.lists(st.dictionaries(_keys, _json, max_size=3),
                                                                        max_size=4))
 def test_a_manifest_joined_from_its_plan_entries_is_its_canonical_json(fields, plan):
-    from sci.records import manifest_bytes
+    from sci.records.run import manifest_bytes
 
     manifest = {**fields, "plan": plan}
     assert manifest_bytes(manifest, [canonical.dumps(e) for e in plan]) == canonical.dumps(manifest)

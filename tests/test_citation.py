@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from jsonschema import Draft7Validator
 from ruamel.yaml import YAML
 
-from sci import canonical, citation
-from sci.hashing import digest_bytes
+from sci import canonical
+from sci.evidence import citation
+from sci.store.hashing import digest_bytes
 
 V = "5271ebce77be832aeddc1635e3160f3580ad5e1edb679b337502f918397060ee"
 EXPERIMENT = {

@@ -96,7 +96,7 @@ def test_progress_display_on_a_terminal_and_plain_lines_otherwise(ws):
 
 # -- the entry point's own parser for the common `sci build` (sci/cli.py) -------------------------
 def test_plain_build_command_lines_are_parsed_without_click_and_others_are_left_to_it():
-    from sci.cli import plain_build
+    from sci.cli.main import plain_build
 
     assert plain_build(["build"]) == {"targets": [], "jobs": None, "keep_going": False, "verbose": False,
                                       "as_json": False}
@@ -177,7 +177,7 @@ def test_a_build_leaves_quickly_yet_runs_exit_handlers_and_keeps_its_output_and_
     script = ("import atexit, sys\n"
               "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
               "sys.argv = ['sci', 'build', '--json', *sys.argv[1:]]\n"
-              "from sci.cli import main\n"
+              "from sci.cli.main import main\n"
               "main()\n"
               "print('not reached', file=sys.stderr)\n")
     ok = subprocess.run([sys.executable, "-c", script, "a"], cwd=ws.root, env=sci.env, capture_output=True, text=True)

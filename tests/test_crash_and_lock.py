@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import Sci
-from sci.store import Store
+from sci.store.cas import Store
 
 N = 8
 PIPELINE = {

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sci.dag_svg import name_key, render_svg
+from sci.evidence.dag_svg import name_key, render_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from sci import canonical, doctor, gpu
-from sci.gpu import GpuInfo, GpuRequired
-from sci.hashing import TreeEntry
-from sci.store import STORE_FORMAT, Store
+from sci import canonical, doctor
+from sci.build import gpu
+from sci.build.gpu import GpuInfo, GpuRequired
+from sci.store.hashing import TreeEntry
+from sci.store.cas import STORE_FORMAT, Store
 
 SMI_OK = """\
 #!/bin/sh

@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sci import canonical
-from sci.citation import seal
-from sci.dossier_page import EvidenceError, media_type_for, render_html, reproduce_commands
-from sci.hashing import digest_bytes
+from sci.evidence.citation import seal
+from sci.evidence.page import EvidenceError, media_type_for, render_html, reproduce_commands
+from sci.store.hashing import digest_bytes
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -135,7 +135,7 @@ def example(csv_rows: int = 8) -> tuple[dict, dict[str, bytes]]:
 # -- pure Python checks ------------------------------------------------------------------------
 
 def test_example_is_a_valid_dossier():
-    from sci.models import Dossier
+    from sci.records.models import Dossier
 
     dossier, _ = example()
     Dossier.model_validate(dossier)

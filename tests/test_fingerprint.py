@@ -15,10 +15,12 @@ from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sci import canonical, fingerprint, gpu
+from sci import canonical
+from sci.build import fingerprint
+from sci.build import gpu
 from sci.errors import UserError
-from sci.gpu import GpuRequired
-from sci.hashing import StatCache
+from sci.build.gpu import GpuRequired
+from sci.store.hashing import StatCache
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,9 @@ from blake3 import blake3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sci import canonical, hashing
-from sci.hashing import MMAP_THRESHOLD, StatCache, TreeEntry
+from sci import canonical
+from sci.store import hashing
+from sci.store.hashing import MMAP_THRESHOLD, StatCache, TreeEntry
 
 # Long enough that a file written before it is no longer "racily clean" for the stat cache.
 PAST_RACY_WINDOW_S = hashing.RACY_WINDOW_NS / 1e9 + 0.02

@@ -45,7 +45,7 @@ from rules.common.tables import Column, format_float, read_table, write_table  #
 from rules.fit import fit  # noqa: E402
 from rules.simulate import simulate  # noqa: E402
 from rules.summarize import bias_rows, summarize  # noqa: E402
-from sci.context import StepContext  # noqa: E402
+from sci.executors.context import StepContext  # noqa: E402
 
 PYTHON_BIN = Path(sys.executable).parent
 FIT_SETTINGS = {"methods": list(METHODS), "max_iter": 100, "tol": 1e-10, "ar2_lag": 13, "logdec_cycles": 0}

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import same
-from sci import load
+from sci.spec import load
 from sci.errors import SpecError
 
 pytestmark = pytest.mark.skipif(not load._has_c_parser(), reason="needs ruamel.yaml.clib's C parser")
@@ -85,7 +85,7 @@ def test_bad_yaml_is_still_reported_with_its_line(text, line):
 
 
 # -- the ruamel-free reader (simple_yaml) ---------------------------------------------------
-from sci import simple_yaml  # noqa: E402
+from sci.spec import simple_yaml  # noqa: E402
 
 keys = st.one_of(st.sampled_from(["a", "b_c", "d-e", "f.g", "true", "null", "y", "1a", "key"]),
                  st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True))

@@ -12,8 +12,8 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from sci import canonical
-from sci.hashing import digest_bytes
-from sci.models import (
+from sci.store.hashing import digest_bytes
+from sci.records.models import (
     MODELS,
     Dossier,
     ExperimentRequest,

@@ -11,7 +11,7 @@ import os
 import stat
 
 from conftest import no_traceback
-from sci.store import Store
+from sci.store.cas import Store
 
 
 def _mode(path) -> int:

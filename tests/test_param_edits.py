@@ -8,7 +8,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sci import canonical, params as params_mod, replan
+from sci import canonical
+from sci.spec import params as params_mod
+from sci.plan import replan
 
 PIPELINE = {
     "sci.yaml": """
@@ -245,7 +247,7 @@ def test_downstream_nodes_whose_inputs_come_out_as_recorded_are_taken_from_the_r
 
 
 def test_the_record_updated_after_an_edit_equals_one_made_from_scratch(ws):
-    from sci import noop
+    from sci.build import noop
 
     def doc():
         return noop.read_record(ws.root / ".sci")[1]
@@ -278,7 +280,7 @@ def test_an_output_edited_after_an_edit_build_is_noticed(ws):
 
 
 def test_a_parameter_edit_decodes_only_the_nodes_it_replans(ws):
-    from sci.pipeline import load
+    from sci.plan.pipeline import load
     from sci.workspace import Workspace
 
     steps = "\n".join(f"  s{i}:\n    cmd: echo {{params.p.s{i}}} > {{outs}}\n    outs: [o{i}.txt]" for i in range(40))
@@ -340,7 +342,7 @@ def test_an_edit_that_moves_an_output_another_step_reads_through_a_directory(ws)
 
 
 def test_the_plan_shape_is_stable_and_changes_with_the_edges(ws):
-    from sci.pipeline import PLAN_CACHE, load
+    from sci.plan.pipeline import PLAN_CACHE, load
     from sci.workspace import Workspace
 
     ws(PIPELINE)
@@ -371,8 +373,8 @@ def test_an_edit_that_makes_a_path_escape_is_reported_at_its_line_in_sci_yaml(ws
 def test_positions_read_lazily_pickle_as_plain_positions(ws):
     import pickle
 
-    from sci import plan_cache
-    from sci.load import Positions
+    from sci.plan import cache as plan_cache
+    from sci.spec.load import Positions
 
     sci = ws(PIPELINE)
     sci.build()
@@ -385,7 +387,7 @@ def test_positions_read_lazily_pickle_as_plain_positions(ws):
 
 def test_an_edit_build_reports_every_node_through_the_python_api(ws):
     from sci import api
-    from sci.records import NodeStatus
+    from sci.records.run import NodeStatus
     from sci.workspace import Workspace
 
     sci = ws(PIPELINE)
@@ -456,7 +458,7 @@ def test_verbose_progress_names_the_untouched_nodes_in_one_line(ws):
 
 
 def test_nodes_of_step_finds_every_step_s_nodes_in_plan_order(ws):
-    from sci.pipeline import load
+    from sci.plan.pipeline import load
     from sci.workspace import Workspace
 
     sci = ws({"sci.yaml": """
@@ -494,7 +496,7 @@ def test_an_edit_build_of_some_targets_runs_only_their_touched_nodes(ws):
 
 def test_nodes_taken_from_the_record_mid_build_are_reported_without_being_decided_one_by_one(ws):
     from sci import api
-    from sci.records import NodeStatus
+    from sci.records.run import NodeStatus
     from sci.workspace import Workspace
 
     sci = ws(CHAIN)
@@ -514,7 +516,7 @@ def test_every_manifest_is_canonical_whether_encoded_whole_or_joined_from_the_re
     """The no-op and edit builds write their manifest from the record's per-entry JSON; each
     manifest must still be exactly the canonical JSON of what it says, and the record's
     entries' JSON must stay the JSON of its entries through appended edits."""
-    from sci import noop
+    from sci.build import noop
 
     def check_last_manifest():
         run = sorted((ws.root / "runs").iterdir())[-1]
@@ -538,7 +540,7 @@ def test_every_manifest_is_canonical_whether_encoded_whole_or_joined_from_the_re
 
 
 def test_a_target_given_as_a_path_resolves_in_a_patched_plan(ws):
-    from sci.pipeline import load
+    from sci.plan.pipeline import load
     from sci.workspace import Workspace
 
     sci = ws(PIPELINE)

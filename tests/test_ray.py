@@ -30,7 +30,7 @@ from conftest import Sci, no_traceback, write
 from ray_cluster import ADDRESS, CLUSTER_CPUS, CLUSTER_GPUS, ray_cluster_fixture, wait_until
 from sci.errors import ResourceError, UserError
 from sci.executors import ray as rx
-from sci.store import Store
+from sci.store.cas import Store
 
 
 # -- no cluster needed ---------------------------------------------------------------------
@@ -374,7 +374,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from sci.executors.ray import RayExecutor
 from sci.executors.task import Task
-from sci.store import Store
+from sci.store.cas import Store
 
 root, address, marker = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 store = Store(root / "cas")

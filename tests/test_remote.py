@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from servers import (aws_env, dav_server, directory_site, free_port, moto_server,  # noqa: F401
                      nginx_dav, s3_endpoint, s3_site, site)
 from sci.errors import UserError, WorkFailed
-from sci.remote import (DirectoryRemote, FsspecRemote, HttpRemote, RemoteAuthError,
+from sci.remote.stores import (DirectoryRemote, FsspecRemote, HttpRemote, RemoteAuthError,
                         RemoteConfigError, RemoteNotFound, RemoteUnreachable, S3Remote,
                         open_remote, select_remote)
 

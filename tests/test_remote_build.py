@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import Sci, write
 from servers import aws_env, dav_server, s3_endpoint, site  # noqa: F401 - fixtures: real remotes
-from sci.store import Store
+from sci.store.cas import Store
 
 PIPELINE = """
 version: 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, no_traceback
-from sci.store import Store
+from sci.store.cas import Store
 
 SEEDED = {
     "sci.yaml": """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from sci.store import Store
+from sci.store.cas import Store
 
 
 def _intervals(root, paths):

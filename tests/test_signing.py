@@ -18,8 +18,9 @@ pytest.importorskip("cryptography", reason="signing needs the optional `cryptogr
 
 from conftest import Sci, write
 
-from sci import canonical, signing
-from sci.bundle import MANIFEST, export_bundle, import_bundle
+from sci import canonical
+from sci.evidence import signing
+from sci.evidence.bundle import MANIFEST, export_bundle, import_bundle
 from sci.errors import UserError, WorkFailed
 from sci.workspace import Workspace
 

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import same
-from sci import simple_yaml
-from sci.simple_yaml import NotSimple
+from sci.spec import simple_yaml
+from sci.spec.simple_yaml import NotSimple
 
 
 def leaves(value, path=()) -> dict[tuple[str, ...], object]:

@@ -14,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, no_traceback
-from sci import spec, spec_plain
+from sci.spec import model as spec
+from sci.spec import plain as spec_plain
 from sci.errors import SpecError
-from sci.load import Positions, load_yaml_text
+from sci.spec.load import Positions, load_yaml_text
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import marshal
 
-from sci import records
+from sci.records import run as records
 from test_param_edits import PIPELINE, edit, last_log
 
 
@@ -115,7 +115,7 @@ def record_frames(root) -> int:
 
 
 def test_edits_append_to_the_noop_record_until_it_is_rewritten_whole(ws):
-    from sci import noop
+    from sci.build import noop
 
     sci = ws(PIPELINE)
     sci.build()

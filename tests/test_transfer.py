@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from servers import aws_env, dav_server, directory_site, s3_endpoint, site  # noqa: F401
 from sci import canonical
 from sci.errors import StoreError
-from sci.hashing import TreeEntry, digest_bytes
-from sci.remote import Remote
-from sci.store import Store
-from sci.transfer import (CorruptObject, MissingObject, ObjectKind, Outcome, TransferFailed,
+from sci.store.hashing import TreeEntry, digest_bytes
+from sci.remote.stores import Remote
+from sci.store.cas import Store
+from sci.remote.transfer import (CorruptObject, MissingObject, ObjectKind, Outcome, TransferFailed,
                           THREADED_WRITE_AFTER, fetch_action, fetch_output, object_path, pull, push)
 
 

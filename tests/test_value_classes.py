@@ -11,7 +11,7 @@ def test_the_plain_value_classes_compare_hash_and_pickle_as_values(tmp_path):
     import pytest
 
     from sci.executors.task import Task, TaskResult
-    from sci.store import OutputRecord
+    from sci.store.cas import OutputRecord
     from sci.workspace import Workspace
 
     ws = Workspace(tmp_path)
@@ -32,8 +32,8 @@ def test_the_plain_value_classes_compare_hash_and_pickle_as_values(tmp_path):
 
 
 def test_value_classes_compare_by_field_and_replace_through_init():
-    from sci.records import NodeStatus, Outcome
-    from sci.resources import Gpu, Hardware
+    from sci.records.run import NodeStatus, Outcome
+    from sci.build.resources import Gpu, Hardware
 
     hw = Hardware(2, 8.0, [Gpu(0, 16.0, "A")])
     assert hw == Hardware(2, 8.0, [Gpu(0, 16.0, "A")]) and hw != Hardware(2, 8.0) and hw != (2, 8.0)

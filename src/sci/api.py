@@ -13,18 +13,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from sci import canonical, records
-from sci.dossier_keys import KeyOnly
+from sci import canonical
+from sci.records import run as records
+from sci.records.key_only import KeyOnly
 from sci.errors import SciError, StepFailed
-from sci.hashing import StatCache
-from sci.pipeline import (Loaded, _params_path, _pipeline_doc, _read, environment_records, load,  # noqa: F401
+from sci.store.hashing import StatCache
+from sci.plan.pipeline import (Loaded, _params_path, _pipeline_doc, _read, environment_records, load,  # noqa: F401
                           plan_key, store_of as _store)
-from sci.sync import pull, push  # noqa: F401 - operations of this API, kept in their own module
+from sci.remote.sync import pull, push  # noqa: F401 - operations of this API, kept in their own module
 from sci.values import Value
 from sci.workspace import Workspace
 
 if TYPE_CHECKING:  # for annotations only
-    from sci.graph import Graph
+    from sci.plan.graph import Graph
 
 
 # -- build ---------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
         key = plan_key(ws, list(overrides or []), seed, yaml_bytes)
         last_record = None  # the last build's no-op record (noop.py)
         if fast_ok:
-            from sci.noop import fast_build, read_record
+            from sci.build.noop import fast_build, read_record
 
             last_record = read_record(ws.state_dir)
             report = fast_build(ws, list(targets or []), argv, emit, started, clock, executor, plan_key=key,
@@ -105,9 +106,9 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
             if report is not None:
                 return report
         from sci.executors import make_executor
-        from sci.inputs import Resolver
-        from sci.resources import Pools, check_fits
-        from sci.scheduler import Scheduler
+        from sci.build.inputs import Resolver
+        from sci.build.resources import Pools, check_fits
+        from sci.build.scheduler import Scheduler
 
         loaded = load(ws, overrides, seed=seed, yaml_bytes=yaml_bytes, cache_key=key)
         if freeze:
@@ -126,7 +127,7 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
         env = environment_records(loaded, stat_cache, gpu_nodes)
         last = None  # after a parameter edit: what the last build's record proves (noop.py)
         if fast_ok and not forced:
-            from sci.noop import unchanged_nodes
+            from sci.build.noop import unchanged_nodes
 
             last = unchanged_nodes(ws, loaded, list(targets or []), {k: v["digest"] for k, v in env.items()}, selected,
                                    last_record)
@@ -155,7 +156,7 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
                             env.get("gpu", {}).get("digest"))
         state = records.state_of(ws, hint=last.entries if last is not None else None)
         mode = link_mode or os.environ.get("SCI_LINK", "copy")
-        from sci.store import MATERIALIZE_MODES
+        from sci.store.cas import MATERIALIZE_MODES
 
         if mode not in MATERIALIZE_MODES:
             from sci.errors import UserError
@@ -166,13 +167,13 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
         def prepare(node, outcomes):
             if node.kind != "dossier":
                 return {}, {}
-            from sci import dossier
+            from sci.evidence import dossier
 
             return dossier.prepare(node, outcomes, graph, store, loaded.experiment, env["cpu"], ws.root)
 
         cache = None
         if use_remote and (loaded.remotes or os.environ.get("SCI_REMOTE") or remote):
-            from sci.remote_cache import open_remote_cache
+            from sci.remote.cache import open_remote_cache
 
             cache = open_remote_cache(store, loaded.remotes, remote, ws.root, emit_all)
         sched = Scheduler(root=ws.root, graph=graph, resolver=resolver, store=store, state=state,
@@ -192,7 +193,7 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
                 ex.close()
                 _clean_scratch(ws, start=False)
             if remote_upload and cache is not None:
-                from sci.transfer import push
+                from sci.remote.transfer import push
 
                 built = [o.key for o in outcomes.values() if o.status._value_ == "executed" and o.key]
                 up = push(store, cache.remote, built)
@@ -218,12 +219,12 @@ def _build(ws: Workspace, targets: list[str] | None, *, jobs: int | None, keep_g
             log.close()
         report = BuildReport(run_id, run_dir, outcomes, selected, man)
         if fast_ok and report.ok:
-            from sci.noop import record_build
+            from sci.build.noop import record_build
 
             record_build(ws, loaded, list(targets or []), key, selected, outcomes, resolver,
                          stat_cache, env, man, store, last, plan_json)
         else:
-            from sci import noop
+            from sci.build import noop
 
             noop.discard(ws.state_dir)
         if cache is not None:
@@ -303,7 +304,7 @@ def _forced(graph: Graph, force: list[str], root: Path) -> set[str]:
         if step_nodes:
             out.update(step_nodes)
             continue
-        from sci.graph import _rel_target
+        from sci.plan.graph import _rel_target
 
         rel = _rel_target(f, root)
         owner = graph._owner_of(rel) if rel is not None else None
@@ -334,9 +335,10 @@ class NodeStatus(Value):
 
 def status(ws: Workspace, targets: list[str] | None = None, *, overrides: list[str] | None = None) -> list[NodeStatus]:
     """For each selected node: up to date, or why it would run (SPEC §7). Runs nothing."""
-    from sci import fingerprint, keys
-    from sci.inputs import Resolver
-    from sci.store import OutputRecord
+    from sci.build import fingerprint
+    from sci.build import keys
+    from sci.build.inputs import Resolver
+    from sci.store.cas import OutputRecord
 
     loaded = load(ws, overrides)
     graph = loaded.graph
@@ -366,7 +368,7 @@ def status(ws: Workspace, targets: list[str] | None = None, *, overrides: list[s
                 continue
         extra = None
         if node.kind == "dossier":
-            from sci import dossier
+            from sci.evidence import dossier
 
             extra, _ = dossier.prepare(node, known_keys, graph, store, loaded.experiment, env["cpu"], ws.root)
         comp = resolver.components(node, extra)
@@ -431,14 +433,14 @@ def dag(ws: Workspace, targets: list[str] | None = None, fmt: str = "text") -> s
 
 # -- store upkeep ----------------------------------------------------------------------------
 def fsck(ws: Workspace, *, repair: bool = False):
-    from sci.maintenance import fsck as run_fsck
+    from sci.store.maintenance import fsck as run_fsck
 
     loaded = load(ws)
     return run_fsck(_store(loaded), repair=repair)
 
 
 def gc(ws: Workspace, *, keep_runs: int = 5, dry_run: bool = False):
-    from sci.maintenance import gc as run_gc, keys_to_keep
+    from sci.store.maintenance import gc as run_gc, keys_to_keep
 
     with ws.lock():
         loaded = load(ws)
@@ -448,13 +450,13 @@ def gc(ws: Workspace, *, keep_runs: int = 5, dry_run: bool = False):
 
 
 def repro_check(ws: Workspace, target: str, **kw):
-    from sci.repro import repro_check as run
+    from sci.evidence.repro import repro_check as run
 
     return run(ws, target, **kw)
 
 
 def schema(out_dir: Path | None = None) -> dict:
-    from sci import models
+    from sci.records import models
 
     if out_dir is not None:
         return {"written": [str(p) for p in models.write_schemas(out_dir)]}
@@ -518,8 +520,8 @@ def built_dossier(ws: Workspace, target: str | None = None) -> dict:
 
 
 def cite(ws: Workspace, target: str | None = None, fmt: str = "bibtex") -> str:
-    from sci import citation
-    from sci.dossier import evidence_works
+    from sci.evidence import citation
+    from sci.evidence.dossier import evidence_works
 
     dossier = built_dossier(ws, target)
     exp, version, parents = dossier["experiment"], dossier["citation"]["version"], evidence_works(dossier)

@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any, Iterator
 
 from sci.errors import WorkFailed
-from sci.gpu import GpuRequired
+from sci.build.gpu import GpuRequired
 
 __all__ = ["GpuRequired", "HostTransferError", "cuda_available", "xp", "to_torch", "from_torch",
            "no_host_transfer", "GUARDED_METHODS", "GUARDED_FUNCTIONS"]

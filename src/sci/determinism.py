@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 from sci import canonical
 from sci.errors import UserError
-from sci.hashing import digest_bytes
+from sci.store.hashing import digest_bytes
 
 
 class Mode(str, Enum):

@@ -2,7 +2,7 @@
 
 `report()` gathers plain data (what `--json` prints); `render()` turns it into lines for people.
 It is cheap on purpose — no object is hashed (that is `sci fsck`) and neither torch nor cupy is
-imported (GPUs come from nvidia-smi via sci.gpu) — so it can be the first thing a user runs
+imported (GPUs come from nvidia-smi via sci.build.gpu) — so it can be the first thing a user runs
 when something looks wrong, and the thing they paste into a bug report.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from sci import __version__
-from sci.fingerprint import installed_versions, normalize_name
-from sci.gpu import GpuRequired, detect_gpus, gpu_unavailable_reason
+from sci.build.fingerprint import installed_versions, normalize_name
+from sci.build.gpu import GpuRequired, detect_gpus, gpu_unavailable_reason
 
 # Where the workspace lock lives, relative to the workspace root (SPEC §1: `.sci/` holds it).
 # Keep in step with sci.workspace.
@@ -134,7 +134,7 @@ def store_health(store_root: Path) -> dict[str, Any]:
 
     Objects are counted, not verified: verifying hashes every byte (`sci fsck`).
     """
-    from sci.store import STORE_FORMAT
+    from sci.store.cas import STORE_FORMAT
 
     root = Path(store_root)
     info: dict[str, Any] = {"path": str(root), "exists": root.is_dir(), "format": None,

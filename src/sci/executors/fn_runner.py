@@ -19,7 +19,7 @@ def _paths(value):
 def main(request_path: str) -> int:
     req = json.loads(Path(request_path).read_text())
     sys.path.insert(0, os.getcwd())
-    from sci.context import StepContext
+    from sci.executors.context import StepContext
 
     ctx = StepContext(
         node=req["node"],

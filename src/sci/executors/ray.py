@@ -26,7 +26,7 @@ from sci.errors import ResourceError, UserError
 from sci.executors.task import Task, TaskResult
 
 if TYPE_CHECKING:
-    from sci.resources import Hardware
+    from sci.build.resources import Hardware
 
 NAMESPACE = "sci"
 ADDRESS_ENV = "RAY_ADDRESS"
@@ -209,7 +209,7 @@ class RayExecutor:
 
     def hardware(self) -> "Hardware":
         """The cluster's totals as a `Hardware`, for pools sized to the cluster, not the driver."""
-        from sci.resources import Gpu, Hardware
+        from sci.build.resources import Gpu, Hardware
 
         return Hardware(cpu=int(sum(c.cpu for c in self.cluster)),
                         mem_gb=round(sum(c.mem_bytes for c in self.cluster) / GIB, 2),

@@ -19,9 +19,9 @@ from typing import Callable
 
 from sci import unique
 from sci.executors.task import Task, TaskResult
-from sci.records import utc_now
-from sci.plan import GPUS_MARK
-from sci.store import Store
+from sci.records.run import utc_now
+from sci.plan.nodes import GPUS_MARK
+from sci.store.cas import Store
 
 # Environment variables a step inherits from sci's own environment besides PATH: only those a
 # toolchain needs to find its libraries. Everything else a step sees is declared (SPEC §2).

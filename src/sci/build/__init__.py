@@ -1,0 +1,1 @@
+"""One build: keys, inputs, the decision, the scheduler, resources and the short paths."""

@@ -1,0 +1,482 @@
+"""The environment fingerprint (SPEC §5): what outside the workspace can change a step's bytes.
+
+Every component is recorded separately so `diff` can name what changed ("packages.numpy:
+1.26.4 → 2.0.0") and `sci status` can say why a node would re-run. Components:
+
+    python          "3.11.7" (platform.python_version)
+    implementation  "cpython" (sys.implementation.name)
+    os              "Linux" (platform.system) — the kernel release is left out on purpose:
+                    it changes with every security update, differs between CI runners that
+                    share a cache, and almost never changes a step's output bytes
+    libc            "glibc 2.36" (the C library that does change float formatting, locale,
+                    math functions); on macOS "macOS 14.4", elsewhere ""
+    machine         "x86_64" (platform.machine)
+    sci             sci.__version__
+    files           env.files: workspace path → BLAKE3 digest
+    packages        installed version of every package named in a lock among env.files
+                    (uv.lock, poetry.lock, pylock*.toml, *requirements*.txt); "not-installed"
+                    for a locked package this interpreter does not have
+    vars            env.vars: name → value (None when unset); a secret-looking name
+                    (`is_secret_name`) is recorded only as {"secret": true, "set": bool}
+    tools           env.tools: name → {"digest": BLAKE3 of the resolved executable,
+                    "version": first line of `NAME --version`} (the path is left out: where
+                    a tool is installed differs between hosts, what it is does not)
+    gpu             added by the caller for GPU steps only: `gpu_components()`
+
+Speed: this runs on every `sci build` and `sci status`. The warm path spawns no process and
+parses no lock: tool versions are cached in `cache_dir` by the executable's digest, the
+package names of a lock by the lock's digest, and installed versions are read from the
+`*.dist-info` directory names in one scandir per sys.path entry (not by opening every
+METADATA file as importlib.metadata does).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sci import canonical
+from sci.errors import UserError
+from sci.store.hashing import RACY_WINDOW_NS, StatCache, digest_bytes
+
+# Bump when a component's meaning or encoding changes: the digest of every environment
+# changes with it, so every cache key does too (sci.KEY_FORMAT need not move as well).
+FINGERPRINT_FORMAT = 1
+FINGERPRINT_TAG = "sci.env"
+# Bump when the layout or content of the files under cache_dir/<CACHE_SUBDIR> changes.
+CACHE_SUBDIR = "fingerprint-v1"
+NOT_INSTALLED = "not-installed"
+# SPEC §7 names TOKEN, SECRET, PASSWORD and KEY; PASSWD is the same secret spelt the Unix way.
+SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY")
+VERSION_TIMEOUT_S = 20.0
+
+_MAPPING_COMPONENTS = ("files", "packages", "vars", "tools", "gpu")
+
+# Per-process memos in front of the on-disk caches (sci status then build in one process, tests).
+_lock_names_memo: dict[tuple[str, str], list[str]] = {}
+_tool_version_memo: dict[str, str] = {}
+_installed_memo: tuple[tuple, dict[str, str]] | None = None
+
+
+def clear_memos() -> None:
+    """Forget this process's memos (lock names, tool versions, installed versions); the
+    on-disk cache in cache_dir is untouched. For long-lived processes and tests."""
+    global _installed_memo
+    _lock_names_memo.clear()
+    _tool_version_memo.clear()
+    _installed_memo = None
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name looks like it holds a secret (case-insensitive)."""
+    upper = name.upper()
+    return any(marker in upper for marker in SECRET_MARKERS)
+
+
+def normalize_name(name: str) -> str:
+    """A package name in PEP 503 normal form: `Ruamel.YAML` and `ruamel_yaml` are `ruamel-yaml`."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# -- built-in components ---------------------------------------------------------------------
+@cache
+def _platform_components() -> dict[str, str]:
+    system = platform.system()
+    lib, lib_version = platform.libc_ver()
+    if lib:
+        libc = f"{lib} {lib_version}".strip()
+    elif system == "Darwin":
+        libc = f"macOS {platform.mac_ver()[0]}".strip()
+    else:
+        libc = ""
+    return {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "os": system,
+        "libc": libc,
+        "machine": platform.machine(),
+    }
+
+
+def _sci_version() -> str:
+    from sci import __version__
+
+    return __version__
+
+
+# -- files -----------------------------------------------------------------------------------
+def _file_digests(root: Path, files: list[str], stat_cache: StatCache) -> dict[str, str]:
+    out = {}
+    for rel in files:
+        path = root / rel
+        try:
+            out[rel] = stat_cache.path_digest(path, rel)
+        except FileNotFoundError:
+            raise UserError(f"env.files: {rel} does not exist in the workspace {root}",
+                            hint="create it, or remove it from env.files in sci.yaml") from None
+        except OSError as exc:
+            raise UserError(f"env.files: cannot read {rel}: {exc.strerror or exc}") from None
+    return out
+
+
+# -- packages --------------------------------------------------------------------------------
+def lock_kind(path: str) -> str | None:
+    """Which lock format a file of env.files is, by its name; None when it is not a lock."""
+    name = os.path.basename(path)
+    if name == "uv.lock":
+        return "uv"
+    if name == "poetry.lock":
+        return "poetry"
+    if name.startswith("pylock.") and name.endswith(".toml"):
+        return "pylock"
+    if "requirements" in name and name.endswith(".txt"):
+        return "requirements"
+    return None
+
+
+_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
+
+
+def parse_lock_names(kind: str, data: bytes) -> list[str]:
+    """The normalized package names a lock file pins, sorted and without duplicates.
+
+    requirements files: one requirement a line; options (`-r`, `-c`, `-e`, `--hash` …) and
+    comments are skipped. `-r other.txt` is not followed on purpose: the names would then
+    depend on a file whose digest is not in the fingerprint, so list it in env.files too.
+    """
+    text = data.decode("utf-8")
+    names: set[str] = set()
+    if kind in ("uv", "poetry", "pylock"):
+        import tomllib  # only when a lock changed: the warm path never parses one
+
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"cannot parse the {kind} lock file: {exc}") from None
+        table = doc.get("packages" if kind == "pylock" else "package", [])
+        for pkg in table if isinstance(table, list) else []:
+            if isinstance(pkg, dict) and isinstance(pkg.get("name"), str):
+                names.add(normalize_name(pkg["name"]))
+    elif kind == "requirements":
+        for raw in text.splitlines():
+            line = raw.split(" #", 1)[0].strip()
+            if not line or line.startswith(("#", "-")):
+                continue
+            match = _REQ_NAME.match(line)
+            if match and "://" not in line.split("@", 1)[0]:
+                names.add(normalize_name(match.group(1)))
+    else:
+        raise ValueError(f"unknown lock kind {kind!r}")
+    return sorted(names)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return canonical.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None  # a missing or damaged cache entry only costs recomputing it
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Atomic: concurrent sci processes may write the same entry; each write is whole."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(canonical.dumps(value))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the cache is an accelerator; a read-only cache_dir must not fail a build
+
+
+def _lock_names(kind: str, path: Path, digest: str, cache_dir: Path | None) -> list[str]:
+    memo_key = (kind, digest)
+    names = _lock_names_memo.get(memo_key)
+    if names is not None:
+        return names
+    entry = cache_dir / CACHE_SUBDIR / "locks" / f"{kind}-{digest}.json" if cache_dir else None
+    cached = _read_json(entry) if entry else None
+    if isinstance(cached, dict) and isinstance(cached.get("names"), list):
+        names = cached["names"]
+    else:
+        names = parse_lock_names(kind, path.read_bytes())
+        if entry:
+            _write_json(entry, {"kind": kind, "digest": digest, "names": names})
+    _lock_names_memo[memo_key] = names
+    return names
+
+
+def _dist_name_version(entry: str) -> tuple[str, str | None] | None:
+    """(normalized name, version or None) from a `*.dist-info` / `*.egg-info` entry name."""
+    if entry.endswith(".dist-info"):
+        stem = entry[: -len(".dist-info")]
+    elif entry.endswith(".egg-info"):
+        stem = entry[: -len(".egg-info")]
+    else:
+        return None
+    # Wheel rule: the name part has "-" escaped to "_", so the first "-" ends the name.
+    name, sep, rest = stem.partition("-")
+    if not sep:
+        return normalize_name(name), None  # "foo.egg-info" of a develop install: no version
+    version = rest.split("-", 1)[0] if entry.endswith(".egg-info") else rest
+    return normalize_name(name), version
+
+
+def installed_versions(cache_dir: Path | None = None) -> dict[str, str]:
+    """normalized name → version of every distribution visible on sys.path.
+
+    The first sys.path entry holding a distribution wins, as with importlib.metadata. The
+    result is cached (in the process, and in `cache_dir` when given) under the signature of
+    the sys.path directories — path, mtime, inode — which changes whenever a `*.dist-info`
+    directory is added, removed or renamed (an install, uninstall or upgrade).
+    """
+    global _installed_memo
+    dirs = []
+    now = time.time_ns()
+    racy = False
+    for entry in sys.path:
+        try:
+            st = os.stat(entry or ".")
+        except OSError:
+            continue
+        dirs.append((entry or ".", st.st_mtime_ns, st.st_ino))
+        # Changed within the timestamp tick: it may change again unseen, so do not persist.
+        racy = racy or now - st.st_mtime_ns < RACY_WINDOW_NS
+    signature = tuple(dirs)
+    if _installed_memo is not None and _installed_memo[0] == signature:
+        return _installed_memo[1]
+    entry_path = cache_dir / CACHE_SUBDIR / "installed.json" if cache_dir else None
+    cached = _read_json(entry_path) if entry_path else None
+    if (isinstance(cached, dict) and cached.get("signature") == [list(d) for d in dirs]
+            and isinstance(cached.get("versions"), dict)):
+        _installed_memo = (signature, cached["versions"])
+        return cached["versions"]
+    found = _scan_installed(dirs)
+    if entry_path and not racy:
+        _write_json(entry_path, {"signature": [list(d) for d in dirs], "versions": found})
+    _installed_memo = (signature, found)
+    return found
+
+
+def _scan_installed(dirs: list[tuple[str, int, int]]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for directory, _, _ in dirs:
+        try:
+            with os.scandir(directory) as it:
+                names = sorted(e.name for e in it)  # sorted: a fixed winner among duplicates
+        except (NotADirectoryError, PermissionError, FileNotFoundError):
+            continue
+        for entry in names:
+            parsed = _dist_name_version(entry)
+            if parsed is None or parsed[0] in found:
+                continue
+            name, version = parsed
+            if version is None:
+                version = _metadata_version(os.path.join(directory, entry))
+            if version is not None:
+                found[name] = version
+    return found
+
+
+def _metadata_version(info_dir: str) -> str | None:
+    """Version of an egg-info/dist-info directory whose name does not carry it (rare)."""
+    from importlib.metadata import PathDistribution
+
+    try:
+        return PathDistribution(Path(info_dir)).version
+    except Exception:  # noqa: BLE001 - a broken dist-info is "not installed", not a crash
+        return None
+
+
+def _packages(root: Path, file_digests: dict[str, str], cache_dir: Path | None) -> dict[str, str]:
+    locked: set[str] = set()
+    for rel, digest in file_digests.items():
+        kind = lock_kind(rel)
+        path = root / rel
+        if kind is not None and path.is_file():
+            locked.update(_lock_names(kind, path, digest, cache_dir))
+    if not locked:
+        return {}
+    installed = installed_versions(cache_dir)
+    return {name: installed.get(name, NOT_INSTALLED) for name in sorted(locked)}
+
+
+# -- vars ------------------------------------------------------------------------------------
+def _vars(names: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in names:
+        value = os.environ.get(name)
+        out[name] = {"secret": True, "set": value is not None} if is_secret_name(name) else value
+    return out
+
+
+# -- tools -----------------------------------------------------------------------------------
+def _resolve_tool(root: Path, name: str) -> str:
+    if os.sep in name:
+        candidate = name if os.path.isabs(name) else os.fspath(root / name)
+        found = candidate if os.access(candidate, os.X_OK) and os.path.isfile(candidate) else None
+    else:
+        found = shutil.which(name)
+    if found is None:
+        raise UserError(f"env.tools: {name} is not on PATH",
+                        hint=f"install {name} or add its directory to PATH, "
+                             "or remove it from env.tools in sci.yaml")
+    return os.path.realpath(found)
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def tool_version(exe: str, name: str) -> str:
+    """First non-empty line `exe --version` prints (stdout, else stderr), whatever its exit
+    status: some tools (bwa) print their version with a usage error, and the binary's digest
+    is what identifies the tool anyway. Runs the tool; callers cache the answer."""
+    import subprocess  # only on a cache miss: the warm path spawns nothing
+
+    try:
+        proc = subprocess.run([exe, "--version"], stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=VERSION_TIMEOUT_S, env={**os.environ, "LC_ALL": "C"})
+    except subprocess.TimeoutExpired:
+        return f"<{name} --version did not finish in {VERSION_TIMEOUT_S:g} s>"
+    except OSError as exc:
+        raise UserError(f"env.tools: cannot run {name} ({exe}): {exc.strerror or exc}") from None
+    line = _first_line(proc.stdout.decode("utf-8", "replace"))
+    return line or _first_line(proc.stderr.decode("utf-8", "replace"))
+
+
+def _tools(root: Path, names: list[str], stat_cache: StatCache,
+           cache_dir: Path | None) -> dict[str, dict[str, str]]:
+    out = {}
+    for name in names:
+        exe = _resolve_tool(root, name)
+        digest = stat_cache.file_digest(exe, exe)  # absolute key: never clashes with workspace paths
+        # argv[0] matters to multi-call binaries (busybox), so the name is part of the cache key.
+        cache_key = digest_bytes(canonical.dumps(["sci.tool-version", digest, os.path.basename(name)]))
+        version = _tool_version_memo.get(cache_key)
+        if version is None:
+            entry = cache_dir / CACHE_SUBDIR / "tools" / f"{cache_key}.json" if cache_dir else None
+            cached = _read_json(entry) if entry else None
+            if isinstance(cached, dict) and isinstance(cached.get("version"), str):
+                version = cached["version"]
+            else:
+                version = tool_version(exe, name)
+                if entry:
+                    _write_json(entry, {"tool": name, "digest": digest, "version": version})
+            _tool_version_memo[cache_key] = version
+        out[name] = {"digest": digest, "version": version}
+    return out
+
+
+# -- the fingerprint -------------------------------------------------------------------------
+def environment(root: Path, files: list[str], vars: list[str], tools: list[str], *,
+                stat_cache: StatCache | None = None, cache_dir: Path | None = None) -> dict:
+    """The fingerprint components of this process's environment for a workspace.
+
+    `files` are workspace-relative paths (env.files), `vars` variable names (env.vars), `tools`
+    executable names (env.tools). Pass the workspace's StatCache and `.sci/` cache directory so
+    that an unchanged environment costs a few stats and small reads; without them everything
+    is recomputed. Raises UserError for a missing env file or tool.
+    """
+    root = Path(root)
+    stat_cache = stat_cache if stat_cache is not None else StatCache()
+    file_digests = _file_digests(root, list(files), stat_cache)
+    components: dict[str, Any] = dict(_platform_components())
+    components["sci"] = _sci_version()
+    components["files"] = file_digests
+    components["packages"] = _packages(root, file_digests, cache_dir)
+    components["vars"] = _vars(list(vars))
+    components["tools"] = _tools(root, list(tools), stat_cache, cache_dir)
+    return components
+
+
+def gpu_components() -> dict:
+    """What a GPU step's output can depend on beyond the software: GPU models (by index),
+    driver version, and the CUDA version the driver provides. The CUDA runtime libraries a
+    step links come from its Python packages (torch's `+cu121`, `cupy-cuda12x`, nvidia-*),
+    which the `packages` component already covers. Raises GpuRequired when there is no GPU."""
+    from sci.build.gpu import GpuRequired, detect_gpus, gpu_unavailable_reason
+
+    gpus = detect_gpus()
+    if not gpus:
+        raise GpuRequired(f"cannot fingerprint the GPU environment: {gpu_unavailable_reason()}",
+                          hint="run GPU steps on a machine with an NVIDIA GPU and driver")
+    return {
+        "model": [g.name for g in gpus],
+        "driver": gpus[0].driver,
+        "cuda": gpus[0].cuda_version,
+    }
+
+
+def digest(components: dict) -> str:
+    """BLAKE3 of the tagged canonical fingerprint: equal components, equal digest, any host."""
+    return digest_bytes(canonical.dumps(
+        {"type": FINGERPRINT_TAG, "format": FINGERPRINT_FORMAT, "components": components}))
+
+
+# -- explaining a change ---------------------------------------------------------------------
+def _show(value: Any) -> str:
+    if isinstance(value, dict) and value.get("secret") is True:
+        return "set" if value.get("set") else "unset"
+    if value is None:
+        return "unset"
+    if isinstance(value, str):
+        # Quoted only where plain text would hide something: empty or edge whitespace.
+        return value if value and value.strip() == value else repr(value)
+    return canonical.dumps_text(value)
+
+
+def _diff_entry(component: str, name: str, old: Any, new: Any) -> str:
+    label = f"{component}.{name}"
+    if component == "files":
+        return label  # digests say nothing to a person; the file's name says what to look at
+    if component == "tools" and isinstance(old, dict) and isinstance(new, dict):
+        if old.get("version") != new.get("version"):
+            return f"{label}: {_show(old.get('version'))} → {_show(new.get('version'))}"
+        return f"{label}: executable changed (same --version)"
+    if component == "gpu" and isinstance(old, list) and isinstance(new, list):
+        return f"{label}: {', '.join(map(str, old))} → {', '.join(map(str, new))}"
+    return f"{label}: {_show(old)} → {_show(new)}"
+
+
+def diff(old: dict, new: dict) -> list[str]:
+    """What changed between two fingerprints, one line per changed entry, sorted.
+
+    Mapping components are compared entry by entry ("packages.numpy: 1.26.4 → 2.0.0",
+    "files.uv.lock", "vars.MY_FLAG: 1 → 2", "tools.bwa: …"); an entry only on one side is
+    "added"/"removed". Secret variables show only set/unset. Empty when nothing changed.
+    """
+    lines: list[str] = []
+    for component in sorted(set(old) | set(new)):
+        a, b = old.get(component), new.get(component)
+        if a == b:
+            continue
+        if component in _MAPPING_COMPONENTS and isinstance(a, dict | None) and isinstance(b, dict | None):
+            a, b = a or {}, b or {}
+            if not a or not b:
+                lines.append(f"{component}: {'added' if b else 'removed'}")
+                continue
+            for name in sorted(set(a) | set(b)):
+                if name not in a:
+                    lines.append(f"{component}.{name}: added"
+                                 + ("" if component == "files" else f" ({_show(b[name])})"))
+                elif name not in b:
+                    lines.append(f"{component}.{name}: removed")
+                elif a[name] != b[name]:
+                    lines.append(_diff_entry(component, name, a[name], b[name]))
+        elif a is None:
+            lines.append(f"{component}: added ({_show(b)})")
+        elif b is None:
+            lines.append(f"{component}: removed")
+        else:
+            lines.append(f"{component}: {_show(a)} → {_show(b)}")
+    return lines

@@ -1,0 +1,425 @@
+"""The no-op fast path: prove from file stats alone that a build would run nothing.
+
+After a build in which every selected node succeeded, sci writes `.sci/noop` (marshal): the
+plan key (sci.yaml, params, hardware, overrides, store), the environment fingerprint's
+digests, the stat signature of every file the nodes read or wrote (sources, code, outputs;
+files inside directories included), the glob matches over workspace files, and the manifest
+that run would give as a no-op. The next build with the same request first checks that
+record: same plan key and targets, same environment digest, every signature unchanged, every
+action result still in the store. Then every key is provably the same as last time, and the
+build writes its records without loading the plan or hashing anything. Any doubt falls back to
+the normal path, which rewrites the record. Signatures come from the stat cache, so they are
+exactly what was seen when the files were hashed; a file too fresh to be trusted there
+("racily clean") has none, and the fast path waits for the next build.
+"""
+
+from __future__ import annotations
+
+import glob as glob_mod
+import marshal
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from sci import canonical
+from sci.values import NameIndex, Value
+
+if TYPE_CHECKING:
+    from sci.api import BuildReport
+
+NOOP_FILE = "noop"
+NOOP_FORMAT = "sci-noop-8"
+_COMPACT_AFTER = 8  # changes appended before the next build rewrites the record whole
+
+
+def _sig(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], env_digests: dict[str, str],
+           env_spec: dict, paths: list[str], directories: list[str], stat_entries: dict,
+           globs: dict[str, list[str]], manifest: dict, action_paths: list[str], structure: str = "", shape: str = "",
+           params: dict | None = None, params_text: str | None = None, plan_json: list[bytes] | None = None) -> bool:
+    """Write the record; False (and no record) when some path has no trusted signature."""
+    sigs: dict[str, tuple] = {}
+    wanted_dirs = []
+    for p in paths:
+        hit = stat_entries.get(p)
+        if hit is not None:
+            sigs[p] = hit[0]
+        else:
+            wanted_dirs.append(p.rstrip("/") + "/")
+    if wanted_dirs:  # directories: their files, as the stat cache saw them when hashing
+        prefixes = tuple(wanted_dirs)
+        found = {d: False for d in wanted_dirs}
+        for key, (sig, _digest) in stat_entries.items():
+            if key.startswith(prefixes):
+                sigs[key] = sig
+                for d in wanted_dirs:
+                    if key.startswith(d):
+                        found[d] = True
+        if not all(found.values()):
+            discard(state_dir)
+            return False
+    # Directories too: a file added to a directory dep or output, or a new module beside a code
+    # file (it could change an import closure), changes its directory's mtime, not any file's.
+    for d in directories:
+        sig = _sig(os.path.join(root, d))
+        if sig is None:
+            discard(state_dir)
+            return False
+        sigs[d.rstrip("/") + "/"] = sig
+    header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets), "structure": structure,
+              "shape": shape}
+    doc = {"env": env_digests, "env_spec": env_spec, "sigs": sigs, "globs": globs, "manifest": manifest,
+           "actions": action_paths, "params": params if params is not None else {}, "params_text": params_text}
+    if plan_json is not None:  # each plan entry's canonical JSON: the no-op's manifest joins them
+        doc["plan_json"] = plan_json
+    _write(state_dir, header, doc)
+    return True
+
+
+def _frame(value: Any) -> bytes:
+    body = marshal.dumps(value)
+    return len(body).to_bytes(4, "little") + body
+
+
+def _write(state_dir: Path, header: dict, doc: dict) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / f"{NOOP_FILE}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(_frame(header) + _frame(doc))
+    os.replace(tmp, state_dir / NOOP_FILE)
+
+
+def _append(state_dir: Path, change: dict, params: dict, params_text: str | None) -> None:
+    """One build's changes and parameters after the record (see record_build), in one write."""
+    fd = os.open(state_dir / NOOP_FILE, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, _frame(change) + _frame((params, params_text)))
+    finally:
+        os.close(fd)
+
+
+def discard(state_dir: Path) -> None:
+    try:
+        os.unlink(state_dir / NOOP_FILE)
+    except FileNotFoundError:
+        pass
+
+
+class Record(NamedTuple):
+    """The record as read: header and document with the appended changes applied."""
+
+    header: dict
+    doc: dict
+    appended: int  # how many builds' changes followed the document
+
+
+def read_record(state_dir: Path) -> Record | None:
+    """The record, read once per build: a no-op checks it, and after a parameter edit it says
+    which nodes are unchanged (`unchanged_nodes`). Anything unreadable: no record.
+
+    The file: a header frame, the document frame, then two frames per appended build — its
+    changes, and its whole parameters (only the last of which is decoded)."""
+    try:
+        with open(state_dir / NOOP_FILE, "rb") as fh:
+            data = memoryview(fh.read())  # whole reads and marshal.loads: ~10x marshal.load(file)
+        frames, at = [], 0
+        while at < len(data):
+            size = int.from_bytes(data[at:at + 4], "little")
+            if at + 4 + size > len(data):
+                return None  # cut short: the build that wrote it was killed mid-write
+            frames.append(data[at + 4:at + 4 + size])
+            at += 4 + size
+        header = marshal.loads(frames[0])
+        if not isinstance(header, dict) or header.get("format") != NOOP_FORMAT or len(frames) % 2:
+            return None
+        doc = marshal.loads(frames[1])
+        if not isinstance(doc, dict):
+            return None
+        appended = frames[2:]
+        for raw in appended[::2]:
+            change = marshal.loads(raw)
+            header = change["header"]
+            _apply(doc, change)
+        if appended:
+            doc["params"], doc["params_text"] = marshal.loads(appended[-1])
+        return Record(header, doc, len(appended) // 2)
+    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError):
+        return None
+
+
+def _apply(doc: dict, change: dict) -> None:
+    doc["sigs"].update(change["sigs"])
+    doc["actions"] = change["actions"]
+    manifest = doc["manifest"]
+    plan = manifest["plan"]
+    for i, entry in change["plan"].items():
+        plan[i] = entry
+    plan_json = doc.get("plan_json")
+    if plan_json is not None:
+        for i, text in change["plan_json"].items():
+            plan_json[i] = text
+    manifest.update(change["manifest"])
+
+
+def check(record: Record | None, root: Path, *, plan_key: str, targets: list[str]) -> dict | None:
+    """The recorded document if nothing that could change a key has changed, else None.
+
+    The caller still compares the environment digests (they need the fingerprint)."""
+    if record is None or record[0].get("plan") != plan_key or record[0].get("targets") != list(targets):
+        return None
+    return record[1] if _files_unchanged(record[1], root) else None
+
+
+def _files_unchanged(doc: dict, root: Path) -> bool:
+    prefix = str(root) + os.sep
+    for path, sig in doc["sigs"].items():
+        if _sig(prefix + path.rstrip("/")) != sig:
+            return False
+    for pattern, matches in doc["globs"].items():
+        found = sorted(m for m in glob_mod.glob(pattern, root_dir=root, recursive=True)
+                       if m.split("/", 1)[0] not in (".sci", "runs"))
+        if found != matches:
+            return False
+    return all(os.path.exists(action) for action in doc["actions"])
+
+
+class LastBuild(Value):
+    """What the last build's record tells a build after a parameter edit (`unchanged_nodes`):
+    the record itself (`doc`), each node's plan entry last time (`entries`: key, outputs), the
+    selected nodes whose step reads a changed parameter (`touched`), the nodes upstream of none
+    of them (`known`: unchanged for certain, never keyed), how many builds' changes follow the
+    record's document in its file (`appended`), the selection in the recorded plan's order, and
+    the selected nodes that are not known unchanged (`dirty`: the touched ones and their
+    dependants, which the build decides)."""
+
+    _FIELDS = ("doc", "entries", "touched", "known", "appended", "selected", "dirty")
+    __slots__ = (*_FIELDS, "_places")
+
+    def __init__(self, doc: dict, entries: dict[str, dict], touched: set[str], known: dict[str, dict],
+                 appended: int = 0, selected: list[str] | None = None, dirty: set[str] | None = None):
+        self.doc, self.entries, self.touched, self.known = doc, entries, touched, known
+        self.appended = appended
+        self.selected = selected if selected is not None else []
+        self.dirty = dirty if dirty is not None else set()  # the selected nodes not in `known`
+        self._places = NameIndex(self.selected)
+
+    def position(self, name: str) -> int:
+        """`name`'s place in the recorded plan, which is `selected` node for node."""
+        at = self._places.find(name)
+        if at is None:
+            raise KeyError(name)
+        return at
+
+
+def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
+                    selected: list[str], record: Record | None) -> LastBuild | None:
+    """After a parameter edit: which selected nodes provably keep last build's key.
+
+    The record must come from the same sci.yaml, hardware and targets (same structure key),
+    the same environment, and no recorded file may have changed. Then a node whose step reads
+    none of the parameters that differ from the recorded ones, and none of whose upstream
+    nodes is such a step's, has the same definition and the same inputs as last time: its
+    recorded plan entry (key, outputs) is `known`, and the build neither keys nor checks it.
+    The nodes downstream of a touched one are decided while building (Scheduler._as_recorded):
+    as soon as their inputs come out as recorded, they are taken from the record too.
+
+    Nothing here visits every node in Python: the same plan shape (a digest of the plan's
+    order, edges and outputs) and the same targets make `selected` the recorded plan's nodes in
+    the recorded order, so the entries are paired with them by position.
+    """
+    if record is None:
+        return None
+    header, doc, appended = record
+    if (header.get("structure") != loaded.structure_key or header.get("shape") != loaded.graph.shape
+            or header.get("targets") != list(targets) or doc["env"] != env_digests or loaded.reads is None):
+        return None
+    plan = doc["manifest"]["plan"]
+    if len(plan) != len(selected) or not plan or plan[0]["node"] != selected[0] \
+            or plan[-1]["node"] != selected[-1] or not _files_unchanged(doc, ws.root):
+        return None
+    entries = dict(zip(selected, plan))
+    graph = loaded.graph
+    every = len(selected) == len(graph.order)
+    chosen = None if every else set(selected)
+    steps = loaded.reads.affected(_changed_params(doc, loaded))
+    touched = {n for step in steps for n in graph.nodes_of_step(step) if every or n in chosen}
+    dirty = set(touched)
+    stack = list(dirty)
+    while stack:
+        for m in graph.downstream[stack.pop()]:
+            if m not in dirty and (every or m in chosen):
+                dirty.add(m)
+                stack.append(m)
+    if any(entries[n]["node"] != n for n in touched):
+        return None  # not the recorded plan after all (a check: the shape says it is)
+    known = entries.copy()
+    for n in dirty:
+        del known[n]
+    return LastBuild(doc, entries, touched, known, appended, selected, dirty)
+
+
+def _changed_params(doc: dict, loaded) -> list[str]:
+    """The parameter keys that differ from the recorded ones: from the changed lines of the
+    params file when both texts are known (simple_yaml.patch), else by comparing the mappings."""
+    from sci.plan import replan
+    from sci.spec import simple_yaml
+
+    if doc.get("params_text") is not None and loaded.params_text is not None:
+        patched = simple_yaml.patch(doc["params_text"], doc["params"], loaded.params_text)
+        if patched is not None:
+            return patched[1]
+    return replan.changed_keys(doc["params"], loaded.params)
+
+
+def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolver, stat_cache, env, man, store,
+                 last: LastBuild | None = None, plan_json: list[bytes] | None = None) -> None:
+    """After a build whose every node succeeded: the record `fast_build` checks next time.
+
+    After a parameter edit (`last` came from unchanged_nodes), only what this build changed is
+    appended to the record: the nodes whose key changed (their outputs' stat signatures, action
+    results and plan entries), the parameters, the manifest's other fields. Every other recorded
+    fact was checked unchanged at the start of this build. After a few appends the record is
+    written whole again. `plan_key` is the one the build began with."""
+    header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets),
+              "structure": loaded.structure_key, "shape": loaded.graph.shape}
+    root = ws.root
+    if last is not None:
+        change = _changes(last, root, selected, outcomes.decided, stat_cache.entries, store, man)
+        if change is not None:
+            change["header"] = header
+            if last.appended < _COMPACT_AFTER:
+                _append(ws.state_dir, change, loaded.params, loaded.params_text)
+            else:
+                _apply(last.doc, change)
+                last.doc["params"], last.doc["params_text"] = loaded.params, loaded.params_text
+                _write(ws.state_dir, header, last.doc)
+            return
+    base = _recorded_fields(man)
+    base["plan"] = [p if p["status"] == "cached" else dict(p, status="cached") for p in man["plan"]]
+    if plan_json is not None:  # the entries whose status changed to "cached" encoded again
+        plan_json = [text if was is now else canonical.dumps(now)
+                     for text, was, now in zip(plan_json, man["plan"], base["plan"])]
+    graph = loaded.graph
+    paths: set[str] = set(loaded.env_spec.get("files", []))
+    directories: set[str] = set()
+    for name in selected:
+        node = graph.nodes[name]
+        paths.update(node.all_dep_paths())
+        paths.update(node.outs.values())
+        for code in resolver.code_files(node):
+            paths.add(code)
+            directories.add(os.path.dirname(code) or ".")
+    hashed_files = stat_cache.entries  # what the stat cache holds is a file
+    for p in list(paths):
+        if p not in hashed_files and os.path.isdir(root / p):
+            for dirpath, _dirs, _files in os.walk(root / p):
+                directories.add(os.path.relpath(dirpath, root))
+    record(ws.state_dir, root=root, plan_key=header["plan"], targets=targets,
+           env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
+           paths=sorted(paths), directories=sorted(directories), stat_entries=stat_cache.entries,
+           globs=dict(graph.globs), manifest=base,
+           action_paths=sorted({store.action_file(outcomes[n].key) or "" for n in selected}),
+           structure=loaded.structure_key, shape=loaded.graph.shape, params=loaded.params,
+           params_text=loaded.params_text, plan_json=plan_json)
+
+
+def _recorded_fields(man: dict) -> dict:
+    """The manifest's fields a no-op repeats (all but the run's own: volatile and command)."""
+    return {k: v for k, v in man.items() if k not in ("volatile", "command")}
+
+
+def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, stat_entries: dict, store,
+             man: dict) -> dict | None:
+    """What this build changed in the last record: the stat signatures and action results of
+    the nodes whose key changed, the directories' signatures, the plan entries that differ and
+    the manifest's other fields. Only the nodes this build `decided` are visited: the others
+    were taken from the record unchanged. The plan is the recorded one node for node (the same
+    plan shape and targets: unchanged_nodes), so a node's entry sits at its place in `selected`.
+    None when an output is no single file with a trusted signature (the caller then records
+    from scratch)."""
+    doc = last.doc
+    sigs: dict[str, tuple] = {}
+    actions = set(doc["actions"])
+    old_plan, new_plan = doc["manifest"]["plan"], man["plan"]
+    if len(old_plan) != len(new_plan) or len(selected) != len(new_plan):
+        return None
+    plan, plan_json = {}, {}
+    for name, outcome in decided.items():
+        i = last.position(name)
+        was, now = old_plan[i], new_plan[i]
+        if was["node"] != name or now["node"] != name:
+            return None
+        if now["status"] != "cached":
+            now = dict(now, status="cached")
+        if now != was:
+            plan[i] = now
+            plan_json[i] = canonical.dumps(now)
+        if outcome.key == last.entries[name]["key"]:
+            continue  # same key, same outputs: the recorded files, checked at the start
+        for rec in outcome.outputs.values():
+            hit = stat_entries.get(rec["path"]) if rec["type"] == "file" else None
+            if hit is None:
+                return None
+            sigs[rec["path"]] = hit[0]
+        actions.add(store.action_file(outcome.key) or "")
+    prefix = f"{root}{os.sep}"
+    for path in doc["sigs"]:
+        if path.endswith("/"):  # a directory: writing an output into it changed its signature
+            sig = _sig(prefix + path.rstrip("/"))
+            if sig is None:
+                return None
+            sigs[path] = sig
+    manifest = _recorded_fields(man)
+    del manifest["plan"]
+    return {"sigs": sigs, "actions": sorted(actions), "plan": plan, "plan_json": plan_json, "manifest": manifest}
+
+
+def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: str,
+               record: Record | None) -> BuildReport | None:
+    """The fast path of noop.py: a build that provably runs nothing, decided from stats alone."""
+    from sci.build import fingerprint
+    from sci.records import run as records
+    from sci.api import BuildReport
+    from sci.store.hashing import StatCache
+    from sci.records.run import Outcomes
+
+    doc = check(record, ws.root, plan_key=plan_key, targets=targets)
+    if doc is None or set(doc["env"]) != {"cpu"}:
+        return None  # GPU nodes re-detect their GPUs on the normal path
+    spec = doc["env_spec"]
+    stat_cache = StatCache(ws.state_dir / "statcache")
+    comps = fingerprint.environment(ws.root, spec["files"], spec["vars"], spec["tools"], stat_cache=stat_cache,
+                                    cache_dir=ws.state_dir / "cache")
+    if fingerprint.digest(comps) != doc["env"]["cpu"]:
+        return None
+    stat_cache.save()
+    run_id = records.new_run_id()
+    run_dir = ws.runs_dir / run_id
+    log = records.RunLog(run_dir)
+    plan = doc["manifest"]["plan"]
+    selected = [p["node"] for p in plan]
+    log.write("build_started", None, targets=targets, nodes=len(selected), jobs=0)
+    emit("build_started", None, targets=targets, nodes=len(selected), jobs=0)
+    log.write("noop", None, nodes=len(selected), reason="no stat signature, environment or plan input changed")
+    outcomes = Outcomes({}, {p["node"]: p for p in plan})  # made into Outcome objects when asked for
+    man = dict(doc["manifest"])
+    man["git_commit"] = records.git_commit(ws.root)
+    man["command"] = records.redact_argv(records.without_executor_options(list(argv if argv is not None else sys.argv[1:])))
+    man["volatile"] = records.manifest(
+        root=ws.root, pipeline_digest="", params_digest="", environment={}, determinism="strict", root_seed=0,
+        command=[], targets=[], plan=[], run_id=run_id, started=started, started_clock=clock, executor=executor,
+        durations={}, with_git=False)["volatile"]
+    records.write_manifest(run_dir, man, doc.get("plan_json"))
+    counts = {"cached": len(selected), "executed": 0, "failed": 0, "skipped": 0}
+    log.write("build_finished", None, counts=counts)
+    emit("build_finished", None, counts=counts)
+    log.close()
+    return BuildReport(run_id, run_dir, outcomes, selected, man)

@@ -1,0 +1,1 @@
+"""The command line: parse, call sci.api, render, map errors to exit codes."""

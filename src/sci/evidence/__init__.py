@@ -1,0 +1,1 @@
+"""Evidence for a reviewer: the dossier, its page, citations, bundles, signatures, repro-check."""

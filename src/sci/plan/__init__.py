@@ -1,0 +1,1 @@
+"""The validated spec → nodes and the graph: foreach expansion, edges, the plan cache."""

@@ -1,0 +1,317 @@
+"""sci.yaml → a planned pipeline (`Loaded`): validated, expanded into nodes, graphed, cached.
+
+Two caches under `.sci/` keep this off the hot path: the validated sci.yaml by its bytes
+(pydantic runs only after an edit), and the whole plan by everything it is a function of
+(`plan_key`). Also here: the pipeline's store and its environment fingerprint records.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sci
+from sci import canonical
+from sci.store.hashing import StatCache, digest_bytes
+from sci.values import Value
+from sci.workspace import RESERVED, Workspace
+
+if TYPE_CHECKING:  # for annotations only: the no-op path never imports the planner
+    from sci.plan.graph import Graph
+    from sci.spec.load import Positions
+    from sci.plan.replan import ReadIndex
+    from sci.build.resources import Hardware
+
+PLAN_CACHE = "plan.pickle"
+PLAN_CACHE_FORMAT = 14  # see plan_cache.py
+
+
+class Loaded(Value):
+    """A validated pipeline, expanded into a graph: everything a build needs before hashing.
+
+    `reserved`: the top-level names no path may use (sci's own, the store's). `reads`: which
+    steps' expansion reads which parameter keys. `structure_key`: plan_key without the
+    parameters (equal means a params edit only). What replan.py needs of the validated sci.yaml:
+    `doc_head` (its `defaults` and `params`) and `step_docs` (each step's mapping pickled on its
+    own, so a patch unpickles the steps it re-expands and no others). `params_text`: the params
+    file's text when the simple reader took it whole and no `--set` applied; with `params`, what
+    the next edit's changed lines are read against (simple_yaml.patch).
+    """
+
+    _FIELDS = ("ws", "graph", "pos", "params", "params_digest", "pipeline_digest", "experiment", "env_spec",
+               "root_seed", "determinism", "store_config", "remotes", "hardware", "reserved", "reads",
+               "structure_key", "doc_head", "step_docs", "params_text")
+
+    def __init__(self, ws: Workspace, graph: Graph, pos: Positions, params: dict, params_digest: str,
+                 pipeline_digest: str, experiment: dict | None, env_spec: dict, root_seed: int, determinism: str,
+                 store_config: str | None, remotes: dict, hardware: Hardware, reserved: tuple[str, ...] = (),
+                 reads: ReadIndex | None = None, structure_key: str = "", doc_head: dict | None = None,
+                 step_docs: Mapping[str, bytes] | None = None, params_text: str | None = None):
+        self.ws, self.graph, self.pos, self.params = ws, graph, pos, params
+        self.params_digest, self.pipeline_digest, self.experiment = params_digest, pipeline_digest, experiment
+        self.env_spec, self.root_seed, self.determinism = env_spec, root_seed, determinism
+        self.store_config, self.remotes, self.hardware, self.reserved = store_config, remotes, hardware, reserved
+        self.reads, self.structure_key, self.doc_head = reads, structure_key, doc_head
+        self.step_docs, self.params_text = step_docs, params_text
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+PIPELINE_CACHE = "pipeline.pickle"
+
+
+def _pipeline_doc(ws: Workspace, yaml_bytes: bytes) -> tuple[dict, Positions]:
+    """sci.yaml validated into plain data; cached by its bytes so pydantic runs only on edits."""
+    from sci.spec.load import load_yaml_text
+
+    key = digest_bytes(sci.__version__.encode() + b"\0" + yaml_bytes)
+    cache = ws.state_dir / PIPELINE_CACHE
+    try:
+        with open(cache, "rb") as fh:
+            stored, doc, pos = pickle.load(fh)
+        if stored == key:
+            return doc, pos
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
+        pass
+    from sci.errors import Location, SpecError
+    from sci.spec.plain import plain_pipeline_doc
+
+    try:
+        text = yaml_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", location=Location("sci.yaml"),
+                        hint="save sci.yaml as UTF-8") from None
+    data, pos = load_yaml_text(text, "sci.yaml")
+    doc = plain_pipeline_doc(data)  # a plainly valid file needs no pydantic import
+    if doc is None:  # unusual or wrong: pydantic accepts it or words the error
+        from sci.spec.model import validate_pipeline
+
+        pipeline = validate_pipeline(data, pos)
+        doc = pipeline.model_dump()
+        doc["experiment"] = pipeline.experiment.model_dump(exclude_none=True) if pipeline.experiment else None
+    _write_pickle(cache, (key, doc, pos))
+    return doc, pos
+
+
+def _write_pickle(path: Path, value: Any) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | None = None,
+           previous: Loaded | None = None) -> tuple[Loaded, bool]:
+    """Plan from scratch; or, when `previous` was planned from the same sci.yaml and hardware
+    and only parameters differ, patch it (replan.py). The flag says which."""
+    from sci.spec import params as params_mod
+    from sci.determinism import derive_seed
+    from sci.plan.graph import build_graph, check_code
+    from sci.plan.nodes import expand, param_reads, render_commands
+    from sci.plan.replan import ReadIndex
+    from sci.build.resources import load_hardware
+
+    if not yaml_bytes and not ws.pipeline_file.exists():
+        from sci.errors import SpecError
+
+        raise SpecError("sci.yaml not found", hint="create it (see docs/format.md)")
+    structure = structure_key(ws, seed, yaml_bytes)
+    if previous is not None and previous.structure_key == structure and previous.step_docs is not None:
+        from sci.plan import replan
+
+        known = (previous.params_text, previous.params) if previous.params_text is not None and not overrides else None
+        read = params_mod.load(ws.root, previous.doc_head["params"], previous.pos, known)
+        patched = replan.patch(previous, params_mod.apply_overrides(read.data, overrides), derive_seed=derive_seed,
+                               changed=read.changed)
+        if patched is not None:
+            patched.ws = ws
+            patched.params_text = None if overrides else read.text
+            return patched, True
+    doc, pos = _pipeline_doc(ws, yaml_bytes)
+    if seed is not None:  # `repro-check --seed N`: replay under another root seed
+        doc = dict(doc, defaults=dict(doc["defaults"], seed=seed))
+    read = params_mod.load(ws.root, doc["params"], pos)
+    params = params_mod.apply_overrides(read.data, overrides)
+    store_cfg = doc["store"]
+    reserved = tuple(RESERVED) + _store_reserved(ws, store_cfg)
+    nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
+    graph = build_graph(nodes, ws.root, pos, reserved=reserved)
+    check_code(nodes, ws.root, pos)
+    render_commands(list(graph.nodes.values()), params, pos)
+    return Loaded(
+        ws=ws, graph=graph, pos=pos, params=params,
+        params_digest=digest_bytes(canonical.dumps(params)),
+        pipeline_digest=yaml_digest(yaml_bytes),
+        experiment=doc["experiment"],
+        env_spec=doc["env"],
+        root_seed=doc["defaults"]["seed"], determinism=doc["defaults"]["determinism"],
+        store_config=store_cfg,
+        remotes={k: (v if isinstance(v, str) else {a: b for a, b in v.items() if b is not None})
+                 for k, v in (doc["remotes"] or {}).items()},
+        hardware=load_hardware(ws.root),
+        reserved=reserved, reads=ReadIndex({name: param_reads(step) for name, step in doc["steps"].items()}),
+        structure_key=structure, doc_head={"defaults": doc["defaults"], "params": doc["params"]},
+        step_docs={name: pickle.dumps(step, protocol=pickle.HIGHEST_PROTOCOL) for name, step in doc["steps"].items()},
+        params_text=None if overrides else read.text,
+    ), False
+
+
+def _store_reserved(ws: Workspace, store_cfg: str | None) -> tuple[str, ...]:
+    root = ws.store_root(store_cfg)
+    try:
+        rel = root.resolve().relative_to(ws.root.resolve())
+    except ValueError:
+        return ()
+    return (rel.parts[0],) if rel.parts else ()
+
+
+def plan_key(ws: Workspace, overrides: list[str], seed: int | None, yaml_bytes: bytes | None = None) -> str:
+    """Digest of everything a plan is a function of, besides the filesystem: the bytes of
+    sci.yaml, the params file and config/hardware.yaml, the overrides, the store location,
+    the seed override and sci's version."""
+    yaml_bytes = _read(ws.pipeline_file) if yaml_bytes is None else yaml_bytes
+    params_path = _params_path(ws, yaml_bytes)
+    params = _read(params_path) if params_path else b""
+    return digest_bytes(b"\0sci\0".join([structure_key(ws, seed, yaml_bytes).encode(), params,
+                                          "\0".join(overrides).encode()]))
+
+
+def structure_key(ws: Workspace, seed: int | None, yaml_bytes: bytes) -> str:
+    """The part of plan_key that is not parameters: what a plan patched after a params edit
+    (replan.py) must share with the plan it patches."""
+    parts = [sci.__version__.encode(), str(PLAN_CACHE_FORMAT).encode(), yaml_digest(yaml_bytes).encode(),
+             _read(ws.root / "config" / "hardware.yaml"), os.environ.get("SCI_CAS", "").encode(),
+             str(seed).encode()]
+    return digest_bytes(b"\0sci\0".join(parts))
+
+
+_YAML_DIGEST: tuple[bytes | None, str] = (None, "")
+
+
+def yaml_digest(yaml_bytes: bytes) -> str:
+    """BLAKE3 of sci.yaml's bytes, computed once for the bytes a build read: the plan key, the
+    structure key and the pipeline digest all need it (~1 ms each for a 10,000-step file)."""
+    global _YAML_DIGEST
+    cached = _YAML_DIGEST  # one read: another thread may replace it meanwhile
+    if cached[0] is yaml_bytes:
+        return cached[1]
+    digest = digest_bytes(yaml_bytes)
+    _YAML_DIGEST = (yaml_bytes, digest)
+    return digest
+
+
+def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None = None,
+         yaml_bytes: bytes | None = None, cache_key: str | None = None) -> Loaded:
+    """Parse and plan the pipeline, reusing `.sci/plan.pickle` when its inputs are unchanged.
+
+    The cache is keyed by the bytes of sci.yaml, the params file, config/hardware.yaml, the
+    overrides and sci's version; glob matches over workspace files and source deps are
+    re-checked on every load, since they depend on the filesystem, not on those bytes.
+    """
+    overrides = list(overrides or [])
+    if yaml_bytes is None or cache_key is None:  # a build passes the ones it read once
+        yaml_bytes = _read(ws.pipeline_file)
+        cache_key = plan_key(ws, overrides, seed, yaml_bytes)
+    cache_file = ws.state_dir / PLAN_CACHE
+    from sci.plan import cache as plan_cache
+
+    previous = None
+    cached = plan_cache.read(cache_file, cache_key)
+    if cached is not None:
+        stored_key, previous = cached
+        previous.ws = ws
+        valid = _still_valid(previous)
+        if stored_key == cache_key and valid:
+            return previous
+        if not valid:  # globs or sources moved: a patch could not be trusted either
+            previous = None
+    loaded, patched = _parse(ws, overrides, yaml_bytes, seed, previous)
+    if not patched:  # a patched plan is as quick to make again as to load: keep the one it came from
+        plan_cache.write(cache_file, cache_key, loaded)
+    return loaded
+
+
+def _params_path(ws: Workspace, yaml_bytes: bytes) -> Path | None:
+    """Find `params: FILE` cheaply (without parsing YAML) so the plan cache key can include it:
+    the first top-level `params:` line naming a file, found by a search, not a split of sci.yaml."""
+    import re
+
+    for match in re.finditer(rb"^params:(.*)$", yaml_bytes, re.M):
+        value = match[1].decode("utf-8", "replace").split("#", 1)[0].strip().strip("'\"")
+        if value and not value.startswith("{"):
+            return ws.root / value
+    return None
+
+
+def _still_valid(loaded: Loaded) -> bool:
+    import glob as glob_mod
+
+    root = loaded.ws.root
+    for pattern, matches in loaded.graph.globs.items():
+        found = sorted(m for m in glob_mod.glob(pattern, root_dir=root, recursive=True)
+                       if m.split("/", 1)[0] not in RESERVED)
+        if found != matches:
+            return False
+    prefix = f"{root}/"
+    for path in loaded.graph.source_paths:
+        if not os.path.exists(prefix + path):
+            return False  # re-plan, so the missing dep is reported with its location
+    for path in loaded.graph.code_paths:
+        if not os.path.exists(prefix + path):
+            return False
+    return True
+
+
+# -- environment ---------------------------------------------------------------------------
+def environment_records(loaded: Loaded, stat_cache: StatCache, nodes) -> dict[str, dict]:
+    """{"cpu": {digest, components}} plus "gpu" when a selected node needs a GPU."""
+    from sci.build import fingerprint
+
+    spec = loaded.env_spec
+    comps = fingerprint.environment(loaded.ws.root, spec["files"], spec["vars"], spec["tools"],
+                                    stat_cache=stat_cache, cache_dir=loaded.ws.state_dir / "cache")
+    out = {"cpu": {"digest": fingerprint.digest(comps), "components": comps}}
+    if any(n.needs_gpu for n in nodes):
+        gcomps = dict(comps, gpu=_gpu_components(loaded.hardware))
+        out["gpu"] = {"digest": fingerprint.digest(gcomps), "components": gcomps}
+    return out
+
+
+def _gpu_components(hw: Hardware) -> dict:
+    """The GPU part of the fingerprint: detected, or as declared in config/hardware.yaml.
+
+    A machine whose hardware.yaml declares GPUs that no driver reports (a test rig, a
+    container without nvidia-smi) is taken at its word for scheduling; the fingerprint then
+    says the GPUs were declared, not detected, so results never pass for detected-GPU ones.
+    """
+    from sci.build import fingerprint
+    from sci.errors import SciError as _SciError
+
+    try:
+        return fingerprint.gpu_components()
+    except _SciError:
+        if hw.gpus and hw.source != "detected":
+            return {"model": [g.name or "declared" for g in hw.gpus], "driver": "undetected",
+                    "cuda": "undetected", "declared_in": hw.source}
+        raise
+
+
+
+def store_of(loaded: Loaded, override: Path | None = None):
+    from sci.store.cas import Store
+
+    return Store(override or loaded.ws.store_root(loaded.store_config))
+
+

@@ -1,0 +1,1 @@
+"""What a run leaves: outcomes, manifests, logs, state and the record models."""

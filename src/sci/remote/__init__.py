@@ -1,0 +1,1 @@
+"""Remote stores: kinds, transfer, push/pull and the build's remote cache."""

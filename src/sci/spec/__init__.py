@@ -1,0 +1,1 @@
+"""sci.yaml → a validated document: YAML with positions, the models, parameters."""

@@ -1,0 +1,125 @@
+"""Parameters: loaded from params.yaml or inline, overridden by `--set`, looked up by dotted key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sci.errors import Location, SpecError, UserError
+from sci.spec.load import Positions, load_yaml, load_yaml_text, parse_scalar
+from sci.values import Value
+
+_MISSING = object()
+
+
+def lookup(params: dict, dotted: str, default: Any = _MISSING) -> Any:
+    node: Any = params
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            if default is not _MISSING:
+                return default
+            raise KeyError(dotted)
+    return node
+
+
+def all_keys(params: Any, prefix: str = "") -> list[str]:
+    """Every dotted key in `params` (for did-you-mean hints)."""
+    out = []
+    if isinstance(params, dict):
+        for k, v in params.items():
+            key = f"{prefix}{k}"
+            out.append(key)
+            out.extend(all_keys(v, key + "."))
+    return out
+
+
+def missing_key_hint(params: dict, dotted: str) -> str:
+    import difflib  # only when a key is missing
+
+    close = difflib.get_close_matches(dotted, all_keys(params), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else "add it to the parameters, or remove it from the step"
+
+
+class ParamsSource(Value):
+    """What `load` read: the mapping, its file and positions, and — when the simple reader took
+    the file whole — its text, kept so the next edit is read by its changed lines. `changed`:
+    the keys that differ from `previous`, when it was patched."""
+
+    __slots__ = _FIELDS = ("data", "file", "pos", "text", "changed")
+
+    def __init__(self, data: dict, file: str | None = None, pos: Positions | None = None, text: str | None = None,
+                 changed: list[str] | None = None):
+        self.data, self.file, self.pos, self.text, self.changed = data, file, pos, text, changed
+
+
+def load(root: Path, spec_params: Any, spec_pos: Positions,
+         previous: tuple[str, dict] | None = None) -> ParamsSource:
+    """The parameters: inline, or read from their file.
+
+    `previous` is a text and its mapping from the last plan: after an edit of a few values only
+    the changed lines are read again (simple_yaml.patch), not a 10,000-key file."""
+    if spec_params is None:
+        return ParamsSource({})
+    if isinstance(spec_params, dict):
+        import copy  # with weakref, ~0.4 ms: only for inline parameters and overrides
+
+        return ParamsSource(copy.deepcopy(spec_params))
+    rel = str(spec_params)
+    path = root / rel
+    if not path.is_file():
+        raise SpecError(f"parameters file {rel} not found", location=spec_pos.at(("params",)),
+                        hint="create it, or give params as an inline mapping")
+    read = _read_file(path, rel, previous)
+    if read.data is None:
+        read.data, read.text = {}, None
+    if not isinstance(read.data, dict):
+        raise SpecError("the parameters file must hold a mapping", location=Location(rel, 1, 1),
+                        hint="write key: value pairs at the top level")
+    return read
+
+
+def _read_file(path: Path, rel: str, previous: tuple[str, dict] | None) -> ParamsSource:
+    from sci.spec import simple_yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, FileNotFoundError):
+        data, pos = load_yaml(path, rel)  # words the error
+        return ParamsSource(data, rel, pos)
+    if previous is not None:
+        patched = simple_yaml.patch(previous[0], previous[1], text)
+        if patched is not None:
+            return ParamsSource(patched[0], rel, Positions(rel, text), text, patched[1])
+    try:
+        return ParamsSource(simple_yaml.load(text), rel, Positions(rel, text), text)
+    except simple_yaml.NotSimple:
+        data, pos = load_yaml_text(text, rel, simple=False)
+        return ParamsSource(data, rel, pos)
+
+
+def apply_overrides(params: dict, overrides: list[str]) -> dict:
+    """Apply `--set a.b=value` overrides (values parsed as YAML scalars) to a copy of params."""
+    if not overrides:
+        return params
+    import copy
+
+    out = copy.deepcopy(params)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r} is not KEY=VALUE", hint="write e.g. --set fit.degree=4")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        parent_key, _, leaf = key.rpartition(".")
+        try:
+            parent = lookup(out, parent_key) if parent_key else out
+            exists = isinstance(parent, dict) and leaf in parent
+        except KeyError:
+            exists = False
+        if not exists:
+            raise UserError(f"--set {key}: no such parameter", hint=missing_key_hint(params, key))
+        parent[leaf] = parse_scalar(raw)
+    return out

@@ -1,0 +1,1 @@
+"""The content-addressed store: objects, action packs, hashing, upkeep."""
