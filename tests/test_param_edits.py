@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -69,6 +71,7 @@ def last_log(root) -> list[dict]:
     return [json.loads(line) for line in (run / "logs.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.shortcut_mechanics
 def test_an_edit_reruns_exactly_the_readers_and_proves_the_rest_unchanged(ws):
     sci = ws(PIPELINE)
     assert sci.build()["executed"] == ALL
@@ -230,6 +233,7 @@ def events(root, name: str) -> list[dict]:
     return [e["data"] for e in last_log(root) if e["event"] == name]
 
 
+@pytest.mark.shortcut_mechanics
 def test_downstream_nodes_whose_inputs_come_out_as_recorded_are_taken_from_the_record(ws):
     sci = ws(CHAIN)
     sci.build()
@@ -385,6 +389,7 @@ def test_positions_read_lazily_pickle_as_plain_positions(ws):
     assert again.at(("steps", "b")).line == loaded.pos.at(("steps", "b")).line > 1
 
 
+@pytest.mark.shortcut_mechanics
 def test_an_edit_build_reports_every_node_through_the_python_api(ws):
     from sci import api
     from sci.records.run import NodeStatus
@@ -448,6 +453,7 @@ def test_a_dossier_after_an_edit_indexes_the_untouched_steps_from_the_record(ws)
     assert rows == {"a": "up to date", "b": "up to date", "report": "up to date"}
 
 
+@pytest.mark.shortcut_mechanics
 def test_verbose_progress_names_the_untouched_nodes_in_one_line(ws):
     sci = ws(PIPELINE)
     sci.build()
@@ -482,6 +488,7 @@ def test_nodes_of_step_finds_every_step_s_nodes_in_plan_order(ws):
             assert list(graph.nodes_of_step(step)) == [n for n in graph.nodes if graph.step_of[n] == step], step
 
 
+@pytest.mark.shortcut_mechanics
 def test_an_edit_build_of_some_targets_runs_only_their_touched_nodes(ws):
     sci = ws(PIPELINE)
     assert sci.build("after_a", "b")["executed"] == ["a", "after_a", "b"]
@@ -494,6 +501,7 @@ def test_an_edit_build_of_some_targets_runs_only_their_touched_nodes(ws):
     assert events(ws.root, "unchanged") == [{"nodes": 1, "reason": "only parameters changed, and these nodes read none of them"}]
 
 
+@pytest.mark.shortcut_mechanics
 def test_nodes_taken_from_the_record_mid_build_are_reported_without_being_decided_one_by_one(ws):
     from sci import api
     from sci.records.run import NodeStatus

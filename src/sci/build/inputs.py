@@ -19,6 +19,12 @@ from sci.store.cas import Store
 from sci.build.fingerprint import is_secret_name  # secrets never enter a key by value (SPEC §7)
 
 
+def key_env_value(name: str) -> str | None:
+    """An `env` variable's value as it enters a key: a secret-looking name only as set or not."""
+    value = os.environ.get(name)
+    return ("<set>" if value is not None else None) if is_secret_name(name) else value
+
+
 class Resolver:
     """Turns a ready node into its key pre-image; shared by build, status and repro-check.
     (A plain class: a dataclass costs ~0.3 ms of every build's start-up.)"""
@@ -94,11 +100,7 @@ class Resolver:
         return out
 
     def env_values(self, node: Node) -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
-        for name in node.env:
-            value = os.environ.get(name)
-            out[name] = ("<set>" if value is not None else None) if is_secret_name(name) else value
-        return out
+        return {name: key_env_value(name) for name in node.env}
 
     def components(self, node: Node, extra: dict[str, str] | None = None) -> dict[str, Any]:
         """The key pre-image; raises KeyError(upstream) if an upstream result is not known yet."""

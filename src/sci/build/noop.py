@@ -20,13 +20,14 @@ import marshal
 import os
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sci import canonical
 from sci.values import NameIndex, Value
 
 if TYPE_CHECKING:
-    from sci.api import BuildReport
+    from sci.records.report import BuildReport
 
 NOOP_FILE = "noop"
 NOOP_FORMAT = "sci-noop-8"
@@ -43,7 +44,8 @@ def _sig(path: str) -> tuple | None:
 
 def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], env_digests: dict[str, str],
            env_spec: dict, paths: list[str], directories: list[str], stat_entries: dict,
-           globs: dict[str, list[str]], manifest: dict, action_paths: list[str], structure: str = "", shape: str = "",
+           globs: dict[str, list[str]], manifest: dict, store_sigs: dict[str, tuple], env_values: dict[str, str],
+           structure: str = "", shape: str = "",
            params: dict | None = None, params_text: str | None = None, plan_json: list[bytes] | None = None) -> bool:
     """Write the record; False (and no record) when some path has no trusted signature."""
     sigs: dict[str, tuple] = {}
@@ -77,7 +79,8 @@ def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], en
     header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets), "structure": structure,
               "shape": shape}
     doc = {"env": env_digests, "env_spec": env_spec, "sigs": sigs, "globs": globs, "manifest": manifest,
-           "actions": action_paths, "params": params if params is not None else {}, "params_text": params_text}
+           "actions": store_sigs, "env_values": env_values, "params": params if params is not None else {},
+           "params_text": params_text}
     if plan_json is not None:  # each plan entry's canonical JSON: the no-op's manifest joins them
         doc["plan_json"] = plan_json
     _write(state_dir, header, doc)
@@ -157,7 +160,7 @@ def read_record(state_dir: Path) -> Record | None:
 
 def _apply(doc: dict, change: dict) -> None:
     doc["sigs"].update(change["sigs"])
-    doc["actions"] = change["actions"]
+    doc["actions"] = change["actions"]  # the whole store proof: it changes as the store does
     manifest = doc["manifest"]
     plan = manifest["plan"]
     for i, entry in change["plan"].items():
@@ -188,7 +191,42 @@ def _files_unchanged(doc: dict, root: Path) -> bool:
                        if m.split("/", 1)[0] not in (".sci", "runs"))
         if found != matches:
             return False
-    return all(os.path.exists(action) for action in doc["actions"])
+    for path, sig in doc["actions"].items():  # action results, and the store's shards of output objects
+        if _sig(path) != sig:
+            return False
+    return _env_values(doc["env_values"]) == doc["env_values"]
+
+
+def _env_values(recorded: dict[str, str]) -> dict[str, str]:
+    """The values of the steps' `env` variables as they enter the keys (SPEC §2), by name."""
+    from sci.build.inputs import key_env_value
+
+    return {name: key_env_value(name) for name in recorded}
+
+
+def store_proof(store, outputs: Iterator[dict], keys: Iterator[str]) -> dict[str, tuple]:
+    """The stat signatures that prove the store still holds these action results and output
+    objects: each result's file (a pack or a loose file: rewritten or removed, its signature
+    changes), and each shard directory an output object lies in (removing an object from it
+    changes the directory's). Damage in place is not seen here, nor by the full path while the
+    workspace holds the output; it is found whenever the object is copied (SPEC §3)."""
+    paths: set[str] = set()
+    for key in keys:
+        paths.add(store.action_file(key) or "")
+    for rec in outputs:
+        digest = rec["digest"]
+        if rec["type"] == "file":
+            paths.add(str(store.blob_path(digest).parent))
+            continue
+        paths.add(str(store.tree_path(digest).parent))
+        try:
+            entries = store.get_tree(digest)
+        except Exception:  # noqa: BLE001 - a tree that cannot be read proves nothing: no record
+            paths.add("")
+            continue
+        for e in entries:
+            paths.add(str(store.blob_path(e.digest).parent))
+    return {p: _sig(p) for p in sorted(paths)}
 
 
 class LastBuild(Value):
@@ -326,7 +364,9 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
            env_digests={k: v["digest"] for k, v in env.items()}, env_spec=loaded.env_spec,
            paths=sorted(paths), directories=sorted(directories), stat_entries=stat_cache.entries,
            globs=dict(graph.globs), manifest=base,
-           action_paths=sorted({store.action_file(outcomes[n].key) or "" for n in selected}),
+           store_sigs=store_proof(store, (r for p in base["plan"] for r in p["outputs"].values()),
+                                  (p["key"] for p in base["plan"])),
+           env_values=_env_values(dict.fromkeys(sorted({v for n in selected for v in graph.nodes[n].env}))),
            structure=loaded.structure_key, shape=loaded.graph.shape, params=loaded.params,
            params_text=loaded.params_text, plan_json=plan_json)
 
@@ -347,7 +387,7 @@ def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, st
     from scratch)."""
     doc = last.doc
     sigs: dict[str, tuple] = {}
-    actions = set(doc["actions"])
+    proof = set(doc["actions"])
     old_plan, new_plan = doc["manifest"]["plan"], man["plan"]
     if len(old_plan) != len(new_plan) or len(selected) != len(new_plan):
         return None
@@ -369,7 +409,8 @@ def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, st
             if hit is None:
                 return None
             sigs[rec["path"]] = hit[0]
-        actions.add(store.action_file(outcome.key) or "")
+            proof.add(str(store.blob_path(rec["digest"]).parent))
+        proof.add(store.action_file(outcome.key) or "")
     prefix = f"{root}{os.sep}"
     for path in doc["sigs"]:
         if path.endswith("/"):  # a directory: writing an output into it changed its signature
@@ -379,17 +420,20 @@ def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, st
             sigs[path] = sig
     manifest = _recorded_fields(man)
     del manifest["plan"]
-    return {"sigs": sigs, "actions": sorted(actions), "plan": plan, "plan_json": plan_json, "manifest": manifest}
+    # The store's signatures again: this build added objects and results (the rest of the store
+    # was checked unchanged at its start; see store_proof for what else may change it).
+    actions = {path: _sig(path) for path in sorted(proof)}
+    return {"sigs": sigs, "actions": actions, "plan": plan, "plan_json": plan_json, "manifest": manifest}
 
 
-def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: str,
-               record: Record | None) -> BuildReport | None:
-    """The fast path of noop.py: a build that provably runs nothing, decided from stats alone."""
+def fast_answer(ws, targets, *, plan_key: str, record: Record | None) -> dict | None:
+    """The no-op shortcut's answer: the last record's document when it proves that every
+    selected node keeps its recorded key and outputs — the same plan inputs and targets, no
+    recorded stat signature changed (sources, code, outputs, directories, glob matches), the
+    same values of the steps' env variables, the store's results and output objects still
+    there, and the same environment fingerprint. Else None (the full path decides)."""
     from sci.build import fingerprint
-    from sci.records import run as records
-    from sci.api import BuildReport
     from sci.store.hashing import StatCache
-    from sci.records.run import Outcomes
 
     doc = check(record, ws.root, plan_key=plan_key, targets=targets)
     if doc is None or set(doc["env"]) != {"cpu"}:
@@ -401,6 +445,19 @@ def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: s
     if fingerprint.digest(comps) != doc["env"]["cpu"]:
         return None
     stat_cache.save()
+    return doc
+
+
+def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: str,
+               record: Record | None) -> BuildReport | None:
+    """A build that provably runs nothing (`fast_answer`), recorded as such; else None."""
+    from sci.records import run as records
+    from sci.records.report import BuildReport
+    from sci.records.run import Outcomes
+
+    doc = fast_answer(ws, targets, plan_key=plan_key, record=record)
+    if doc is None:
+        return None
     run_id = records.new_run_id()
     run_dir = ws.runs_dir / run_id
     log = records.RunLog(run_dir)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from sci.build import keys
+from sci.build.decision import Decision, Verdict, decide, store_again
 from sci.records import run as records
 from sci.errors import SciError, StoreError, WorkFailed
 from sci.executors import Executor, Task, TaskResult
@@ -29,6 +30,8 @@ from sci.store.cas import OutputRecord, Store
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
+
+    from sci.build.noop import LastBuild
 
 Status = records.NodeStatus
 Outcome = records.Outcome
@@ -49,7 +52,8 @@ class Scheduler:
                  stat_cache: StatCache, executor: Executor, pools: Pools, emit: Emit,
                  environment: dict[str, dict], keep_going: bool = False, force: set[str] | None = None,
                  prepare: Callable[[Node, Any], tuple[dict, dict]] | None = None, link_mode: str = "copy",
-                 python: str = "", remote: Any = None, requested: set[str] | None = None):
+                 python: str = "", remote: Any = None, requested: set[str] | None = None,
+                 last: LastBuild | None = None, shortcuts: str = "on", display: Emit | None = None):
         self.root, self.graph, self.resolver, self.store, self.state = root, graph, resolver, store, state
         self.stat_cache, self.executor, self.pools, self.emit = stat_cache, executor, pools, emit
         self.environment = environment  # "cpu" / "gpu" -> {"digest", "components"}
@@ -60,46 +64,49 @@ class Scheduler:
         self.remote = remote  # sci.remote.cache.RemoteCache, consulted on a local miss
         self.requested = requested if requested is not None else set()  # outputs that must land in the workspace
         self.outcomes: dict[str, Outcome] = {}  # the nodes this build decided
-        self.all_outcomes = records.Outcomes(self.outcomes)  # with the preset nodes' (see preset)
         # Remote hits whose bytes nobody needed yet: (key, action). Fetched when a node that
         # reads them must run; never, if every dependant is a hit too (build without the bytes).
         self.remote_hits: dict[str, tuple[str, dict]] = {}
-        # After a parameter edit (noop.unchanged_nodes): the last build's plan entries, and the
-        # nodes whose step reads a changed parameter. Any other node whose upstream nodes all
-        # ended with exactly their recorded outputs has its recorded key: it is taken as cached
-        # without being keyed (early cutoff from the record, see `_as_recorded`).
-        self.recorded: dict[str, dict] = {}
-        self.touched: set[str] = set()
-        self.known: dict[str, dict] = {}  # see preset
-        self.display: Emit | None = None  # progress for the screen only (lines the log need not hold)
+        # After a parameter edit (build/noop.py `unchanged_nodes`), `last` says which nodes keep
+        # their recorded plan entry for certain (`known`: taken as cached without being keyed)
+        # and which steps read a changed parameter (`touched`). Any other node whose upstream
+        # nodes all ended with exactly their recorded outputs has its recorded key too: it is
+        # taken from the record (early cutoff from the record, see `_recorded_answer`).
+        # `shortcuts` (SCI_SHORTCUTS): "on" uses these answers; "verify" computes them and the
+        # full decision of every node and keeps each difference in `mismatches`; "off" skips them.
+        self.last = last if shortcuts != "off" else None
+        self.shortcuts = shortcuts
+        use = self.last is not None and shortcuts == "on"
+        self.known: dict[str, dict] = last.known if use else {}  # joined by the cutoff's nodes
+        self.recorded: dict[str, dict] = last.entries if self.last is not None else {}
+        self.touched: set[str] = last.touched if self.last is not None else set()
+        if use:
+            resolver.recorded = self.known
+        self.all_outcomes = records.Outcomes(self.outcomes, self.known)
+        self.display = display  # progress for the screen only (lines the log need not hold)
+        self.mismatches: list[str] = []  # SCI_SHORTCUTS=verify: shortcut answers the full path contradicts
         self.as_recorded = 0  # how many nodes the cutoff took from the record
         # Action results wait here until the loop has nothing else to do (it is about to wait
         # for a node): writing them then keeps them off the path from one node's end to the next's.
         self._unwritten: list[tuple[str, dict]] = []
         self._write_error: str | None = None
         self._store_root = str(store.root)
+        self._root_str = str(root)
 
-    # -- cache hits ----------------------------------------------------------------------
-    def _cached_outputs(self, name: str, key: str) -> dict[str, dict] | None:
-        st = self.state.get(name)
-        if st is not None and st.get("key") == key and self.store.has_action(key):
-            return st["outputs"]
-        action = self.store.get_action(key)
-        if action is None or action.get("key") != key:
-            return None
-        outs = action["outputs"]
-        for rec in outs.values():
-            if not self._output_present(rec):
-                return None
-        return outs
-
-    def _output_present(self, rec: dict) -> bool:
+    # -- carrying out a decision ----------------------------------------------------------
+    def _take_stored(self, decision: Decision) -> bool:
+        """Carry out a `cached` decision: restore the outputs it names (each object verified
+        as it is copied) and store again what the store lost. False when that fails (a damaged
+        or vanished object, a workspace copy that changed): the node must run."""
         try:
-            if self.stat_cache.path_digest(f"{self.root}/{rec['path']}", rec["path"]) == rec["digest"]:
-                return True
-        except OSError:
-            pass
-        return self.store.has_output(OutputRecord.from_json(rec))
+            if decision.restore:
+                self.materialize(decision.outputs)
+            if decision.lost and not store_again(self.store, self._root_str, decision):
+                return False
+        except StoreError as exc:
+            self.emit("store_damaged", decision.node, error=exc.one_line())
+            return False
+        return True
 
     def materialize(self, outputs: dict[str, dict]) -> None:
         """Make the workspace hold exactly these outputs (restoring deleted or edited ones)."""
@@ -144,15 +151,6 @@ class Scheduler:
         )
 
     # -- the loop ------------------------------------------------------------------------
-    def preset(self, known: dict[str, dict]) -> None:
-        """Take these nodes as cached without keying or visiting them (noop.unchanged_nodes
-        proved them so): `known` maps each to its plan entry in the last run's manifest (node,
-        key, outputs). They are not passed to `run`, and their outcomes are made when asked for.
-        The nodes `_as_recorded` takes during the run join them (the dict is added to)."""
-        self.known = known
-        self.resolver.recorded = known
-        self.all_outcomes = records.Outcomes(self.outcomes, known)
-
     def run(self, selected: list[str]) -> records.Outcomes:
         """Decide every node of `selected` (in any order: ready nodes are taken by priority, then
         name; their upstream nodes are either in it or preset); the outcomes returned include
@@ -216,12 +214,13 @@ class Scheduler:
                     if stopping:
                         self.outcomes[name] = Outcome(name, Status.SKIPPED, error="not started after a failure")
                         continue
-                    if self.recorded:
-                        entry = self._as_recorded(name)
-                        if entry is not None:  # cached, as recorded: it joins the preset nodes
-                            known[name] = entry
-                            release(name)
-                            continue
+                    answer = self._recorded_answer(name) if self.recorded else None
+                    if answer is not None and self.shortcuts == "on":  # cached, as recorded: joins `known`
+                        known[name] = answer
+                        self.as_recorded += 1
+                        (self.display or self.emit)("node_cached", name, key=answer["key"])
+                        release(name)
+                        continue
                     node = g.nodes[name]
                     try:
                         extra, files = self.prepare(node, self.all_outcomes) if self.prepare else ({}, {})
@@ -232,12 +231,11 @@ class Scheduler:
                         stopping = stopping or not self.keep_going
                         continue
                     key = keys.key_of(comp)
-                    outs = None if name in self.force else self._cached_outputs(name, key)
-                    if outs is not None:
-                        try:
-                            self.materialize(outs)
-                        except StoreError:
-                            outs = None
+                    decision = decide(name, key, root=self._root_str, store=self.store, stat_cache=self.stat_cache,
+                                      forced=name in self.force)
+                    if self.shortcuts == "verify" and self.last is not None:
+                        self._verify(name, answer if answer is not None else self.last.known.get(name), decision)
+                    outs = decision.outputs if decision.cached and self._take_stored(decision) else None
                     if outs is None and name not in self.force and self.remote is not None:
                         action = self.remote.lookup(key)
                         if action is not None:
@@ -321,7 +319,7 @@ class Scheduler:
             if name not in self.outcomes and name not in known:
                 self.outcomes[name] = Outcome(name, Status.SKIPPED, error="an upstream node failed")
 
-    def _as_recorded(self, name: str) -> dict | None:
+    def _recorded_answer(self, name: str) -> dict | None:
         """`name`'s plan entry in the last build's record when nothing it is a function of
         changed: its step reads no changed parameter, it is no dossier (whose input holds its
         upstream keys, not only their outputs) and every upstream node ended with its recorded
@@ -329,16 +327,25 @@ class Scheduler:
         entry = self.recorded.get(name)
         if entry is None or name in self.touched or name in self.force or name in self.graph.dossiers:
             return None
-        known = self.known
+        known, presumed = self.known, self.last.known
         for u in self.graph.upstream[name]:
-            if u in known:
+            if u in known or u in presumed:
                 continue  # unchanged, with its recorded outputs
             done, was = self.outcomes.get(u), self.recorded.get(u)
             if done is None or was is None or done.outputs != was["outputs"]:
                 return None
-        self.as_recorded += 1
-        (self.display or self.emit)("node_cached", name, key=entry["key"])
         return entry
+
+    def _verify(self, name: str, answer: dict | None, decision: Decision) -> None:
+        """SCI_SHORTCUTS=verify: the shortcut's answer (a recorded plan entry, or None when it
+        would not have answered) must be the full decision's: cached, same key, same outputs."""
+        if answer is None:
+            return
+        if decision.verdict is not Verdict.UP_TO_DATE or decision.lost or answer["key"] != decision.key \
+                or answer["outputs"] != decision.outputs:
+            self.mismatches.append(f"{name}: shortcut (last record) says cached with key {answer['key'][:12]}; "
+                                   f"the full path says {decision.verdict.value} with key {(decision.key or '')[:12]}"
+                                   + (f" ({'; '.join(decision.reasons)})" if decision.reasons else ""))
 
     def _ensure_inputs(self, node: Node) -> bool:
         """Bring the outputs of upstream remote hits into the store and workspace before `node`

@@ -127,14 +127,11 @@ def summary(counts: dict[str, int], seconds: float) -> str:
 def status_lines(rows) -> list[str]:
     out = []
     for r in rows:
-        if r.state == "up to date":
-            out.append(f"  up to date  {r.node}")
-        elif r.state == "restore":
-            out.append(f"  restore     {r.node}: " + "; ".join(r.reasons))
-        elif r.state == "waits":
-            out.append(f"  waits       {r.node} (on {', '.join(r.waits_on)})")
+        why = ": " + "; ".join(r.reasons) if r.reasons else ""
+        if r.state == "waits":
+            out.append(f"  waits       {r.node}{why} (on {', '.join(r.waits_on)})")
         else:
-            out.append(f"  would run   {r.node}: " + "; ".join(r.reasons))
+            out.append(f"  {r.state:<11} {r.node}{why}")
     return out
 
 

@@ -58,7 +58,7 @@ class Loaded(Value):
         self.step_docs, self.params_text = step_docs, params_text
 
 
-def _read(path: Path) -> bytes:
+def read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -181,9 +181,9 @@ def plan_key(ws: Workspace, overrides: list[str], seed: int | None, yaml_bytes: 
     """Digest of everything a plan is a function of, besides the filesystem: the bytes of
     sci.yaml, the params file and config/hardware.yaml, the overrides, the store location,
     the seed override and sci's version."""
-    yaml_bytes = _read(ws.pipeline_file) if yaml_bytes is None else yaml_bytes
+    yaml_bytes = read_bytes(ws.pipeline_file) if yaml_bytes is None else yaml_bytes
     params_path = _params_path(ws, yaml_bytes)
-    params = _read(params_path) if params_path else b""
+    params = read_bytes(params_path) if params_path else b""
     return digest_bytes(b"\0sci\0".join([structure_key(ws, seed, yaml_bytes).encode(), params,
                                           "\0".join(overrides).encode()]))
 
@@ -192,7 +192,7 @@ def structure_key(ws: Workspace, seed: int | None, yaml_bytes: bytes) -> str:
     """The part of plan_key that is not parameters: what a plan patched after a params edit
     (replan.py) must share with the plan it patches."""
     parts = [sci.__version__.encode(), str(PLAN_CACHE_FORMAT).encode(), yaml_digest(yaml_bytes).encode(),
-             _read(ws.root / "config" / "hardware.yaml"), os.environ.get("SCI_CAS", "").encode(),
+             read_bytes(ws.root / "config" / "hardware.yaml"), os.environ.get("SCI_CAS", "").encode(),
              str(seed).encode()]
     return digest_bytes(b"\0sci\0".join(parts))
 
@@ -222,7 +222,7 @@ def load(ws: Workspace, overrides: list[str] | None = None, *, seed: int | None 
     """
     overrides = list(overrides or [])
     if yaml_bytes is None or cache_key is None:  # a build passes the ones it read once
-        yaml_bytes = _read(ws.pipeline_file)
+        yaml_bytes = read_bytes(ws.pipeline_file)
         cache_key = plan_key(ws, overrides, seed, yaml_bytes)
     cache_file = ws.state_dir / PLAN_CACHE
     from sci.plan import cache as plan_cache

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -160,6 +160,8 @@ class PlanEntry(_Record):
                                            "(an upstream node failed).")
     status: NodeStatus = Field(description="cached | executed | failed | skipped.")
     outputs: dict[str, OutputEntry] = Field(description="Output name -> record; empty unless the node succeeded.")
+    determinism: Optional[Literal["fast"]] = Field(
+        default=None, description="\"fast\" for a node declared nondeterministic (SPEC §5); absent for strict.")
 
 
 class RunVolatile(_Record):

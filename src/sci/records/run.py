@@ -86,11 +86,9 @@ class Outcomes(Mapping):
 
     def counts(self) -> dict[str, int]:
         """How many nodes ended in each status (the recorded ones are cached)."""
-        # `_value_` is the plain attribute behind Enum's `.value` descriptor, which costs ~1 µs
-        # a read: at 10,000 nodes the status bookkeeping alone took 0.1 s through `.value`.
         out = {"cached": len(self.recorded) - self._both(), "executed": 0, "failed": 0, "skipped": 0}
         for o in self.decided.values():
-            out[o.status._value_] += 1
+            out[o.status] += 1  # a str Enum: the member is its value as a dict key
         return out
 
 
