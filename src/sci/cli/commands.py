@@ -49,7 +49,7 @@ def cli() -> None:
 def build(targets, jobs, keep_going, dry_run, overrides, force, as_json, no_wait, executor, address, remote,
           no_remote, remote_upload, verbose) -> None:
     """Build TARGETS (node names, step names or output paths; default: everything)."""
-    from sci.cli.main import run_build
+    from sci.cli.run import run_build
 
     run_build(targets, jobs=jobs, keep_going=keep_going, dry_run=dry_run, overrides=overrides, force=force,
               as_json=as_json, no_wait=no_wait, executor=executor, address=address, remote=remote,
@@ -343,7 +343,7 @@ def verify(path, public_key, signature, as_json) -> None:
 
 def main() -> None:
     """The whole command tree, with click's own errors mapped; the rest as `sci.cli` maps them."""
-    from sci.cli.main import guarded
+    from sci.cli.run import guarded
 
     def call() -> None:
         try:

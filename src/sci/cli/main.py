@@ -14,61 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from typing import Any, Callable
+from typing import Any
 
 import sci
-
-
-def _err(line: str) -> None:
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def run_build(targets, *, jobs: int | None = None, keep_going: bool = False, dry_run: bool = False,
-              overrides=(), force=(), as_json: bool = False, no_wait: bool = False, executor: str = "local",
-              address: str | None = None, remote: str | None = None, no_remote: bool = False,
-              remote_upload: bool = False, verbose: bool = False) -> None:
-    """`sci build`, however its command line was parsed."""
-    from sci import api, canonical
-    from sci.cli import console
-    from sci.workspace import find_workspace
-
-    ws = find_workspace()
-    if dry_run:
-        rows = api.status(ws, list(targets), overrides=list(overrides))
-        if as_json:
-            _out(canonical.dumps_text({"dry_run": True, "nodes": [r.to_json() for r in rows]}))
-        else:
-            for line in console.status_lines(rows):
-                _out(line)
-        return
-    t0 = time.perf_counter()
-    rep = console.reporter(verbose=verbose, quiet=False)
-    try:
-        report = api.build(ws, list(targets), jobs=jobs, keep_going=keep_going, overrides=list(overrides),
-                           force=list(force), wait=not no_wait, emit=rep, argv=["build", *sys.argv[2:]],
-                           executor=executor, executor_options={"address": address} if address else {},
-                           remote=remote, use_remote=not no_remote,
-                           remote_upload=remote_upload)
-    except Exception as exc:
-        rep.close() if hasattr(rep, "close") else None
-        report = getattr(exc, "report", None)
-        if report is not None:
-            if as_json:
-                _out(canonical.dumps_text(report.to_json()))
-            _err(console.summary(report.counts(), time.perf_counter() - t0))
-        raise
-    if hasattr(rep, "close"):
-        rep.close()
-    if as_json:
-        _out(canonical.dumps_text(report.to_json()))
-    _err(console.summary(report.counts(), time.perf_counter() - t0))
+from sci.cli.run import guarded, run_build, say
 
 
 def plain_build(argv: list[str]) -> dict[str, Any] | None:
@@ -106,28 +55,6 @@ def plain_build(argv: list[str]) -> dict[str, Any] | None:
     return args
 
 
-def guarded(call: Callable[[], None]) -> None:
-    """Run `call`, turning every failure into one line and its exit code."""
-    from sci.errors import SciError
-
-    try:
-        call()
-    except SciError as exc:
-        _err(f"sci: error: {exc.one_line()}")
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _err("sci: interrupted")
-        sys.exit(130)
-    except BrokenPipeError:
-        sys.exit(0)
-    except Exception as exc:  # noqa: BLE001 - a bug in sci: one line, traceback on request
-        if os.environ.get("SCI_DEBUG"):
-            raise
-        _err(f"sci: internal error: {type(exc).__name__}: {exc} (set SCI_DEBUG=1 for a traceback, "
-             "and please report it)")
-        sys.exit(3)
-
-
 def main() -> None:
     # A command lives seconds and builds large structures at once (a 10,000-node plan is ~200k
     # objects): at the default thresholds the cyclic GC walks them again and again while they
@@ -137,7 +64,7 @@ def main() -> None:
     gc.set_threshold(100_000, 50, 100)
     argv = sys.argv[1:]
     if argv in (["--version"], ["-V"]):
-        _out(f"sci {sci.__version__}")
+        say(f"sci {sci.__version__}")
         return
     args = plain_build(argv)
     if args is None:

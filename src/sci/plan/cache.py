@@ -29,9 +29,9 @@ from sci.plan.nodes import _NODE_FIELDS, Node
 from sci.values import NameIndex
 
 if TYPE_CHECKING:
-    from sci.plan.pipeline import Loaded
+    from sci.plan.loaded import Loaded
 
-CACHE_FORMAT = "sci-plan-14"
+CACHE_FORMAT = "sci-plan-15"  # with PLAN_CACHE_FORMAT in plan/pipeline.py
 _MARSHAL, _PICKLE = b"m", b"p"
 _ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, pickle.UnpicklingError, AttributeError,
            ImportError)

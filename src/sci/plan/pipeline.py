@@ -9,53 +9,21 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sci
 from sci import canonical
 from sci.store.hashing import StatCache, digest_bytes
-from sci.values import Value
+from sci.plan.loaded import Loaded
 from sci.workspace import RESERVED, Workspace
 
 if TYPE_CHECKING:  # for annotations only: the no-op path never imports the planner
-    from sci.plan.graph import Graph
-    from sci.spec.load import Positions
-    from sci.plan.replan import ReadIndex
     from sci.build.resources import Hardware
+    from sci.spec.load import Positions
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 14  # see plan_cache.py
-
-
-class Loaded(Value):
-    """A validated pipeline, expanded into a graph: everything a build needs before hashing.
-
-    `reserved`: the top-level names no path may use (sci's own, the store's). `reads`: which
-    steps' expansion reads which parameter keys. `structure_key`: plan_key without the
-    parameters (equal means a params edit only). What replan.py needs of the validated sci.yaml:
-    `doc_head` (its `defaults` and `params`) and `step_docs` (each step's mapping pickled on its
-    own, so a patch unpickles the steps it re-expands and no others). `params_text`: the params
-    file's text when the simple reader took it whole and no `--set` applied; with `params`, what
-    the next edit's changed lines are read against (simple_yaml.patch).
-    """
-
-    _FIELDS = ("ws", "graph", "pos", "params", "params_digest", "pipeline_digest", "experiment", "env_spec",
-               "root_seed", "determinism", "store_config", "remotes", "hardware", "reserved", "reads",
-               "structure_key", "doc_head", "step_docs", "params_text")
-
-    def __init__(self, ws: Workspace, graph: Graph, pos: Positions, params: dict, params_digest: str,
-                 pipeline_digest: str, experiment: dict | None, env_spec: dict, root_seed: int, determinism: str,
-                 store_config: str | None, remotes: dict, hardware: Hardware, reserved: tuple[str, ...] = (),
-                 reads: ReadIndex | None = None, structure_key: str = "", doc_head: dict | None = None,
-                 step_docs: Mapping[str, bytes] | None = None, params_text: str | None = None):
-        self.ws, self.graph, self.pos, self.params = ws, graph, pos, params
-        self.params_digest, self.pipeline_digest, self.experiment = params_digest, pipeline_digest, experiment
-        self.env_spec, self.root_seed, self.determinism = env_spec, root_seed, determinism
-        self.store_config, self.remotes, self.hardware, self.reserved = store_config, remotes, hardware, reserved
-        self.reads, self.structure_key, self.doc_head = reads, structure_key, doc_head
-        self.step_docs, self.params_text = step_docs, params_text
+PLAN_CACHE_FORMAT = 15  # see plan/cache.py (CACHE_FORMAT); 15: modules moved into packages
 
 
 def read_bytes(path: Path) -> bytes:

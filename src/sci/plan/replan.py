@@ -18,7 +18,7 @@ from sci import canonical
 from sci.store.hashing import digest_bytes
 
 if TYPE_CHECKING:
-    from sci.plan.pipeline import Loaded
+    from sci.plan.loaded import Loaded
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

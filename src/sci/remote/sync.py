@@ -7,7 +7,8 @@ from typing import Any
 from sci.records import run as records
 from sci.records.key_only import KeyOnly
 from sci.store.hashing import StatCache
-from sci.plan.pipeline import Loaded, environment_records, load, store_of as _store
+from sci.plan.loaded import Loaded
+from sci.plan.pipeline import environment_records, load, store_of as _store
 from sci.workspace import Workspace
 
 def _remote(loaded: Loaded, name: str | None):
