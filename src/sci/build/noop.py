@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from sci.records.report import BuildReport
 
 NOOP_FILE = "noop"
-NOOP_FORMAT = "sci-noop-8"
+NOOP_FORMAT = "sci-noop-9"  # 9: env values and the store proof
 _COMPACT_AFTER = 8  # changes appended before the next build rewrites the record whole
 
 
