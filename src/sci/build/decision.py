@@ -104,6 +104,20 @@ def recorded(name: str, entry: dict, proof: str) -> Decision:
     return Decision(name, Verdict.RECORDED, entry["key"], entry["outputs"], proof=proof)
 
 
+def agree(shortcut: Decision, full: Decision) -> bool:
+    """A shortcut's `recorded` answer stands when the full path finds the node up to date with
+    the same key and outputs, and nothing to put back into the store."""
+    return (full.verdict is Verdict.UP_TO_DATE and not full.lost and shortcut.key == full.key
+            and shortcut.outputs == full.outputs)
+
+
+def disagreement(shortcut: Decision, full: Decision) -> str:
+    """Both answers, for SCI_SHORTCUTS=verify's report."""
+    why = f" ({'; '.join(full.reasons)})" if full.reasons else ""
+    return (f"{full.node}: the shortcut ({shortcut.proof}) says {shortcut.verdict.value} with key "
+            f"{(shortcut.key or '')[:12]}; the full path says {full.verdict.value} with key {(full.key or '')[:12]}{why}")
+
+
 def waits(name: str, upstream: list[str], built_before: bool) -> Decision:
     """Status only: an upstream node would run, so this node's inputs are not known yet."""
     reasons = [] if built_before else ["never built"]

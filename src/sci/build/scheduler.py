@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from sci.build import keys
-from sci.build.decision import Decision, Verdict, decide, store_again
+from sci.build.decision import Decision, agree, decide, disagreement, recorded, store_again
 from sci.records import run as records
 from sci.errors import SciError, StoreError, WorkFailed
 from sci.executors import Executor, Task, TaskResult
@@ -341,11 +341,9 @@ class Scheduler:
         would not have answered) must be the full decision's: cached, same key, same outputs."""
         if answer is None:
             return
-        if decision.verdict is not Verdict.UP_TO_DATE or decision.lost or answer["key"] != decision.key \
-                or answer["outputs"] != decision.outputs:
-            self.mismatches.append(f"{name}: shortcut (last record) says cached with key {answer['key'][:12]}; "
-                                   f"the full path says {decision.verdict.value} with key {(decision.key or '')[:12]}"
-                                   + (f" ({'; '.join(decision.reasons)})" if decision.reasons else ""))
+        said = recorded(name, answer, "the last build's record, after a parameter edit")
+        if not agree(said, decision):
+            self.mismatches.append(disagreement(said, decision))
 
     def _ensure_inputs(self, node: Node) -> bool:
         """Bring the outputs of upstream remote hits into the store and workspace before `node`

@@ -254,6 +254,8 @@ class BuildSession:
 def _compare_fast(recorded_plan: list[dict], full: BuildReport) -> None:
     """SCI_SHORTCUTS=verify: the no-op shortcut said every node is cached as recorded; the full
     path must say the same of every node (status, key, outputs)."""
+    from sci.build.decision import recorded
+
     diffs = []
     shortcut = {p["node"]: p for p in recorded_plan}
     for name in full.order:
@@ -261,8 +263,9 @@ def _compare_fast(recorded_plan: list[dict], full: BuildReport) -> None:
         if said is None:
             diffs.append(f"{name}: the full path selects it, the no-op shortcut does not")
         elif got.status is not records.NodeStatus.CACHED or got.key != said["key"] or got.outputs != said["outputs"]:
-            diffs.append(f"{name}: shortcut (no-op record) says cached with key {said['key'][:12]}; "
-                         f"the full path says {got.status.value} with key {(got.key or '')[:12]}")
+            answer = recorded(name, said, "the no-op record")
+            diffs.append(f"{name}: the shortcut ({answer.proof}) says {answer.verdict.value} with key "
+                         f"{answer.key[:12]}; the full path says {got.status.value} with key {(got.key or '')[:12]}")
     for name in shortcut.keys() - set(full.order):
         diffs.append(f"{name}: the no-op shortcut selects it, the full path does not")
     if diffs:
