@@ -125,15 +125,15 @@ def _write_tracking(tool: str, ds: DataSet, ws: Path, dvc: str | None) -> None:
 def commands(tool: Tool, ds: DataSet) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
     """(first look, status check) for `tool` on `ds`; first look is None if it never hashes."""
     exe = tool.build[0]
-    if tool.name == "sci":
+    if tool.writer == "sci":
         return tool.build, (exe, "status")
-    if tool.name == "dvc":
+    if tool.writer == "dvc":
         return (exe, "add", "-q", ds.rel), (exe, "status", "-q")
-    if tool.name == "doit":
+    if tool.writer == "doit":
         return (exe,), (exe, "list", "--status")
-    if tool.name == "make":
+    if tool.writer == "make":
         return tool.build, ("make", "-q")
-    if tool.name == "snakemake":
+    if tool.writer == "snakemake":
         return tool.build, (exe, "-n", "--cores", "1")
     raise ValueError(tool.name)
 
@@ -147,7 +147,7 @@ def bench_data(results: Results, tools: dict[str, Tool], quick: bool, reps: int,
     for ds in data_sets(quick).values():
         home = workdir / f"data-{ds.name}"
         holder = make_data(ds, home)
-        names = [t for t in tools if ds.name == "small" or t in HASHERS]
+        names = [t for t in tools if ds.name == "small" or tools[t].writer in HASHERS]
         raw = results.row(f"hash/{ds.name}/cold", ds.files, "raw BLAKE3")
         for rep in range(reps):
             if ds.name != "small":
@@ -177,7 +177,7 @@ def _data_round(results: Results, tool: Tool, ds: DataSet, holder: Path, ws: Pat
     old_ws = holder.parent.parent
     if old_ws.name != f"data-{ds.name}" and old_ws.exists():
         shutil.rmtree(old_ws, ignore_errors=True)  # the previous tool's workspace, data gone
-    _write_tracking(tool.name, ds, ws, tool.build[0] if tool.name == "dvc" else None)
+    _write_tracking(tool.writer, ds, ws, tool.build[0] if tool.writer == "dvc" else None)
     first, status = commands(tool, ds)
     log = ws.parent / f"{ws.name}.log"
     if ds.name == "small":

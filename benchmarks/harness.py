@@ -38,18 +38,28 @@ class Tool:
     build: tuple[str, ...]
     version: tuple[str, ...]
     gen_kwargs: tuple[tuple[str, str], ...] = ()
+    kind: str = ""  # which tool's files it reads (gen_pipeline.WRITERS); default: its name
+
+    @property
+    def writer(self) -> str:
+        return self.kind or self.name
 
     def generate(self, w: gp.Workload, dest: Path) -> Path:
-        return gp.generate(self.name, w, dest, **dict(self.gen_kwargs))
+        return gp.generate(self.writer, w, dest, **dict(self.gen_kwargs))
 
 
-def make_tools(sci: str | None = None, peer_bin: str | Path | None = None) -> dict[str, Tool]:
-    """The tools, sci from the project's venv and the peers from `peer_bin` (their own venv)."""
+def make_tools(sci: str | None = None, peer_bin: str | Path | None = None,
+               baseline: str | None = None) -> dict[str, Tool]:
+    """The tools, sci from the project's venv and the peers from `peer_bin` (their own venv);
+    `baseline`: another sci executable (an earlier commit's), measured as "sci-base"."""
     sci = sci or str(REPO / ".venv" / "bin" / "sci")
     tools = {
         "sci": Tool("sci", "sci", (sci, "build", "-j", str(JOBS)), (sci, "--version")),
         "make": Tool("make", "GNU make", ("make", "-j", str(JOBS)), ("make", "--version")),
     }
+    if baseline is not None:
+        tools["sci-base"] = Tool("sci-base", "sci (baseline)", (baseline, "build", "-j", str(JOBS)),
+                                 (baseline, "--version"), kind="sci")
     if peer_bin is not None:
         b = Path(peer_bin)
         tools["doit"] = Tool("doit", "doit", (str(b / "doit"), "-n", str(JOBS)), (str(b / "doit"), "--version"))
@@ -264,7 +274,7 @@ def _pipeline_round(results: Results, tool: Tool, shape: str, n: int, rep: int, 
 
     index = w.edit_index()
     time.sleep(0.02)  # let mtime-based tools see the edit as newer than the outputs
-    gp.edit_param(tool.name, w, ws, index, rep + 1)
+    gp.edit_param(tool.writer, w, ws, index, rep + 1)
     gp.clear_runlog(w)
     edit = time_command(tool.build, ws, cap, log)
     row = results.row(f"{shape}/edit", n, tool.name)

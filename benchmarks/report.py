@@ -7,8 +7,9 @@ from pathlib import Path
 
 from harness import Results, Row
 
-TOOL_ORDER = ["sci", "make", "doit", "snakemake", "dvc"]
-LABELS = {"sci": "sci", "make": "make", "doit": "doit", "snakemake": "Snakemake", "dvc": "DVC"}
+TOOL_ORDER = ["sci", "sci-base", "make", "doit", "snakemake", "dvc"]
+LABELS = {"sci": "sci", "sci-base": "sci (baseline)", "make": "make", "doit": "doit", "snakemake": "Snakemake",
+          "dvc": "DVC"}
 BASELINES = ["python -c pass", "raw BLAKE3"]
 
 BENCH_LABELS = {
