@@ -131,3 +131,58 @@ def test_unknown_key_in_a_remote_names_the_remote_fields(ws):
 def test_unknown_link_mode_is_a_usage_error(ws):
     sci = ws({"sci.yaml": _yaml(GOOD_STEP)}, env={"SCI_LINK": "reflonk"})
     assert "SCI_LINK='reflonk' is not a materialization mode" in sci("build", check=2).stderr
+
+
+LONE_BRACES = [
+    # (id, sci.yaml text, the exact error line)
+    ("unclosed-placeholder", _yaml("  a:\n    cmd: python plot.py > {outs.fig\n    outs: {fig: fig.png}\n"),
+     "sci.yaml:4:27: step a: lone '{' in cmd: it opens no placeholder "
+     "(hint: close the placeholder ({outs.fig}) or write a literal brace as {{)"),
+    ("stray-closing", _yaml("  a:\n    cmd: \"echo }x > {outs}\"\n    outs: [a.txt]\n"),
+     "sci.yaml:4:16: step a: lone '}' in cmd: it closes no placeholder "
+     "(hint: open the placeholder it closes, or write a literal brace as }})"),
+    ("third-brace", _yaml("  a:\n    cmd: echo {{{outs}}}} > {outs}\n    outs: [a.txt]\n"),
+     "sci.yaml:4:25: step a: lone '}' in cmd: it closes no placeholder "
+     "(hint: open the placeholder it closes, or write a literal brace as }})"),
+    ("block-scalar", _yaml("  a:\n    cmd: |\n      echo hi\n      echo {{ok}} {outs} {x\n    outs: [a.txt]\n"),
+     "sci.yaml:6:26: step a: lone '{' in cmd: it opens no placeholder "
+     "(hint: close the placeholder ({x}) or write a literal brace as {{)"),
+    ("in-outs", _yaml("  a:\n    cmd: echo > {outs}\n    outs: [\"a{.txt\"]\n"),
+     "sci.yaml:5:14: step a: lone '{' in outs: it opens no placeholder "
+     "(hint: close the placeholder or write a literal brace as {{)"),
+    ("in-named-deps", _yaml("  a:\n    cmd: cat {deps} > {outs}\n    deps: {x: \"d}.txt\"}\n    outs: [a.txt]\n"),
+     "sci.yaml:5:17: step a: lone '}' in deps: it closes no placeholder "
+     "(hint: open the placeholder it closes, or write a literal brace as }})"),
+    ("in-code", _yaml("  a:\n    cmd: echo > {outs}\n    code: [\"x.py\", \"rules/{item.k.py\"]\n    outs: [a.txt]\n"),
+     "sci.yaml:5:27: step a: lone '{' in code: it opens no placeholder "
+     "(hint: close the placeholder ({item.k.py}) or write a literal brace as {{)"),
+    ("flow-step", _yaml("  a: {cmd: \"echo {outs} }\", outs: [a.txt]}\n"),
+     "sci.yaml:3:25: step a: lone '}' in cmd: it closes no placeholder "
+     "(hint: open the placeholder it closes, or write a literal brace as }})"),
+    # the fast validator (spec/plain.py) and pydantic see these as they are; the literal
+    # brace case shows `{{`/`}}` are not lone
+    ("version-true", "version: true\nsteps:\n" + GOOD_STEP,
+     "sci.yaml:1:10: sci.yaml version must be the integer 1, not true (hint: write version: 1)"),
+    ("version-float", "version: 1.0\nsteps:\n" + GOOD_STEP,
+     "sci.yaml:1:10: sci.yaml version must be the integer 1, not 1.0 (hint: write version: 1)"),
+    ("version-text", "version: \"1\"\nsteps:\n" + GOOD_STEP,
+     "sci.yaml:1:10: sci.yaml version must be the integer 1, not \"1\" (hint: write version: 1)"),
+]
+
+
+@pytest.mark.parametrize("case", LONE_BRACES, ids=[c[0] for c in LONE_BRACES])
+def test_lone_braces_and_a_non_integer_version_are_located_exactly(ws, case):
+    _id, text, expected = case
+    sci = ws({"sci.yaml": text})
+    for command in ("build", "status"):
+        proc = sci(command, check=2)
+        err = proc.stderr.strip()
+        assert err == f"sci: error: {expected}", err
+        assert no_traceback(err)
+    assert not (ws.root / "runs").exists() and not (ws.root / "a.txt").exists()
+
+
+def test_doubled_braces_are_literal(ws):
+    sci = ws({"sci.yaml": _yaml("  a:\n    cmd: \"echo '{{x}}' {{{{ }}}} > {outs}\"\n    outs: [a.txt]\n")})
+    sci.build()
+    assert (ws.root / "a.txt").read_text() == "{x} {{ }}\n"

@@ -83,7 +83,12 @@ def check(data: Any) -> dict | None:
 
 names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,8}", fullmatch=True)
 texts = st.text(max_size=12)
-paths = st.from_regex(r"[a-z]{1,6}(/[a-z0-9_{}.*-]{1,8}){0,2}", fullmatch=True)
+# placeholder-holding values: every brace opens or closes a placeholder, or is doubled
+# (a lone brace is an error; near_valid_docs and test_lone_brace_* put one in)
+templates = st.lists(st.one_of(st.text(st.characters(exclude_characters="{}"), max_size=6),
+                               st.sampled_from(["{outs}", "{deps.x}", "{params.a.b}", "{ item.n }", "{{", "}}"])),
+                     max_size=4).map("".join)
+paths = st.from_regex(r"[a-z]{1,6}(/([a-z0-9_.*-]{1,8}|\{item\.n\}|\{\{|\}\})){0,2}", fullmatch=True)
 path_lists = st.lists(paths, max_size=3)
 path_maps = st.one_of(path_lists, st.dictionaries(names, paths, max_size=3))
 fns = st.from_regex(r"[a-z_][a-z0-9_.]{0,6}:[A-Za-z_][A-Za-z0-9_]{0,6}", fullmatch=True)
@@ -123,7 +128,7 @@ step_common = {
     "foreach": st.one_of(st.none(), st.dictionaries(names, st.lists(json_values, max_size=3), max_size=2)),
     "sandbox": st.booleans(), "env": st.lists(names, max_size=2),
 }
-cmd_steps = optional_dict({"cmd": texts}, {**step_common, "fn": st.none(), "kind": st.none(),
+cmd_steps = optional_dict({"cmd": templates}, {**step_common, "fn": st.none(), "kind": st.none(),
                                            "steps": st.none(), "evidence": st.just([])})
 fn_steps = optional_dict({"fn": fns}, {**step_common, "cmd": st.none()})
 dossier_steps = optional_dict({"kind": st.just("dossier")},
@@ -179,7 +184,7 @@ def at(doc: Any, path: tuple) -> Any:
 def near_valid_docs(draw) -> Any:
     doc = copy.deepcopy(draw(valid_docs()))
     how = draw(st.sampled_from(["replace", "replace", "replace", "unknown-key", "delete", "two-actions",
-                                "bad-name", "bad-fn", "dossier", "version", "whole"]))
+                                "bad-name", "bad-fn", "dossier", "version", "whole", "lone-brace"]))
     spots = slots(doc)
     if how == "replace" and spots:
         where, key = draw(st.sampled_from(spots))
@@ -210,9 +215,28 @@ def near_valid_docs(draw) -> Any:
                                   lambda e: e.update(authors=[]), lambda e: e.update(license=None)]))(exp)
     elif how == "version":
         doc["version"] = draw(st.sampled_from([2, True, 1.0, "1", None, 0]))
+    elif how == "lone-brace" and doc["steps"]:
+        put_lone_brace(draw, doc)
     elif how == "whole":
         return draw(st.sampled_from([None, [], "version: 1", 1, {"version": 1}, {"steps": {}}]))
     return doc
+
+
+def put_lone_brace(draw, doc: dict) -> None:
+    """A `{` or `}` that opens or closes no placeholder, in one step's cmd, deps, outs or code."""
+    step = doc["steps"][draw(st.sampled_from(sorted(doc["steps"])))]
+    brace = draw(st.sampled_from(["{", "}", "{outs", "x}", "{{{", "}}}"]))
+    field = draw(st.sampled_from(["cmd", "deps", "outs", "code"]))
+    if field == "cmd":
+        if step.get("cmd") is not None:
+            step["cmd"] += " " + brace
+            return
+        field = "code"  # an fn or dossier step
+    value = step.get(field)
+    if isinstance(value, dict) and value:
+        value[sorted(value)[0]] += brace
+    else:
+        step[field] = list(value or []) + ["p" + brace]
 
 
 # --- properties --------------------------------------------------------------------------
@@ -237,6 +261,25 @@ def test_fn_and_step_name_checks_agree_with_pydantic(text):
         assert (plain is not None) == (pydantic_doc(doc) is not None), doc
 
 
+@SETTINGS
+@given(st.data())
+def test_a_lone_brace_is_rejected_by_both_validators(data):
+    doc = copy.deepcopy(data.draw(valid_docs()))
+    if not doc["steps"]:
+        doc["steps"]["a"] = {"cmd": "x"}
+    put_lone_brace(data.draw, doc)
+    assert check(doc) is None
+    assert pydantic_doc(doc) is None
+
+
+@pytest.mark.parametrize("text, index", [("{outs", 0), ("a}", 1), ("{outs}}", 6), ("{{{outs}", None), ("{{{", 2), ("{x{y}", 0),
+                                         ("{{}}", None), ("{outs} {{ }}", None), ("{ outs }", None), ("", None)])
+def test_lone_brace_scan(text, index):
+    from sci.spec.placeholders import lone_brace
+
+    assert lone_brace(text) == index
+
+
 def test_patterns_mirror_sci_spec():
     assert spec_plain.STEP_NAME.pattern == spec.STEP_NAME.pattern
     # field order: the dump's key order comes from these tuples
@@ -252,8 +295,6 @@ def test_patterns_mirror_sci_spec():
 
 COERCED = [
     # what pydantic accepts by coercion and the fast path leaves to it
-    {"version": True, "steps": {}},
-    {"version": 1.0, "steps": {}},
     {"version": 1, "steps": {"a": {"cmd": "x", "resources": {"cpu": True}}}},
     {"version": 1, "steps": {"a": {"cmd": "x", "resources": {"cpu": 2.0}}}},
     {"version": 1, "steps": {"a": {"cmd": "x", "resources": {"mem_gb": True}}}},
@@ -264,6 +305,15 @@ COERCED = [
     {"version": 1, "experiment": {"title": "T", "question": "Q", "authors": [{"name": "A", "orcid": [1]}]},
      "steps": {}},
 ]
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1", False, None])
+def test_only_the_integer_1_is_a_version(version):
+    doc = {"version": version, "steps": {}}
+    assert spec_plain.plain_pipeline_doc(doc) is None
+    assert pydantic_doc(doc) is None
+    with pytest.raises(ValueError, match="version must be the integer 1"):
+        spec.Pipeline.model_validate(doc)  # the model itself, not only validate_pipeline's check
 
 
 @pytest.mark.parametrize("doc", COERCED, ids=range(len(COERCED)))

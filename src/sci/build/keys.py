@@ -8,6 +8,7 @@ what gives early cutoff: an upstream node that re-ran but wrote the same bytes c
 
 from __future__ import annotations
 
+import re
 from collections import namedtuple
 from typing import Any
 
@@ -68,9 +69,106 @@ REASONS = ("never built", "forced", "definition changed", "dep changed", "code c
            "params changed", "env changed", "seed changed", "key format changed", "outputs missing")
 
 
-def _short(value: Any) -> str:
-    text = canonical.dumps_text(value) if not isinstance(value, str) else value
-    return text if len(text) <= 40 else text[:37] + "..."
+ABSENT = "(absent)"
+# At most this many changed parameter leaves are named one by one; the rest are counted.
+MAX_PARAM_REASONS = 20
+_WIDTH = 40  # a shown value longer than this is cut, keeping the part that differs
+_CONTEXT = 10  # characters kept on each side of the difference
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_EXPONENT = re.compile(r"e([+-]?)0+(\d)")
+
+
+def _leaves(value: Any, path: tuple, out: dict[tuple, Any]) -> None:
+    """Every leaf under `value`: a scalar or an empty mapping or list, by its path."""
+    if type(value) is dict and value:
+        for k, v in value.items():
+            _leaves(v, path + (k,), out)
+    elif type(value) is list and value:
+        for i, v in enumerate(value):
+            _leaves(v, path + (i,), out)
+    else:
+        out[path] = value
+
+
+def _path_text(path: tuple) -> str:
+    """`fit.grid[2]`: `.name` per mapping key, `[i]` per list index (a key that is not plain
+    letters, digits, _ or - is written `["a.b"]`, so two paths never read the same)."""
+    parts = []
+    for p in path:
+        if type(p) is int:
+            parts.append(f"[{p}]")
+        elif _PLAIN_KEY.fullmatch(p):
+            parts.append(f".{p}" if parts else p)
+        else:
+            parts.append(f"[{canonical.dumps_text(p)}]")
+    return "".join(parts)
+
+
+def _path_order(path: tuple) -> tuple:
+    # mapping keys before list indices where one path holds a mapping and the other a list
+    return tuple((1, p, "") if type(p) is int else (0, 0, p) for p in path)
+
+
+def _text(value: Any) -> str:
+    text = canonical.dumps_text(value)
+    # 1e-09 → 1e-9: a float's exponent as people write it (display only; equality is on the JSON)
+    return _EXPONENT.sub(r"e\1\2", text) if type(value) is float else text
+
+
+def _cut(text: str, start: int, end: int) -> str:
+    return ("…" if start > 0 else "") + text[start:end] + ("…" if end < len(text) else "")
+
+
+def _shown(before: str, after: str) -> tuple[str, str]:
+    """Both values short enough to read, each cut around where they differ (never cut away)."""
+    if len(before) <= _WIDTH and len(after) <= _WIDTH:
+        return before, after
+    if before == ABSENT or after == ABSENT:
+        return tuple(t if len(t) <= _WIDTH else _cut(t, 0, _WIDTH - 1) for t in (before, after))
+    prefix = 0
+    limit = min(len(before), len(after))
+    while prefix < limit and before[prefix] == after[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and before[-1 - suffix] == after[-1 - suffix]:
+        suffix += 1
+    start = max(0, prefix - _CONTEXT)
+    out = []
+    for t in (before, after):
+        end = min(len(t), len(t) - suffix + _CONTEXT, start + _WIDTH)
+        out.append(_cut(t, start, end))
+    return out[0], out[1]
+
+
+def param_changes(old: dict[str, Any], new: dict[str, Any]) -> list[Reason]:
+    """One reason per changed parameter leaf: `fit.tol: 1e-10 → 1e-9`, `fit.new: (absent) → 3`.
+
+    Leaves compare by their canonical JSON, as the key does (so 1 and 1.0 differ). Values are
+    shown as JSON, strings quoted, so no value reads like another or like `(absent)`.
+    """
+    before: dict[tuple, Any] = {}
+    after: dict[tuple, Any] = {}
+    # a declared key `simulate.n` is the path simulate → n, whether a step declares it or `simulate`
+    for k, v in old.items():
+        _leaves(v, tuple(k.split(".")), before)
+    for k, v in new.items():
+        _leaves(v, tuple(k.split(".")), after)
+    out: list[Reason] = []
+    changed = 0
+    for path in sorted(before.keys() | after.keys(), key=_path_order):
+        b = _text(before[path]) if path in before else ABSENT
+        a = _text(after[path]) if path in after else ABSENT
+        if a == b:
+            continue
+        changed += 1
+        if changed <= MAX_PARAM_REASONS:
+            b, a = _shown(b, a)
+            out.append(Reason("params changed", f"{_path_text(path)}: {b} → {a}"))
+    if changed > MAX_PARAM_REASONS:
+        out.append(Reason("params changed", f"{changed - MAX_PARAM_REASONS} more changed values not shown"))
+    if not out and old != new:  # the same values, read through other declared keys
+        out.append(Reason("params changed", f"declared keys: {', '.join(old) or '(none)'} → {', '.join(new) or '(none)'}"))
+    return out
 
 
 def explain(old: dict[str, Any], new: dict[str, Any], env_diff: list[str] | None = None) -> list[Reason]:
@@ -98,12 +196,7 @@ def explain(old: dict[str, Any], new: dict[str, Any], env_diff: list[str] | None
                 out.append(Reason("code changed", "sci's dossier implementation"))
             else:
                 out.append(Reason("dep changed", "the indexed nodes' results" if name == "dossier_input" else name))
-    op, np_ = old.get("params", {}), new.get("params", {})
-    for k in sorted(set(op) | set(np_)):
-        if op.get(k) != np_.get(k):
-            before = _short(op[k]) if k in op else "(none)"
-            after = _short(np_[k]) if k in np_ else "(none)"
-            out.append(Reason("params changed", f"{k}: {before} → {after}"))
+    out.extend(param_changes(old.get("params") or {}, new.get("params") or {}))
     if old.get("environment") != new.get("environment"):
         if env_diff:
             out.extend(Reason("env changed", d) for d in env_diff)

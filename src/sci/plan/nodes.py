@@ -11,9 +11,10 @@ from typing import Any
 from sci.spec import params as params_mod
 from sci.errors import SpecError
 from sci.spec.load import Positions
+from sci.spec.placeholders import TOKEN as PLACEHOLDER
+from sci.spec.placeholders import lone_brace_error
 from sci.values import Value
 
-PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 GLOB_CHARS = re.compile(r"[*?\[]")
 # `{gpus}` is only known at dispatch time: rendering leaves this marker, the executor fills it.
 GPUS_MARK = "\x1egpus\x1e"
@@ -101,6 +102,8 @@ def render(template: str, values: dict[str, Any], pos: Positions, where: tuple, 
             return "{"
         if tok == "}}":
             return "}"
+        if len(tok) == 1:  # the validators reject this first; a plan cached before they did may not
+            raise lone_brace_error(template, m.start(), pos, where)
         name = m.group(1).strip()
         root = name.split(".", 1)[0]
         if root not in allowed:

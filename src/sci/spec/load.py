@@ -20,6 +20,7 @@ class Positions:
     def __init__(self, file: str, text: str | None = None):
         self.file = file
         self._text = text
+        self.source = text  # kept to point inside a value (at_char)
         self.values: dict[tuple, tuple[int, int]] = {}
         self.keys: dict[tuple, tuple[int, int]] = {}
 
@@ -46,6 +47,30 @@ class Positions:
                 return Location(self.file, line, col)
             p = p[:-1]
         return Location(self.file, 1, 1)
+
+    def at_char(self, path: tuple, value: str, index: int) -> Location:
+        """The location of character `index` of the string `value` found at `path`.
+
+        Quoting, escapes and folding keep a brace a brace, so the n-th `{` of the value is the
+        n-th `{` of the source from where the value starts; where that cannot be found, the
+        value's own location.
+        """
+        start = self.at(path)
+        source = getattr(self, "source", None)
+        if source is None or start.line is None or path not in self.values:
+            return start
+        lines = source.splitlines(keepends=True)
+        if start.line > len(lines):
+            return start
+        offset = sum(len(line) for line in lines[:start.line - 1]) + start.column - 1
+        ch = value[index]
+        for _ in range(value.count(ch, 0, index) + 1):
+            offset = source.find(ch, offset) + 1
+            if offset == 0:
+                return start
+        before = source[:offset - 1]
+        line = before.count("\n") + 1
+        return Location(self.file, line, offset - 1 - (before.rfind("\n") + 1) + 1)
 
 
 def _yaml_rt():

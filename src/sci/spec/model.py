@@ -8,8 +8,11 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sci import canonical
 from sci.errors import Location, SpecError
 from sci.spec.load import Positions
+from sci.spec.placeholders import FIELDS as PLACEHOLDER_FIELDS
+from sci.spec.placeholders import lone_brace, lone_brace_error, step_values
 
 SPEC_VERSION = 1
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -102,6 +105,11 @@ class Step(_Strict):
             raise ValueError(f"fn must be module:function (e.g. rules.fit:fit), not {self.fn!r}")
         if self.kind is None and (self.steps is not None or self.evidence):
             raise ValueError("steps and evidence belong to kind: dossier steps")
+        for where, text in step_values({f: getattr(self, f) for f in PLACEHOLDER_FIELDS}):
+            i = lone_brace(text)
+            if i is not None:
+                raise ValueError(f"lone {text[i]!r} in {where[0]}: it opens or closes no placeholder "
+                                 "(write {{ or }} for a literal brace)")
         return self
 
 
@@ -116,6 +124,13 @@ class Pipeline(_Strict):
     store: Optional[str] = Field(None, description="Store location (default cas/; SCI_CAS overrides).")
     remotes: dict[str, Union[str, RemoteSpec]] = Field(default_factory=dict, description="Named remote stores.")
     steps: dict[str, Step] = Field(description="The steps, by name.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _integer_version(cls, v: Any) -> Any:
+        if type(v) is not int:  # Literal[1] alone takes true and 1.0
+            raise ValueError(f"version must be the integer {SPEC_VERSION}, not {_shown(v)}")
+        return v
 
     @model_validator(mode="after")
     def _dossier_needs_experiment(self) -> "Pipeline":
@@ -134,6 +149,14 @@ class Pipeline(_Strict):
             if not STEP_NAME.match(name):
                 raise ValueError(f"step name {name!r} must start with a letter or _ and hold only letters, digits, _ . -")
         return steps
+
+
+def _shown(value: Any) -> str:
+    """A value as YAML/JSON writes it (true, 1.0, "1"), for messages."""
+    try:
+        return canonical.dumps_text(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 _MODELS_BY_FIELD = {"steps": Step, "experiment": Experiment, "defaults": Defaults, "env": EnvSpec,
@@ -208,9 +231,14 @@ def validate_pipeline(data: Any, pos: Positions) -> Pipeline:
     if not isinstance(data, dict):
         raise SpecError("sci.yaml must be a mapping with version: and steps:", location=Location(pos.file, 1, 1),
                         hint="start from the example in docs/format.md")
-    if "version" in data and data["version"] != SPEC_VERSION:
-        raise SpecError(f"unknown sci.yaml version {data['version']!r}", location=pos.at(("version",)),
-                        hint=f"this sci reads version: {SPEC_VERSION}")
+    if "version" in data:
+        version = data["version"]
+        if type(version) is not int:  # a bool is not an int here, nor is 1.0
+            raise SpecError(f"sci.yaml version must be the integer {SPEC_VERSION}, not {_shown(version)}",
+                            location=pos.at(("version",)), hint=f"write version: {SPEC_VERSION}")
+        if version != SPEC_VERSION:
+            raise SpecError(f"unknown sci.yaml version {version!r}", location=pos.at(("version",)),
+                            hint=f"this sci reads version: {SPEC_VERSION}")
     steps = data.get("steps")
     if isinstance(steps, dict):
         for name, body in steps.items():
@@ -225,6 +253,10 @@ def validate_pipeline(data: Any, pos: Positions) -> Pipeline:
                     raise SpecError(f"step {name} takes exactly one of cmd, fn or kind, not {' and '.join(given)}",
                                     location=pos.at(("steps", name, given[1]), key=True),
                                     hint=f"remove '{given[1]}:' or split it into its own step")
+                for where, text in step_values(body):
+                    i = lone_brace(text)
+                    if i is not None:
+                        raise lone_brace_error(text, i, pos, ("steps", name) + where)
     try:
         return Pipeline.model_validate(data)
     except ValidationError as exc:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sci.spec.placeholders import any_lone_brace
+
 # Mirrors of sci.spec.model (not imported from there: that module imports pydantic).
 # tests/test_spec_plain.py checks they stay equal.
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -286,6 +288,21 @@ def _step(body: Any) -> dict:
     }
 
 
+def _placeholder_texts(steps: dict[str, dict]) -> list[str]:
+    """Every cmd, deps, outs and code value of the (already type-checked) steps."""
+    texts: list[str] = []
+    add, extend = texts.append, texts.extend
+    for step in steps.values():
+        if step["cmd"] is not None:
+            add(step["cmd"])
+        for field in ("deps", "outs"):
+            table = step[field]
+            if table is not None:
+                extend(table.values() if type(table) is dict else table)
+        extend(step["code"])
+    return texts
+
+
 def _pipeline(data: Any) -> dict:
     _keys(data, _PIPELINE)
     if "version" not in data or "steps" not in data:
@@ -306,6 +323,8 @@ def _pipeline(data: Any) -> dict:
         if step["kind"] is not None:
             dossier = True
         steps[name] = step
+    if any_lone_brace(_placeholder_texts(steps)):  # an error that model.py locates at the brace
+        raise _Unsure
     experiment = _experiment(data.get("experiment"))
     if dossier and (experiment is None or not experiment["authors"] or not experiment.get("license")):
         raise _Unsure
