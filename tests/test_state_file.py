@@ -1,10 +1,10 @@
 """`.sci/state` and `.sci/noop`: written whole, then a parameter edit's changes appended.
 
 A build after a parameter edit changes a few nodes: it appends them instead of rewriting files
-that hold every node. These tests check that readers see the newest entries, that a torn or
-damaged append is not believed (the state loses only what follows it; the no-op record is
-dropped and the next build takes the normal path), and that a long series of appends is folded
-back into one whole file.
+that hold every node. These tests check that readers see the newest entries, that a torn append
+loses only itself (the state keeps what came before; the no-op record is dropped and the next
+build takes the normal path), that a damaged file is not believed at all, and that a long series
+of appends is folded back into one whole file. The framing itself: test_journal.py.
 """
 
 from __future__ import annotations
@@ -12,15 +12,12 @@ from __future__ import annotations
 import marshal
 
 from sci.records import run as records
+from sci.store import journal
 from test_param_edits import PIPELINE, edit, last_log
 
 
 def frames(path) -> int:
-    data, at, n = path.read_bytes(), 0, 0
-    while at + 8 <= len(data):
-        at += 8 + int.from_bytes(data[at:at + 4], "little")
-        n += 1
-    return n
+    return len(journal.read(path, records.STATE_FORMAT).bodies)
 
 
 def manifest_keys(root) -> dict[str, str]:
@@ -62,18 +59,23 @@ def test_a_torn_last_frame_loses_only_itself_and_the_next_save_rewrites_the_file
     assert {n: again.get(n)["key"] for n in "abc"} == {"a": "k1", "b": "k2", "c": "k4"}
 
 
-def test_a_damaged_frame_is_not_believed(tmp_path):
+def test_a_damaged_frame_is_not_believed_and_the_next_save_rewrites_the_file(tmp_path):
     path = tmp_path / "state"
     s = records.State(path)
     s.put("a", "k1", {})
+    s.put("b", "k0", {})
     s.save()
     s2 = records.State(path)
     s2.put("a", "k2", {})
     s2.save()
     data = bytearray(path.read_bytes())
-    data[-2] ^= 0xFF  # a flipped byte in the appended frame: its CRC no longer matches
+    data[-2] ^= 0xFF  # a flipped byte in the appended frame: its checksum no longer matches
     path.write_bytes(bytes(data))
-    assert records.State(path).get("a")["key"] == "k1"
+    damaged = records.State(path)
+    assert damaged.get("a") is None and damaged.get("b") is None  # nothing in a damaged file is believed
+    damaged.put("c", "k3", {})
+    damaged.save()  # not appended after the damage: written whole
+    assert frames(path) == 1 and records.State(path).nodes == {"c": {"key": "k3", "outputs": {}}}
 
 
 def test_a_long_journal_is_folded_into_one_table(tmp_path):
@@ -97,21 +99,25 @@ def test_a_state_file_of_another_format_is_ignored(tmp_path):
     path = tmp_path / "state"
     path.write_bytes(marshal.dumps({"format": "sci-state-2", "nodes": {"a": {"key": "k", "outputs": {}}}}))
     assert records.State(path).get("a") is None
-    body = marshal.dumps({"format": "sci-state-0", "nodes": {"a": {"key": "k", "outputs": {}}}})
+    body = marshal.dumps({"format": "sci-state-3", "nodes": {"a": {"key": "k", "outputs": {}}}})
     import zlib
 
     path.write_bytes(len(body).to_bytes(4, "little") + zlib.crc32(body).to_bytes(4, "little") + body)
-    assert records.State(path).nodes == {}
+    assert records.State(path).nodes == {}  # the last format before the journal
+    journal.write(path, "sci-state-3", [marshal.dumps({"a": {"key": "k", "outputs": {}}})])
+    assert records.State(path).nodes == {}  # a journal of another format
+    appender = records.State(path)
+    appender.put("b", "k", {})
+    appender.save()  # never appended to a file of another format
+    assert records.State(path).nodes == {"b": {"key": "k", "outputs": {}}}
 
 
 # -- the no-op record (.sci/noop): edits append their changes to it too ---------------------
 
 def record_frames(root) -> int:
-    data, at, n = (root / ".sci" / "noop").read_bytes(), 0, 0
-    while at + 4 <= len(data):
-        at += 4 + int.from_bytes(data[at:at + 4], "little")
-        n += 1
-    return n
+    from sci.build import noop
+
+    return len(journal.read(root / ".sci" / "noop", noop.NOOP_FORMAT).bodies)
 
 
 def test_edits_append_to_the_noop_record_until_it_is_rewritten_whole(ws):

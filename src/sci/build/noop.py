@@ -24,22 +24,20 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sci import canonical
+from sci.store import journal
+from sci.store.hashing import stat_signature
 from sci.values import NameIndex, Value
 
 if TYPE_CHECKING:
     from sci.records.report import BuildReport
 
 NOOP_FILE = "noop"
-NOOP_FORMAT = "sci-noop-9"  # 9: env values and the store proof
+NOOP_FORMAT = "sci-noop-10"  # the journal's and the header's; 10: journal frames; 9: env values, store proof
 _COMPACT_AFTER = 8  # changes appended before the next build rewrites the record whole
+_READ_END: dict[str, int] = {}  # the record's path -> where it ended when read_record found it sound
 
 
-def _sig(path: str) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+_sig = stat_signature  # a file's or directory's stat signature, None when it is gone
 
 
 def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], env_digests: dict[str, str],
@@ -88,32 +86,27 @@ def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], en
 
 
 def _frame(value: Any) -> bytes:
-    body = marshal.dumps(value)
-    return len(body).to_bytes(4, "little") + body
+    """One frame's body (store/journal.py frames and checks it)."""
+    return marshal.dumps(value)
 
 
 def _write(state_dir: Path, header: dict, doc: dict) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / f"{NOOP_FILE}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(_frame(header) + _frame(doc))
-    os.replace(tmp, state_dir / NOOP_FILE)
+    _READ_END.pop(str(state_dir / NOOP_FILE), None)
+    if not journal.write(state_dir / NOOP_FILE, NOOP_FORMAT, [_frame(header), _frame(doc)]):
+        discard(state_dir)  # an older record must not outlive a build it does not describe
 
 
 def _append(state_dir: Path, change: dict, params: dict, params_text: str | None) -> None:
-    """One build's changes and parameters after the record (see record_build), in one write."""
-    fd = os.open(state_dir / NOOP_FILE, os.O_WRONLY | os.O_APPEND)
-    try:
-        os.write(fd, _frame(change) + _frame((params, params_text)))
-    finally:
-        os.close(fd)
+    """One build's changes and parameters after the record (see record_build), in one write;
+    when the file is not the sound record this build read, the record is dropped instead."""
+    path = state_dir / NOOP_FILE
+    if not journal.append(path, NOOP_FORMAT, [_frame(change), _frame((params, params_text))],
+                          end=_READ_END.pop(str(path), None)):
+        discard(state_dir)
 
 
 def discard(state_dir: Path) -> None:
-    try:
-        os.unlink(state_dir / NOOP_FILE)
-    except FileNotFoundError:
-        pass
+    journal.remove(state_dir / NOOP_FILE)
 
 
 class Record(NamedTuple):
@@ -130,16 +123,14 @@ def read_record(state_dir: Path) -> Record | None:
 
     The file: a header frame, the document frame, then two frames per appended build — its
     changes, and its whole parameters (only the last of which is decoded)."""
+    path = state_dir / NOOP_FILE
+    found = journal.read(path, NOOP_FORMAT)
+    # A cut-short file is no record either: this build's append would follow the torn bytes.
+    if found is None or not found.whole:
+        return None
+    _READ_END[str(path)] = found.end  # this build's append checks the file still ends there
+    frames = found.bodies
     try:
-        with open(state_dir / NOOP_FILE, "rb") as fh:
-            data = memoryview(fh.read())  # whole reads and marshal.loads: ~10x marshal.load(file)
-        frames, at = [], 0
-        while at < len(data):
-            size = int.from_bytes(data[at:at + 4], "little")
-            if at + 4 + size > len(data):
-                return None  # cut short: the build that wrote it was killed mid-write
-            frames.append(data[at + 4:at + 4 + size])
-            at += 4 + size
         header = marshal.loads(frames[0])
         if not isinstance(header, dict) or header.get("format") != NOOP_FORMAT or len(frames) % 2:
             return None
@@ -154,7 +145,7 @@ def read_record(state_dir: Path) -> Record | None:
         if appended:
             doc["params"], doc["params_text"] = marshal.loads(appended[-1])
         return Record(header, doc, len(appended) // 2)
-    except (OSError, EOFError, ValueError, TypeError, KeyError, IndexError):
+    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
 
 

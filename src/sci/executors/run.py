@@ -22,6 +22,7 @@ from sci.executors.task import Task, TaskResult
 from sci.records.run import utc_now
 from sci.plan.nodes import GPUS_MARK
 from sci.store.cas import Store
+from sci.store.hashing import stat_signature
 
 # Environment variables a step inherits from sci's own environment besides PATH: only those a
 # toolchain needs to find its libraries. Everything else a step sees is declared (SPEC §2).
@@ -189,12 +190,14 @@ def _waiter(pid: int) -> Callable[[], int]:
     return wait
 
 
-def _stat_sig(path: str) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+def _written(before: tuple | None, now: tuple | None) -> bool:
+    """Whether a file's stat signature (hashing.stat_signature) says it was written between the
+    two looks. Its ctime is left out: with SCI_LINK=hardlink a dep shares its inode with a store
+    blob, and another node materializing the same blob changes the inode's link count, and so
+    its ctime, while nobody writes the file."""
+    if before is None or now is None:
+        return before is not now
+    return before[:2] != now[:2] or before[3] != now[3]
 
 
 def step_environment(task: Task, cwd: Path) -> dict[str, str]:
@@ -306,7 +309,7 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
             (cwd / rel).write_text(text, encoding="utf-8")
     env = step_environment(task, cwd)
     env["HOME"] = env["TMPDIR"] = str(box)
-    before = {rel: _stat_sig(f"{ws}/{rel}") for rel in (*task.deps, *task.code)}
+    before = {rel: stat_signature(f"{ws}/{rel}") for rel in (*task.deps, *task.code)}
 
     if task.kind == "cmd":
         argv = ["/bin/sh", "-c", (task.cmd or "").replace(GPUS_MARK, ",".join(map(str, task.gpus)))]
@@ -347,7 +350,7 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
         result.error = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
         result.stderr_tail = _tail(err)
         return
-    changed = [rel for rel, sig in before.items() if _stat_sig(f"{ws}/{rel}") != sig]
+    changed = [rel for rel, sig in before.items() if _written(sig, stat_signature(f"{ws}/{rel}"))]
     if changed:
         result.error = f"modified its input {changed[0]} (steps must not write to their deps)"
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sci
 from sci import canonical
@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # for annotations only: the no-op path never imports the plan
     from sci.spec.load import Positions
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 15  # see plan/cache.py (CACHE_FORMAT); 15: modules moved into packages
+PLAN_CACHE_FORMAT = 16  # plan/cache.py CACHE_FORMAT's number, changed together; 16: journal frames
 
 
 def read_bytes(path: Path) -> bytes:
@@ -34,21 +34,26 @@ def read_bytes(path: Path) -> bytes:
 
 
 PIPELINE_CACHE = "pipeline.pickle"
+# Its format (store/journal.py frames it: one frame, a pickle of (key, doc, positions)). Bump
+# when the validated document's shape or Positions changes.
+PIPELINE_CACHE_FORMAT = "sci-pipeline-2"
 
 
 def _pipeline_doc(ws: Workspace, yaml_bytes: bytes) -> tuple[dict, Positions]:
     """sci.yaml validated into plain data; cached by its bytes so pydantic runs only on edits."""
     from sci.spec.load import load_yaml_text
+    from sci.store import journal
 
     key = digest_bytes(sci.__version__.encode() + b"\0" + yaml_bytes)
     cache = ws.state_dir / PIPELINE_CACHE
-    try:
-        with open(cache, "rb") as fh:
-            stored, doc, pos = pickle.load(fh)
-        if stored == key:
-            return doc, pos
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError):
-        pass
+    found = journal.read(cache, PIPELINE_CACHE_FORMAT)
+    if found is not None and found.whole and len(found.bodies) == 1:
+        try:
+            stored, doc, pos = pickle.loads(found.bodies[0])
+            if stored == key:
+                return doc, pos
+        except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError, IndexError):
+            pass
     from sci.errors import Location, SpecError
     from sci.spec.plain import plain_pipeline_doc
 
@@ -65,19 +70,8 @@ def _pipeline_doc(ws: Workspace, yaml_bytes: bytes) -> tuple[dict, Positions]:
         pipeline = validate_pipeline(data, pos)
         doc = pipeline.model_dump()
         doc["experiment"] = pipeline.experiment.model_dump(exclude_none=True) if pipeline.experiment else None
-    _write_pickle(cache, (key, doc, pos))
+    journal.write(cache, PIPELINE_CACHE_FORMAT, [pickle.dumps((key, doc, pos), protocol=pickle.HIGHEST_PROTOCOL)])
     return doc, pos
-
-
-def _write_pickle(path: Path, value: Any) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except OSError:
-        pass
 
 
 def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | None = None,

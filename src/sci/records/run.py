@@ -278,7 +278,9 @@ def manifest(*, root: Path, pipeline_digest: str, params_digest: str, environmen
     }
 
 
-STATE_FILE, STATE_FORMAT = "state", "sci-state-3"
+# The file's format (store/journal.py frames it): bump when an entry's shape changes; a file
+# of another format is then ignored (the first build finds every key in the store instead).
+STATE_FILE, STATE_FORMAT = "state", "sci-state-4"
 _COMPACT_AFTER = 16  # appended frames a load tolerates before the next save rewrites the file
 
 
@@ -294,10 +296,11 @@ class State:
     so does an old entry: a (key, outputs) pair stays true for as long as that key's action
     result is in the store, which every reader checks.
 
-    The file is a series of frames (length, CRC-32, marshal): the whole table, then the changes
-    of later builds appended. A build after a parameter edit changes a few nodes: it appends
-    them without reading the table, and answers `get` from `hint` (the last build's record)
-    where it can. A load that finds many frames makes the next save rewrite the file whole.
+    The file is a journal (store/journal.py) of marshalled frames: the whole table, then the
+    changes of later builds appended. A build after a parameter edit changes a few nodes: it
+    appends them without reading the table, and answers `get` from `hint` (the last build's
+    record) where it can. A load that finds many frames makes the next save rewrite the file
+    whole; a damaged file is not believed at all (read as empty, then rewritten).
     """
 
     def __init__(self, path: Path, hint: dict[str, dict] | None = None):
@@ -319,30 +322,21 @@ class State:
 
     def _load(self) -> dict[str, dict]:
         import marshal
-        import zlib
 
-        try:
-            data = memoryview(self.path.read_bytes())
-        except OSError:
+        from sci.store import journal
+
+        found = journal.read(self.path, STATE_FORMAT)
+        if found is None:
+            self._compact = True  # damaged or absent: written whole next time
             return {}
         nodes: dict[str, dict] = {}
-        at, frames = 0, 0
-        while at + 8 <= len(data):
-            size, crc = int.from_bytes(data[at:at + 4], "little"), int.from_bytes(data[at + 4:at + 8], "little")
-            body = data[at + 8:at + 8 + size]
-            if len(body) != size or zlib.crc32(body) != crc:
-                break  # a torn or damaged frame: what came before it still holds
-            try:
-                doc = marshal.loads(body)
-            except (ValueError, EOFError, TypeError):
-                break
-            if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), dict):
-                break
-            if frames == 0 and doc.get("format") != STATE_FORMAT:
-                return {}
-            nodes.update(doc["nodes"])
-            at, frames = at + 8 + size, frames + 1
-        self._compact = frames > _COMPACT_AFTER or at != len(data)
+        try:
+            for body in found.bodies:
+                nodes.update(marshal.loads(body))
+        except (ValueError, EOFError, TypeError, AttributeError):
+            self._compact = True
+            return {}
+        self._compact = len(found.bodies) > _COMPACT_AFTER or not found.whole
         return nodes
 
     def get(self, node: str) -> dict | None:
@@ -358,35 +352,16 @@ class State:
         self._changed[node] = {"key": key, "outputs": outputs}
 
     def save(self) -> None:
+        import marshal
+
+        from sci.store import journal
+
         if not self._changed:
             return
-        if self._loaded is None and not self._compact and self.path.exists():
-            self._append({"nodes": self._changed})
-        else:
+        # Appended only to a sound file of this format (journal.append walks its frame lengths);
+        # anything else, or a file that needs compacting, is written whole from the table.
+        if self._loaded is not None or self._compact \
+                or not journal.append(self.path, STATE_FORMAT, [marshal.dumps(self._changed)]):
             self._table().update(self._changed)
-            self._rewrite({"format": STATE_FORMAT, "nodes": self._loaded})
-        if self._loaded is not None:
-            self._loaded.update(self._changed)
+            self._compact = not journal.write(self.path, STATE_FORMAT, [marshal.dumps(self._loaded)])
         self._changed = {}
-
-    @staticmethod
-    def _frame(doc: dict) -> bytes:
-        import marshal
-        import zlib
-
-        body = marshal.dumps(doc)
-        return len(body).to_bytes(4, "little") + zlib.crc32(body).to_bytes(4, "little") + body
-
-    def _append(self, doc: dict) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        try:
-            os.write(fd, self._frame(doc))
-        finally:
-            os.close(fd)
-
-    def _rewrite(self, doc: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(self._frame(doc))
-        os.replace(tmp, self.path)
-        self._compact = False

@@ -9,6 +9,7 @@ lets an unchanged file (same size, mtime, ctime and inode) skip being read again
 from __future__ import annotations
 
 import marshal
+import operator
 import os
 import stat as stat_mod
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from blake3 import blake3
 
 from sci import canonical
+from sci.store import journal
 
 # Files at least this large are hashed by mmap with BLAKE3's own threads; smaller ones are
 # read whole, which is faster for the many-small-files case.
@@ -79,9 +81,21 @@ def entries_from_document(doc: dict) -> list[TreeEntry]:
     return [TreeEntry(p, d, s, x) for p, d, s, x in doc["entries"]]
 
 
-def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
-    # StatCache.tree_entries builds the same tuple inline (its hot loop): change both together.
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+# The stat signature of a stat result: what sci compares to tell that a file may have changed
+# since it last looked — (size, mtime, ctime, inode); ctime catches a rewrite that restores the
+# mtime. The stat cache, the no-op record and the sandbox's check of a step's inputs all use it
+# (an attrgetter: a C call, as quick as building the tuple inline in the hot loops). Changing
+# it changes what the stat cache and the no-op record hold: bump their formats with it.
+signature = operator.attrgetter("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino")
+
+
+def stat_signature(path: str | os.PathLike) -> tuple[int, int, int, int] | None:
+    """`signature` of the file or directory at `path` (symlinks followed); None when it cannot
+    be stat'ed."""
+    try:
+        return signature(os.stat(path))
+    except OSError:
+        return None
 
 
 class StatCache:
@@ -91,16 +105,15 @@ class StatCache:
     is a hint: a missing, stale or unreadable cache file only costs re-hashing.
     """
 
-    # Bump when the file layout or the signature tuple changes; an older file is then ignored.
-    # Layout: MAGIC, then frames: [4-byte length][32-byte BLAKE3 of the body][body: marshal of
-    # {key: entry, or None for a key forgotten}]. The first frame is the whole table; a save
-    # appends what changed since the load (a parameter edit's build changes a few entries of
-    # 10,000: ~0.1 ms instead of ~3.5 ms to write them all), and a load that finds many frames
-    # makes the next save rewrite the file whole. The checksum matters: a damaged entry would
-    # otherwise hand out a wrong digest for an unchanged file, and a wrong digest makes a wrong
-    # cache key. A damaged or torn frame ends the reading; the frames before it still hold,
-    # since every entry is true for its signature.
-    _MAGIC = b"sci-statcache-3\n"
+    # The file's format (store/journal.py frames it). Bump when the entries' shape or the
+    # signature tuple changes; a file of another format is then ignored and rebuilt.
+    # Frames: marshal of {key: (signature, digest), or None for a key forgotten}. The first is
+    # the whole table; a save appends what changed since the load (a parameter edit's build
+    # changes a few entries of 10,000: ~0.1 ms instead of ~3.5 ms to write them all), and a
+    # load that finds many frames, or a cut-short last one, makes the next save write it whole.
+    # The checksum matters: a damaged entry would otherwise hand out a wrong digest for an
+    # unchanged file, and a wrong digest makes a wrong cache key.
+    FORMAT = "sci-statcache-4"
     _COMPACT_AFTER = 16  # frames
 
     def __init__(self, path: Path | None = None):
@@ -108,40 +121,28 @@ class StatCache:
         self._entries: dict[str, tuple[tuple[int, int, int, int], str]] = {}
         self._changed: dict[str, tuple | None] = {}
         self._rewrite = True  # until a load finds a sound file to append to
+        self._end: int | None = None  # where that file ended
         if path is not None:
             self._entries = self._load(path)
 
     def _load(self, path: Path) -> dict:
+        found = journal.read(path, self.FORMAT)
+        if found is None or not found.bodies:
+            return {}
         try:
-            raw = memoryview(path.read_bytes())
-        except OSError:
-            return {}
-        at = len(self._MAGIC)
-        if raw[:at] != self._MAGIC:
-            return {}
-        entries: dict = {}
-        frames = 0
-        while at + 36 <= len(raw):
-            size = int.from_bytes(raw[at:at + 4], "little")
-            body = raw[at + 36:at + 36 + size]
-            if len(body) != size or blake3(body).digest() != raw[at + 4:at + 36]:
-                break
-            try:
-                doc = marshal.loads(body)
-            except (EOFError, ValueError, TypeError):
-                break
-            if not isinstance(doc, dict):
-                break
-            if frames:
-                for key, entry in doc.items():
+            entries = marshal.loads(found.bodies[0])
+            for body in found.bodies[1:]:
+                for key, entry in marshal.loads(body).items():
                     if entry is None:
                         entries.pop(key, None)
                     else:
                         entries[key] = entry
-            else:
-                entries = doc
-            at, frames = at + 36 + size, frames + 1
-        self._rewrite = not frames or at != len(raw) or frames > self._COMPACT_AFTER
+        except (EOFError, ValueError, TypeError, AttributeError):
+            return {}  # sound frames that do not decode: written by something else, not believed
+        if type(entries) is not dict:
+            return {}
+        self._rewrite = not found.whole or len(found.bodies) > self._COMPACT_AFTER
+        self._end = found.end
         return entries
 
     def file_digest(self, path: str | os.PathLike, key: str | None = None,
@@ -150,7 +151,7 @@ class StatCache:
         key = os.fspath(path) if key is None else key
         if st is None:
             st = os.stat(path)
-        sig = _signature(st)
+        sig = signature(st)
         hit = self._entries.get(key)
         if hit is not None and hit[0] == sig:
             return hit[1]
@@ -167,7 +168,7 @@ class StatCache:
         tick of sci's write could make the entry stale (`forget` the key if that can happen).
         """
         key = os.fspath(path) if key is None else key
-        self._entries[key] = self._changed[key] = (_signature(os.stat(path)), digest)
+        self._entries[key] = self._changed[key] = (signature(os.stat(path)), digest)
 
     def tree_entries(self, root: str | os.PathLike, key: str | None = None) -> list[TreeEntry]:
         """List every regular file under `root` with its digest (symlinks are followed).
@@ -192,7 +193,7 @@ class StatCache:
                     mode = st.st_mode
                     if stat_mod.S_ISREG(mode):
                         cache_key = prefix + rel
-                        sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                        sig = signature(st)
                         hit = cache.get(cache_key)
                         if hit is not None and hit[0] == sig:
                             digest = hit[1]
@@ -225,25 +226,6 @@ class StatCache:
     def save(self) -> None:
         if self.path is None or not self._changed:
             return
-        if not self._rewrite:
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            except OSError:
-                pass  # gone since the load: written whole below
-            else:
-                try:
-                    os.write(fd, self._frame(self._changed))
-                finally:
-                    os.close(fd)
-                self._changed = {}
-                return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(self._MAGIC + self._frame(self._entries))
-        os.replace(tmp, self.path)
-        self._changed, self._rewrite = {}, False
-
-    @staticmethod
-    def _frame(doc: dict) -> bytes:
-        body = marshal.dumps(doc)
-        return len(body).to_bytes(4, "little") + blake3(body).digest() + body
+        if self._rewrite or not journal.append(self.path, self.FORMAT, [marshal.dumps(self._changed)], end=self._end):
+            self._rewrite = not journal.write(self.path, self.FORMAT, [marshal.dumps(self._entries)])
+        self._changed, self._end = {}, None  # a later save verifies what it appends to

@@ -1,0 +1,175 @@
+"""One framing for every state file under `.sci/`: a named, versioned header, then checksummed frames.
+
+    b"sci-journal-1 " FORMAT b"\\n"                    FORMAT: the file's own name and version
+    frame*: [4-byte length][the length's complement][16-byte BLAKE3 of the body][body]
+
+Every file sci keeps for speed (`.sci/state`, the stat cache, the no-op record, the plan and
+pipeline caches) is written and read through here, so one rule decides what is believed:
+
+- a file of another journal version or format, a bad length, a bad checksum, a body its caller
+  cannot decode: the file is damaged and ignored as if absent (the caller rebuilds it). A state
+  file is a hint; a hint that might be wrong is worth nothing, so nothing in it is kept.
+- a file that ends inside its last frame (a writer killed mid-append): the whole frames before
+  the cut are read, and the reader is told the file is not whole, so its next save rewrites it.
+
+The length is stored twice (plain and complemented) so that a damaged length is told apart
+from a cut: any flipped byte anywhere makes the file damaged, never a shorter true file.
+The checksum guards against damage, not an attacker (a file an attacker can write can be
+anything). BLAKE3 is faster than zlib's CRC-32 here (~4 GB/s against ~1 GB/s on one core):
+the 6 MB no-op record of a 10,000-node build costs ~1.5 ms to check. Payloads are the caller's
+(marshal, pickle: whatever it decodes fastest). Files are replaced whole by rename and appended
+to with one write; nothing is fsynced (a torn or lost file costs only time).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from blake3 import blake3
+
+# Bump when the framing below changes; every state file is then ignored and rebuilt once.
+JOURNAL = b"sci-journal-1"
+_DIGEST = 16  # bytes of BLAKE3 kept per frame
+_HEAD = 8 + _DIGEST  # length, complement, checksum
+_MASK = 0xFFFFFFFF
+_OPEN_APPEND = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+
+
+def header(fmt: str) -> bytes:
+    """The first line of a file of format `fmt` (e.g. "sci-state-4")."""
+    return JOURNAL + b" " + fmt.encode("ascii") + b"\n"
+
+
+def frame(body: bytes) -> bytes:
+    """One frame around `body` (at most 4 GiB)."""
+    return _prefix(body) + body
+
+
+def _prefix(body: bytes) -> bytes:
+    size = len(body)
+    return size.to_bytes(4, "little") + (size ^ _MASK).to_bytes(4, "little") + blake3(body).digest(length=_DIGEST)
+
+
+class Frames(NamedTuple):
+    """What a read found: the bodies of the whole frames, in order, and whether the file ended
+    exactly after the last one (False: a cut-short frame followed; rewrite, do not append)."""
+
+    bodies: list[memoryview]
+    whole: bool
+    end: int  # where the last whole frame ends
+
+
+def parse(data: bytes | memoryview, fmt: str) -> Frames | None:
+    """The frames of a file's bytes; None when it is not a sound file of format `fmt`."""
+    data = memoryview(data)
+    head = header(fmt)
+    at = len(head)
+    if data[:at] != head:
+        return None
+    bodies: list[memoryview] = []
+    end = len(data)
+    while at < end:
+        if at + 8 > end:
+            return Frames(bodies, False, at)  # cut inside the length
+        size = int.from_bytes(data[at:at + 4], "little")
+        if (size ^ _MASK) != int.from_bytes(data[at + 4:at + 8], "little"):
+            return None  # a damaged length: nothing after it can be placed
+        start = at + _HEAD
+        if start + size > end:
+            return Frames(bodies, False, at)  # cut inside the checksum or the body
+        body = data[start:start + size]
+        if blake3(body).digest(length=_DIGEST) != data[at + 8:start]:
+            return None
+        bodies.append(body)
+        at = start + size
+    return Frames(bodies, True, at)
+
+
+def read(path: str | os.PathLike, fmt: str) -> Frames | None:
+    """The frames of the file at `path`; None when it is absent, unreadable or damaged."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()  # one read: a plain bytes, which frames slice without copying
+    except OSError:
+        return None
+    return parse(data, fmt)
+
+
+def write(path: str | os.PathLike, fmt: str, bodies: Iterable[bytes]) -> bool:
+    """Replace the file at `path` with a header and `bodies` as frames, atomically (a temporary
+    file beside it, then a rename). False, and the old file untouched, when that fails."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            fh = open(tmp, "wb")
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(tmp, "wb")
+        with fh:  # piece by piece: a 6 MB body is written, not copied into a joined buffer
+            fh.write(header(fmt))
+            for body in bodies:
+                fh.write(_prefix(body))
+                fh.write(body)
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:  # a directory where the file goes (it is sci's path): replaced
+            remove(path)
+            os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+    return True
+
+
+def remove(path: str | os.PathLike) -> None:
+    """Delete the file at `path`, or whatever took its place; nothing when there is none."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if not os.path.isdir(path) or os.path.islink(path):
+            raise
+        import shutil
+
+        shutil.rmtree(path)
+
+
+def append(path: str | os.PathLike, fmt: str, bodies: Iterable[bytes], *, end: int | None = None) -> bool:
+    """Add `bodies` as frames at the end of the file at `path`, in one write, if it is a sound
+    file of format `fmt` ending after a whole frame; else False, and the caller writes the file
+    whole. `end`: where the file ended when the caller read it sound (Frames.end) in this build,
+    under the workspace lock; then only its header and size are compared. Without it the file
+    is read now and its checksums verified (not decoded)."""
+    try:
+        fd = os.open(path, _OPEN_APPEND)
+    except OSError:
+        return False
+    try:
+        if end is None:
+            found = parse(_read_fd(fd), fmt)
+            if found is None or not found.whole:
+                return False
+        elif os.fstat(fd).st_size != end or os.pread(fd, len(header(fmt)), 0) != header(fmt):
+            return False
+        os.write(fd, b"".join(map(frame, bodies)))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks, at = [], 0
+    while chunk := os.pread(fd, 1 << 20, at):
+        chunks.append(chunk)
+        at += len(chunk)
+    return b"".join(chunks)
