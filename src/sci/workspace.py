@@ -13,8 +13,49 @@ PIPELINE_FILE = "sci.yaml"
 STATE_DIR = ".sci"
 RUNS_DIR = "runs"
 DEFAULT_STORE = "cas"
-# Paths sci owns inside a workspace: never a dep, an output or a glob match.
+# The directories sci owns in every workspace; the store's is added where it lies inside (owned).
 RESERVED = (STATE_DIR, RUNS_DIR)
+
+
+def owns(rel_path: str, owned: tuple[str, ...]) -> str | None:
+    """The one rule for the paths sci reserves: the directory of `owned` (Workspace.owned) that
+    the workspace-relative POSIX path `rel_path` is or lies in, else None. Such a path is never
+    a dep, an output, a code or evidence file, a glob match or a bundle member."""
+    for d in owned:
+        if rel_path.startswith(d) and (len(rel_path) == len(d) or rel_path[len(d)] == "/"):
+            return d
+    return None
+
+
+_UNSURE = object()
+
+
+def store_setting(yaml_bytes: bytes):
+    """sci.yaml's top-level `store:` value (None: not set), found by a line search, not a YAML
+    parse: for the no-op path, which never parses sci.yaml. `_UNSURE` where the search cannot
+    be certain (a quoted or flow-style key, an escape, a block scalar): the caller then owns
+    less, never more, than the plan does, which only costs a fallback to the normal path."""
+    import re
+
+    # The top-level lines that could set the store: a key naming it, or a form this search does
+    # not follow (a flow mapping, a quoted, explicit, tagged or anchored key, a merge).
+    # An indented root mapping, or content after `---`, is not searched either.
+    lines = re.findall(rb"""^(?:(?=[^\s#]).*store|[{\[?"'&!*]|<<|---[ \t]+[^\s#]).*$""", yaml_bytes, re.M)
+    first = re.search(rb"^(?![ \t]*(?:#|%|---|\r?$)).", yaml_bytes, re.M)
+    if first is not None and first[0] in b" \t":
+        return _UNSURE
+    if not lines:
+        return None
+    match = re.fullmatch(rb"""store:[ \t]*(?:"([\w ./~+@,=-]+)"|'([\w ./~+@,=-]+)'|([\w./~+@,=-]+))"""
+                         rb"""[ \t]*(?:[ \t]#.*)?\r?""", lines[0])
+    if len(lines) != 1 or match is None:
+        return _UNSURE
+    quoted = match[1] if match[1] is not None else match[2]
+    value = (quoted if quoted is not None else match[3]).decode("utf-8")
+    return None if quoted is None and value in ("~", "null", "Null", "NULL") else value
+
+
+_OWNED: dict = {}  # (root, SCI_CAS, sci.yaml's stat signature) -> Workspace.owned()
 
 
 class Workspace:
@@ -65,6 +106,36 @@ class Workspace:
         chosen = env or configured or DEFAULT_STORE
         path = Path(os.path.expanduser(chosen))
         return path if path.is_absolute() else (self.root / path)
+
+    def owned(self, configured_store: str | None = None, *, read_config: bool = False) -> tuple[str, ...]:
+        """The workspace-relative directories sci owns here (see `owns`): `.sci`, `runs` and,
+        when the store lies inside the workspace, the store's directory (only it: a store at
+        `data/cas` leaves the rest of `data/` to the user). `read_config`: take the store's
+        location from sci.yaml (`store_setting`) instead of `configured_store`."""
+        if read_config:
+            from sci.store.hashing import stat_signature
+
+            memo = (self.root, os.environ.get("SCI_CAS"), stat_signature(self.pipeline_file))
+            hit = _OWNED.get(memo)
+            if hit is None:
+                try:
+                    setting = store_setting(self.pipeline_file.read_bytes())
+                except OSError:
+                    setting = None
+                hit = _OWNED[memo] = RESERVED if setting is _UNSURE and not memo[1] else self.owned(setting)
+            return hit
+        try:
+            rel = self.store_root(configured_store).resolve().relative_to(self.root.resolve())
+        except (ValueError, OSError):
+            return RESERVED
+        return (*RESERVED, rel.as_posix()) if rel.parts else RESERVED
+
+    def unowned(self, paths: list[str], owned: tuple[str, ...] | None = None) -> list[str]:
+        """`paths` (workspace-relative) less those sci owns; `owned` defaults to what sci.yaml's
+        store setting gives (`owned(read_config=True)`)."""
+        if owned is None:
+            owned = self.owned(read_config=True)
+        return [p for p in paths if owns(p, owned) is None]
 
     @contextmanager
     def lock(self, *, wait: bool = True) -> Iterator[None]:

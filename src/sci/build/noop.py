@@ -27,6 +27,7 @@ from sci import canonical
 from sci.store import journal
 from sci.store.hashing import stat_signature
 from sci.values import NameIndex, Value
+from sci.workspace import Workspace
 
 if TYPE_CHECKING:
     from sci.records.report import BuildReport
@@ -178,8 +179,7 @@ def _files_unchanged(doc: dict, root: Path) -> bool:
         if _sig(prefix + path.rstrip("/")) != sig:
             return False
     for pattern, matches in doc["globs"].items():
-        found = sorted(m for m in glob_mod.glob(pattern, root_dir=root, recursive=True)
-                       if m.split("/", 1)[0] not in (".sci", "runs"))
+        found = sorted(Workspace(root).unowned(glob_mod.glob(pattern, root_dir=root, recursive=True)))
         if found != matches:
             return False
     for path, sig in doc["actions"].items():  # action results, and the store's shards of output objects

@@ -35,7 +35,7 @@ from blake3 import blake3
 from sci import canonical
 from sci.errors import StoreError, UserError, WorkFailed
 from sci.store.hashing import digest_bytes, digest_file, entries_from_document
-from sci.workspace import RESERVED, Workspace
+from sci.workspace import RESERVED, Workspace, owns
 
 # Bump when the layout or a MANIFEST field changes; import refuses any other format, and
 # docs/bundles.md describes each one.
@@ -50,7 +50,7 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _UNIX = 3  # zip "version made by" host: Unix, so external_attr holds a POSIX mode
 _CHUNK = 1024 * 1024
 _STORE_NAME = re.compile(r"^store/(blobs|trees|actions)/([0-9a-f]{2})/([0-9a-f]{64})$")
-_NEVER_WRITTEN = (".git",) + tuple(RESERVED)
+_NEVER_WRITTEN = (".git", *RESERVED)  # and the store's directory, once it is known (_admit)
 
 
 @dataclass(frozen=True)
@@ -489,8 +489,8 @@ def import_bundle(ws_dir: Path, bundle: Path, *, force: bool = False, public_key
             if path == ENVIRONMENT:
                 continue
             if path.startswith(WS_PREFIX):
-                top = path[len(WS_PREFIX):].split("/", 1)[0]
-                if top in _NEVER_WRITTEN:
+                top = owns(path[len(WS_PREFIX):], _NEVER_WRITTEN)
+                if top is not None:
                     raise UserError(f"{bundle}: member {path!r} would write into {top}/, which sci owns")
             elif not _STORE_NAME.match(path) or path.split("/")[2] != path.split("/")[3][:2]:
                 raise UserError(f"{bundle}: member {path!r} is neither a workspace file nor a store object")
@@ -517,15 +517,11 @@ def _admit(ws: Workspace, bundle: Path, manifest: dict, rows: dict[str, dict], s
     objects, actions = _check_objects(bundle, manifest, rows, staging)
     staged_ws = staging / WS_PREFIX.rstrip("/")
     store_root = _store_root_for(ws, staged_ws)
-    reserved = set(_NEVER_WRITTEN)
-    try:
-        reserved.add(store_root.resolve().relative_to(ws.root.resolve()).parts[0])
-    except (ValueError, IndexError):
-        pass
+    reserved = (".git", *ws.owned(str(store_root)))
     files = sorted(p[len(WS_PREFIX):] for p in rows if p.startswith(WS_PREFIX))
     written, unchanged, conflicts = [], 0, []
     for rel in files:
-        if rel.split("/", 1)[0] in reserved:
+        if owns(rel, reserved):
             raise UserError(f"{bundle}: member workspace/{rel} would write into the store")
         state = _existing(ws.root, rel, rows[WS_PREFIX + rel]["digest"])
         if state == "same":

@@ -24,6 +24,7 @@ from sci.errors import GraphError, TargetError
 from sci.spec.load import Positions
 from sci.plan.nodes import GLOB_CHARS, Node
 from sci.values import Value
+from sci.workspace import owns
 
 
 class DepSource(namedtuple("DepSource", "path producer out_path")):
@@ -238,7 +239,7 @@ def build_graph(nodes: list[Node], root: Path, pos: Positions, *, reserved: tupl
                     matches = sorted(produced)
                 else:
                     found = sorted(glob_mod.glob(pattern, root_dir=root, recursive=True))
-                    matches = [m for m in found if m.split("/", 1)[0] not in reserved]
+                    matches = [m for m in found if not owns(m, reserved)]
                     globs[pattern] = matches
                 if not matches:
                     raise GraphError(f"{n.name}: dep {pattern!r} matches no file and no step output",

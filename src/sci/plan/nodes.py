@@ -14,6 +14,7 @@ from sci.spec.load import Positions
 from sci.spec.placeholders import TOKEN as PLACEHOLDER
 from sci.spec.placeholders import lone_brace_error
 from sci.values import Value
+from sci.workspace import owns
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 # `{gpus}` is only known at dispatch time: rendering leaves this marker, the executor fills it.
@@ -85,9 +86,9 @@ def check_path(raw: str, pos: Positions, where: tuple, reserved: tuple[str, ...]
     if norm == ".." or norm.startswith("../"):
         raise SpecError(f"{what} path {text!r} escapes the workspace", location=pos.at(where),
                         hint="keep every path inside the workspace (no ..)")
-    first = norm.split("/", 1)[0]
-    if first in reserved:
-        raise SpecError(f"{what} path {text!r} lies in {first}/, which sci owns", location=pos.at(where),
+    owner = owns(norm, reserved)
+    if owner is not None:
+        raise SpecError(f"{what} path {text!r} lies in {owner}/, which sci owns", location=pos.at(where),
                         hint="put data and results elsewhere in the workspace")
     return norm
 

@@ -16,7 +16,7 @@ import sci
 from sci import canonical
 from sci.store.hashing import StatCache, digest_bytes
 from sci.plan.loaded import Loaded
-from sci.workspace import RESERVED, Workspace
+from sci.workspace import Workspace, owns
 
 if TYPE_CHECKING:  # for annotations only: the no-op path never imports the planner
     from sci.build.resources import Hardware
@@ -107,7 +107,7 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
     read = params_mod.load(ws.root, doc["params"], pos)
     params = params_mod.apply_overrides(read.data, overrides)
     store_cfg = doc["store"]
-    reserved = tuple(RESERVED) + _store_reserved(ws, store_cfg)
+    reserved = ws.owned(store_cfg)
     nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
     graph = build_graph(nodes, ws.root, pos, reserved=reserved)
     check_code(nodes, ws.root, pos)
@@ -128,15 +128,6 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
         step_docs={name: pickle.dumps(step, protocol=pickle.HIGHEST_PROTOCOL) for name, step in doc["steps"].items()},
         params_text=None if overrides else read.text,
     ), False
-
-
-def _store_reserved(ws: Workspace, store_cfg: str | None) -> tuple[str, ...]:
-    root = ws.store_root(store_cfg)
-    try:
-        rel = root.resolve().relative_to(ws.root.resolve())
-    except ValueError:
-        return ()
-    return (rel.parts[0],) if rel.parts else ()
 
 
 def plan_key(ws: Workspace, overrides: list[str], seed: int | None, yaml_bytes: bytes | None = None) -> str:
@@ -223,7 +214,7 @@ def _still_valid(loaded: Loaded) -> bool:
     root = loaded.ws.root
     for pattern, matches in loaded.graph.globs.items():
         found = sorted(m for m in glob_mod.glob(pattern, root_dir=root, recursive=True)
-                       if m.split("/", 1)[0] not in RESERVED)
+                       if not owns(m, loaded.reserved))
         if found != matches:
             return False
     prefix = f"{root}/"
