@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # for annotations only
 class Loaded(Value):
     """A validated pipeline, expanded into a graph: everything a build needs before hashing.
 
-    `reserved`: the directories sci owns (Workspace.owned; the rule: workspace.owns). `reads` (a replan.ReadIndex): which
-    steps' expansion reads which parameter keys. `structure_key`: plan_key without the
+    `reserved`: the directories sci owns (Workspace.owned; the rule: workspace.owns). `reads` (a
+    replan.ReadIndex): which steps' expansion reads which parameter keys. `structure_key`: plan_key without the
     parameters (equal means a params edit only). What replan.py needs of the validated sci.yaml:
     `doc_head` (its `defaults` and `params`) and `step_docs` (each step's mapping pickled on its
     own, so a patch unpickles the steps it re-expands and no others). `params_text`: the params
