@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import marshal
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +31,7 @@ from sci.workspace import RESERVED, Workspace, owns, store_setting
 from conftest import Sci, write
 
 FMT = "sci-test-1"
+SHORTCUTS_ON = os.environ.get("SCI_SHORTCUTS", "on") == "on"  # off|verify: no shortcut answers
 BODIES = st.lists(st.binary(max_size=80), max_size=6)
 
 
@@ -278,7 +280,7 @@ def test_a_damaged_state_file_decides_nothing_and_is_written_again(ws, tmp_path,
     assert outcome(sci) == outcome(Sci(twin))
     found = journal.read(path, FILES[name])
     assert path.is_file() and found is not None and found.whole, f"{name} was not written again"
-    if action == "nothing":
+    if action == "nothing" and SHORTCUTS_ON:  # the rewritten record serves the next no-op
         assert sci.build()["executed"] == [] and "noop" in [e["event"] for e in last_log(ws.root)]
 
 
@@ -344,6 +346,7 @@ def test_a_store_setting_the_search_cannot_be_sure_of_owns_no_store(tmp_path, mo
     assert Workspace(tmp_path).owned(read_config=True) == RESERVED
 
 
+@pytest.mark.shortcut_mechanics
 def test_a_glob_match_in_the_store_leaves_the_no_op_a_no_op(ws):
     """`*/*.txt` also matches files in `cas/`, which the plan leaves out: the no-op's check and the
     plan cache's must leave them out by the same rule, or every no-op re-plans."""
@@ -395,7 +398,9 @@ def test_a_store_inside_a_folder_owns_only_its_own_directory(ws):
     assert sci.build()["executed"] == ["cat"]
     assert (ws.root / "out.txt").read_text() == "a\n1,2\n"
     (ws.root / "data" / "cas" / "z.txt").write_text("in the store\n")
-    assert sci.build()["executed"] == [] and "noop" in [e["event"] for e in last_log(ws.root)]
+    assert sci.build()["executed"] == []
+    if SHORTCUTS_ON:
+        assert "noop" in [e["event"] for e in last_log(ws.root)]
 
 
 def test_state_files_of_the_old_formats_are_ignored_and_rebuilt(ws):
