@@ -128,9 +128,10 @@ step_common = {
     "foreach": st.one_of(st.none(), st.dictionaries(names, st.lists(json_values, max_size=3), max_size=2)),
     "sandbox": st.booleans(), "env": st.lists(names, max_size=2),
 }
-cmd_steps = optional_dict({"cmd": templates}, {**step_common, "fn": st.none(), "kind": st.none(),
+metrics_maps = {"metrics": st.one_of(st.none(), path_maps)}  # cmd and fn steps only
+cmd_steps = optional_dict({"cmd": templates}, {**step_common, **metrics_maps, "fn": st.none(), "kind": st.none(),
                                            "steps": st.none(), "evidence": st.just([])})
-fn_steps = optional_dict({"fn": fns}, {**step_common, "cmd": st.none()})
+fn_steps = optional_dict({"fn": fns}, {**step_common, **metrics_maps, "cmd": st.none()})
 dossier_steps = optional_dict({"kind": st.just("dossier")},
                               {**step_common, "steps": st.one_of(st.none(), st.lists(names, max_size=3)),
                                "evidence": path_lists})
@@ -200,7 +201,8 @@ def near_valid_docs(draw) -> Any:
         step = doc["steps"][draw(st.sampled_from(sorted(doc["steps"])))]
         if how == "two-actions":
             step.update(draw(st.sampled_from([{"cmd": "x", "fn": "m:f"}, {"cmd": "x", "kind": "dossier"},
-                                              {"fn": "m:f", "kind": "dossier"}, {"kind": "other"}])))
+                                              {"fn": "m:f", "kind": "dossier"}, {"kind": "other"},
+                                              {"cmd": None, "fn": None, "kind": "dossier", "metrics": ["m.json"]}])))
         else:
             for k in ("cmd", "kind"):
                 step.pop(k, None)

@@ -12,6 +12,7 @@ from sci.errors import LockHeld, UserError
 PIPELINE_FILE = "sci.yaml"
 STATE_DIR = ".sci"
 RUNS_DIR = "runs"
+RUNS_INDEX = "runs.jsonl"  # in STATE_DIR: runs/ holds only one folder per run (SPEC §1)
 DEFAULT_STORE = "cas"
 # The directories sci owns in every workspace; the store's is added where it lies inside (owned).
 RESERVED = (STATE_DIR, RUNS_DIR)
@@ -93,6 +94,16 @@ class Workspace:
     @property
     def runs_dir(self) -> Path:
         return self.root / RUNS_DIR
+
+    @property
+    def runs_index(self) -> Path:
+        """`.sci/runs.jsonl`: a summary line per finished run, a cache of runs/ (records/index.py)."""
+        return self.state_dir / RUNS_INDEX
+
+    @classmethod
+    def of_run(cls, run_dir: Path) -> "Workspace":
+        """The workspace a run folder belongs to (run folders are `runs_dir / run_id`)."""
+        return cls(Path(run_dir).parent.parent)
 
     @property
     def scratch_dir(self) -> Path:

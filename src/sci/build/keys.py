@@ -20,8 +20,12 @@ KEY_TAG = "sci.key"
 
 
 def definition(node: Node, env_values: dict[str, str]) -> dict[str, Any]:
-    """What the node does, normalized: everything except its inputs' contents."""
-    return {
+    """What the node does, normalized: everything except its inputs' contents.
+
+    `metrics` (the outputs read as metrics files) is there only when the step declares some:
+    a result recorded without reading them must not stand in for one that did, and the keys of
+    steps without metrics stay what they were before metrics files existed."""
+    doc = {
         "kind": node.kind,
         "cmd": node.cmd,
         "fn": node.fn,
@@ -33,6 +37,9 @@ def definition(node: Node, env_values: dict[str, str]) -> dict[str, Any]:
         # OMP/MKL/torch thread counts follow resources.cpu, and can change floating-point bytes.
         "threads": max(1, int(node.resources["cpu"])),
     }
+    if node.metrics:
+        doc["metrics"] = dict(node.metrics)
+    return doc
 
 
 def components(node: Node, definition_doc: dict, deps: dict[str, str], code: dict[str, str],

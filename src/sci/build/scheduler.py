@@ -147,7 +147,7 @@ class Scheduler:
             outs=dict(node.outs), ctx_deps=ctx_deps, params=node.params, seed=node.seed,
             determinism=node.determinism, threads=max(1, int(node.resources["cpu"])),
             env={k: os.environ[k] for k in node.env if k in os.environ}, gpus=gpus, files=files,
-            python=self.python, materialize=self.link_mode,
+            python=self.python, materialize=self.link_mode, metrics=node.metrics,
         )
 
     # -- the loop ------------------------------------------------------------------------

@@ -222,14 +222,16 @@ class BuildSession:
                 log.write("unchanged", None, nodes=sched.as_recorded,
                           reason="their inputs came out of this build as the last build recorded them")
             recorded_last = last if use_last else None
-            plan = _plan_entries(selected, sched.outcomes, graph, recorded_last)
+            from sci.records.metrics import outcome_metrics
+
+            plan = _plan_entries(selected, sched.outcomes, graph, recorded_last, outcome_metrics(graph, store))
             durations = {n: round(o.duration_s, 6) for n, o in sched.outcomes.items() if o.duration_s}
             man = records.manifest(
                 root=ws.root, pipeline_digest=loaded.pipeline_digest, params_digest=loaded.params_digest,
                 environment=env["cpu"], determinism=loaded.determinism, root_seed=loaded.root_seed,
                 command=records.without_executor_options(opt.argv), targets=targets,
                 plan=plan, run_id=run_id, started=self.started, started_clock=self.clock, executor=ex.name,
-                durations=durations)
+                durations=durations, params=loaded.params)
             plan_json = _plan_json(plan, sched.outcomes, recorded_last)
             records.write_manifest(run_dir, man, plan_json)
             emit_all("build_finished", None, counts=sched.all_outcomes.counts())
@@ -294,24 +296,28 @@ def _link_mode(asked: str | None) -> str:
     return mode
 
 
-def plan_entry(name: str, outcome, graph) -> dict:
-    """A node's entry in the manifest's plan (SPEC §6); a `fast` node says so (SPEC §5)."""
+def plan_entry(name: str, outcome, graph, metrics_of=None) -> dict:
+    """A node's entry in the manifest's plan (SPEC §6); a `fast` node says so (SPEC §5), and
+    a node with metrics carries them (SPEC §11; `metrics_of`: records.metrics.outcome_metrics)."""
     entry = {"node": name, "step": graph.step_of[name], "key": outcome.key, "status": outcome.status.value,
              "outputs": outcome.outputs}
     if graph.nodes[name].determinism == "fast":
         entry["determinism"] = "fast"
+    metrics = metrics_of(name, outcome) if metrics_of is not None else None
+    if metrics:
+        entry["metrics"] = metrics
     return entry
 
 
-def _plan_entries(selected: list[str], decided: dict, graph, last) -> list[dict]:
+def _plan_entries(selected: list[str], decided: dict, graph, last, metrics_of=None) -> list[dict]:
     """The manifest's plan: a node this build decided gets a new entry. After a parameter edit
     (`last`: noop.LastBuild) the others keep theirs from the last record: the recorded plan,
     with the decided nodes' entries replaced in place."""
     if last is None:
-        return [plan_entry(n, o, graph) for n in selected for o in [decided.get(n)] if o is not None]
+        return [plan_entry(n, o, graph, metrics_of) for n in selected for o in [decided.get(n)] if o is not None]
     plan = list(last.doc["manifest"]["plan"])
     for n, o in decided.items():
-        plan[last.position(n)] = plan_entry(n, o, graph)
+        plan[last.position(n)] = plan_entry(n, o, graph, metrics_of)
     return plan
 
 

@@ -85,6 +85,108 @@ def dag(targets, fmt) -> None:
 
 
 @cli.command()
+@click.option("-n", "--number", "limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Show the N newest runs (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def runs(limit, as_json) -> None:
+    """The recorded runs, newest first: id, command, overrides, counts, duration, headline metrics."""
+    from sci.cli import console
+    from sci.records import history
+
+    ws = _ws()
+    found = history.list_runs(ws)
+    shown = found[:limit] if limit else found
+    if as_json:
+        _print_json({"runs": [history.to_json(r) for r in shown], "total": len(found)})
+        return
+    for line in console.run_lines(shown):
+        click.echo(line)
+    if len(shown) < len(found):
+        click.echo(f"sci: {len(shown)} of {len(found)} runs shown; `sci runs -n 0` lists all", err=True)
+    elif not found:
+        click.echo("sci: no runs recorded yet; `sci build` records one", err=True)
+
+
+@cli.command()
+@click.argument("targets", nargs=-1)
+@click.option("--runs", "run_refs", multiple=True, metavar="RUN",
+              help="One row per run: an id, a unique prefix of one, or ~N (N before the latest). Repeatable.")
+@click.option("--all-runs", is_flag=True, help="One row per recorded build, newest first.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv", "md"]), default="table",
+              show_default=True)
+@click.option("--only-changed", is_flag=True, help="Drop parameter and metric columns that are the same in every row.")
+@click.option("--sort", "sort_by", metavar="METRIC", help="Order rows by METRIC, ascending (-METRIC: descending).")
+def metrics(targets, run_refs, all_runs, fmt, only_changed, sort_by) -> None:
+    """Metrics as a table: one row per node (sweep items and params as columns), or per run."""
+    from sci.errors import UserError
+    from sci.records import history, table
+
+    ws = _ws()
+    if run_refs and all_runs:
+        raise UserError("--runs and --all-runs exclude each other", hint="give one of them")
+    if run_refs or all_runs:
+        found = history.complete(history.list_runs(ws))
+        if all_runs:
+            chosen = [r for r in found if r.get("kind") == "build"]
+        else:
+            refs = [ref for arg in run_refs for ref in arg.split()]  # `--runs "A B"` works too
+            chosen = [history.resolve(found, ref) for ref in refs]
+        tab = table.run_table(ws, list(targets), chosen)
+    else:
+        tab = table.node_table(ws, list(targets))
+    if only_changed:
+        tab = table.only_changed(tab)
+    if sort_by:
+        tab = table.sort_rows(tab, sort_by)
+    for note in tab.notes:
+        click.echo(f"sci: {note}", err=True)
+    if tab.rows or fmt == "json":
+        click.echo(table.render(tab, fmt))
+
+
+@cli.command()
+@click.argument("run_a", required=False)
+@click.argument("run_b", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def diff(run_a, run_b, as_json) -> None:
+    """What changed between two runs (default: the last two builds): params, environment, keys, outputs, metrics.
+
+    A run is named by its id, a unique prefix of it, or ~N (the N-th before the latest).
+    With one run, it is compared with the latest build.
+    """
+    from sci.errors import UserError
+    from sci.records import diff as diffs
+    from sci.records import history, table
+
+    ws = _ws()
+    found = history.complete(history.list_runs(ws))
+    builds = [r for r in found if r.get("kind") == "build"]
+    if run_a is None:
+        if len(builds) < 2:
+            raise UserError(f"sci diff needs two recorded builds; {len(builds)} found",
+                            hint="build again after an edit, or name two runs (`sci runs` lists them)")
+        a, b = builds[1], builds[0]
+    else:
+        a = history.resolve(found, run_a)
+        if run_b is None and not builds:
+            raise UserError("no recorded build to compare with", hint="name two runs (`sci runs` lists them)")
+        b = history.resolve(found, run_b) if run_b is not None else builds[0]
+    man_a, man_b = history.read_manifest(ws.runs_dir, a["run"]), history.read_manifest(ws.runs_dir, b["run"])
+    result = diffs.diff_runs(a, b, man_a, man_b, table.read_only_store(_store_root(ws)))
+    if as_json:
+        _print_json(result.to_json())
+        return
+    for line in diffs.lines(result):
+        click.echo(line)
+
+
+def _store_root(ws):
+    from sci import api
+
+    return api._store_root_only(ws)
+
+
+@cli.command()
 @click.option("--repair", is_flag=True, help="Delete bad objects so they are rebuilt or re-fetched.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def fsck(repair, as_json) -> None:

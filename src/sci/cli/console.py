@@ -154,3 +154,34 @@ def repro_lines(rep) -> list[str]:
             for d in f.get("diff", []):
                 out.append(f"        {d}")
     return out
+
+
+def run_lines(runs: list[dict]) -> list[str]:
+    """`sci runs`: one line per run, newest first; aligned columns, plain text."""
+    from sci.records.history import headline, overrides
+    from sci.records.table import text
+
+    rows = []
+    for r in runs:
+        if r.get("incomplete"):
+            rows.append([r["run"], "incomplete (no manifest: killed, or still running)", "", "", "", ""])
+            continue
+        c = r.get("counts") or {}
+        counts = f"{c.get('executed', 0)} run · {c.get('cached', 0)} cached" + (
+            f" · {c['failed']} failed" if c.get("failed") else "") + (
+            f" · {c['skipped']} skipped" if c.get("skipped") else "")
+        command = r.get("command") or []
+        cmd = " ".join(a for a in command if a not in overrides(command) and a != "--set"
+                       and not a.startswith("--set="))
+        if r.get("kind") not in (None, "build") and not cmd.startswith(str(r.get("kind"))):
+            cmd = f"{r['kind']}: {cmd}"
+        dur = r.get("duration_s")
+        rows.append([r["run"], cmd, " ".join(f"--set {o}" for o in overrides(command)), counts,
+                     f"{dur:.2f}s" if isinstance(dur, int | float) else "",
+                     "  ".join(f"{k}={text(v)}" for k, v in headline(r))])
+    if not rows:
+        return []
+    head = ["RUN", "COMMAND", "OVERRIDES", "NODES", "TIME", "HEADLINE METRICS"]
+    widths = [max(len(x[i]) for x in [head, *rows]) for i in range(len(head))]
+    return ["  ".join(x.ljust(w) if i != 4 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths))).rstrip()
+            for row in [head, *rows]]

@@ -148,8 +148,6 @@ def build_step(ctx) -> None:
         parents = evidence_works(dossier)
         (out_dir / "CITATION.cff").write_text(citation.cff(exp, version, parents), encoding="utf-8")
         (out_dir / "citation.bib").write_text(citation.bibtex(exp, version, parents), encoding="utf-8")
-    ctx.metrics["nodes"] = len(dossier["nodes"])
-    ctx.metrics["evidence"] = len(dossier["evidence"])
 
 
 def evidence_works(dossier: dict) -> list[dict]:

@@ -45,10 +45,15 @@ def main(request_path: str) -> int:
     except Exception:  # noqa: BLE001 - report the step's own traceback, as a step failure
         traceback.print_exc()
         return 1
-    from sci import canonical
-
-    Path(req["metrics"]).write_bytes(canonical.dumps(ctx.metrics))
+    # Written as given (NaN too, NumPy scalars as plain numbers, anything else as its text):
+    # sci checks the values after the step (records/metrics.py) and names a bad one.
+    Path(req["metrics"]).write_text(json.dumps(ctx.metrics, default=_plain))
     return 0
+
+
+def _plain(value):
+    item = getattr(value, "item", None)  # a NumPy scalar
+    return item() if callable(item) else repr(value)
 
 
 if __name__ == "__main__":

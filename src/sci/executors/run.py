@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from sci import unique
+from sci.errors import SciError
 from sci.executors.task import Task, TaskResult
 from sci.records.run import utc_now
 from sci.plan.nodes import GPUS_MARK
@@ -359,6 +360,12 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
         result.error = f"did not produce its declared output {missing[0]}"
         result.stderr_tail = _tail_blob(store, result.stderr)
         return
+    if task.metrics or task.kind != "cmd":
+        try:
+            result.metrics = _metrics(task, cwd, logs["metrics"])
+        except SciError as exc:  # one line naming the file and the key: the step failed
+            result.error = exc.message
+            return
     for name, rel in task.outs.items():
         src = f"{cwd}/{rel}"
         if task.sandbox and task.materialize == "copy" and not os.path.isdir(src):
@@ -369,6 +376,15 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
                 store.materialize(rec, ws / rel, task.materialize)
         result.outputs[name] = {"path": rel, **rec.to_json()}
     result.materialized = bool(task.sandbox and task.materialize)
-    if task.kind != "cmd" and logs["metrics"].exists():  # only Python steps write metrics
-        result.metrics = json.loads(logs["metrics"].read_text())
     result.ok = True
+
+
+def _metrics(task: Task, cwd: Path, ctx_file: Path) -> dict:
+    """The step's metrics, before its outputs are stored (a bad metrics file fails the step):
+    its metrics files' numbers, and for a Python step what it put in ctx.metrics."""
+    from sci.records import metrics
+
+    found = metrics.read_step_metrics(task.metrics, str(cwd)) if task.metrics else {}
+    if task.kind == "cmd" or not ctx_file.exists():
+        return found
+    return metrics.merge(found, json.loads(ctx_file.read_text()), task.node)

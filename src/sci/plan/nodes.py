@@ -28,19 +28,20 @@ class Node(Value):
     `deps` maps each dep name to its rendered path or glob (list-form deps are named by their
     path); graph building resolves globs into `dep_paths`. `outs` maps names to normalized
     workspace-relative POSIX paths. `origin` is the step's path in sci.yaml, for errors.
-    `kind` is "cmd", "fn" or "dossier".
+    `kind` is "cmd", "fn" or "dossier". `metrics` maps the names of the outputs that are metrics
+    files (SPEC §11) to their paths: each is in `outs` too, under the same name.
     """
 
     __slots__ = _FIELDS = ("name", "step", "kind", "template", "fn", "deps", "deps_named", "outs", "outs_named",
                            "code", "params", "seed", "resources", "determinism", "sandbox", "env", "item", "origin",
-                           "dossier_steps", "evidence", "dep_paths", "cmd")
+                           "dossier_steps", "evidence", "dep_paths", "cmd", "metrics")
 
     def __init__(self, name: str, step: str, kind: str, template: str | None, fn: str | None,
                  deps: dict[str, str], deps_named: bool, outs: dict[str, str], outs_named: bool, code: list[str],
                  params: dict[str, Any], seed: int, resources: dict[str, float], determinism: str, sandbox: bool,
                  env: list[str], item: dict[str, Any], origin: tuple, dossier_steps: list[str] | None = None,
                  evidence: list[str] | None = None, dep_paths: dict[str, list[str]] | None = None,
-                 cmd: str | None = None):
+                 cmd: str | None = None, metrics: dict[str, str] | None = None):
         self.name, self.step, self.kind, self.template, self.fn = name, step, kind, template, fn
         self.deps, self.deps_named, self.outs, self.outs_named = deps, deps_named, outs, outs_named
         self.code, self.params, self.seed, self.resources = code, params, seed, resources
@@ -49,6 +50,7 @@ class Node(Value):
         self.evidence = evidence if evidence is not None else []
         self.dep_paths = dep_paths if dep_paths is not None else {}
         self.cmd = cmd
+        self.metrics = metrics if metrics is not None else {}
 
     @property
     def needs_gpu(self) -> bool:
@@ -185,7 +187,7 @@ def param_reads(step: dict) -> list[str]:
     """The dotted parameter keys a step's expansion reads: its `params:` and `{params.…}` placeholders."""
     reads = list(step["params"])
     texts = [step["cmd"] or "", *step["code"]]
-    for table in (step["deps"], step["outs"]):
+    for table in (step["deps"], step["outs"], step.get("metrics")):
         if table:
             texts.extend(table.values() if isinstance(table, dict) else table)
     for text in texts:
@@ -254,6 +256,27 @@ def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str,
                                     location=pos.at(where),
                                     hint="put {item.KEY} in the output path so each item writes its own file")
                 outs[oname if outs_named else path] = path
+            metrics: dict[str, str] = {}
+            raw_metrics, metrics_named = _as_map(step_data.get("metrics"), prefix="metric")
+            for mname, raw in raw_metrics.items():
+                where = origin + ("metrics", mname if metrics_named else list(raw_metrics).index(mname))
+                rendered = render(raw, values, pos, where, allowed=path_allowed)
+                path = check_path(rendered, pos, where, reserved, what="metrics")
+                if GLOB_CHARS.search(path):
+                    raise SpecError(f"metrics file {path!r} is a glob", location=pos.at(where),
+                                    hint="name each metrics file exactly")
+                key = mname if metrics_named else path
+                if key in outs or path in outs.values():
+                    raise SpecError(f"step {step_name}: metrics file {path!r} is also declared under outs"
+                                    if path in outs.values() else
+                                    f"step {step_name}: the name {key!r} is both an output and a metrics file",
+                                    location=pos.at(where),
+                                    hint="a metrics file is an output already: declare it once, under metrics:")
+                if step.foreach and path in step_outs.values():
+                    raise SpecError(f"step {step_name}: foreach items write the same metrics file {path!r}",
+                                    location=pos.at(where),
+                                    hint="put {item.KEY} in the path so each item writes its own file")
+                metrics[key] = outs[key] = path
             step_outs.update({f"{name}:{k}": v for k, v in outs.items()})
             code = [check_path(render(c, values, pos, origin + ("code", i), allowed=path_allowed), pos,
                                origin + ("code", i), reserved, what="code") for i, c in enumerate(step.code)]
@@ -278,7 +301,7 @@ def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str,
                 deps=deps, deps_named=deps_named, outs=outs, outs_named=outs_named, code=code,
                 params=declared, seed=seed, resources=resources, determinism=determinism,
                 sandbox=step.sandbox, env=list(step.env), item=item, origin=origin,
-                dossier_steps=list(step.steps or []), evidence=evidence,
+                dossier_steps=list(step.steps or []), evidence=evidence, metrics=metrics,
             ))
     return nodes
 

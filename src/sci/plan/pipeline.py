@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # for annotations only: the no-op path never imports the plan
     from sci.spec.load import Positions
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 16  # plan/cache.py CACHE_FORMAT's number, changed together; 16: journal frames
+PLAN_CACHE_FORMAT = 17  # plan/cache.py CACHE_FORMAT's number, changed together; 16: journal frames; 17: Node.metrics
 
 
 def read_bytes(path: Path) -> bytes:

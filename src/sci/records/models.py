@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from sci.determinism import Mode
 from sci.records.run import NodeStatus
@@ -28,6 +28,8 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _HEX64 = r"^[0-9a-f]{64}$"
 _ORCID = r"^[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]$"
 Digest = Annotated[str, Field(pattern=_HEX64, description="A BLAKE3 digest, 64 lowercase hex digits.")]
+# A metric is a number (SPEC §11): bool first, so JSON true stays a bool and is not read as 1.
+Metrics = dict[str, StrictBool | StrictInt | StrictFloat]
 
 
 def _check_orcid(value: str | None) -> str | None:
@@ -140,7 +142,9 @@ class StepRecord(_Record):
     determinism: Determinism = Field(description="'strict', or 'fast' when declared nondeterministic.")
     stdout: Digest = Field(description="Digest of the captured standard output (a blob).")
     stderr: Digest = Field(description="Digest of the captured standard error (a blob).")
-    metrics: dict[str, Any] = Field(description="Metrics the step recorded (JSON values).")
+    metrics: Metrics = Field(description="The step's metrics: name -> number (int, float or bool), from its "
+                                         "metrics: files (nested keys joined with '.') and, for a Python step, "
+                                         "ctx.metrics.")
     environment: EnvironmentFingerprint = Field(
         description="The environment fingerprint the node ran in, component by component (its digest is in the key).")
 
@@ -162,6 +166,8 @@ class PlanEntry(_Record):
     outputs: dict[str, OutputEntry] = Field(description="Output name -> record; empty unless the node succeeded.")
     determinism: Optional[Literal["fast"]] = Field(
         default=None, description="\"fast\" for a node declared nondeterministic (SPEC §5); absent for strict.")
+    metrics: Metrics = Field(default_factory=dict,
+                             description="The node's metrics, as in its StepResult; absent when it has none.")
 
 
 class RunVolatile(_Record):
@@ -193,6 +199,9 @@ class RunManifest(_Record):
     command: list[str] = Field(description="The command line, argv[1:] of sci.")
     targets: list[str] = Field(description="The targets asked for (empty: every node).")
     plan: list[PlanEntry] = Field(description="Every planned node, in plan order.")
+    params: dict[str, Any] | None = Field(
+        default=None, description="The parameters in effect, --set overrides applied (values of secret-looking "
+                                  "keys redacted); what `sci diff` compares.")
     volatile: RunVolatile = Field(description="Run id, times, host, executor, durations.")
 
 

@@ -231,6 +231,9 @@ def write_manifest(run_dir: Path, manifest: dict, plan_json: list[bytes] | None 
     data = canonical.dumps(manifest) if plan_json is None else manifest_bytes(manifest, plan_json)
     tmp.write_bytes(data + b"\n")
     os.replace(tmp, path)
+    from sci.records.index import append_index
+
+    append_index(run_dir, manifest)
     return path
 
 
@@ -247,11 +250,23 @@ def manifest_bytes(manifest: dict, plan_json: list[bytes]) -> bytes:
     return b"{" + b",".join(parts) + b"}"
 
 
+def redact_params(params: Any, prefix: str = "") -> Any:
+    """The parameters with the values of secret-looking keys hidden, by the rule `redact_argv`
+    applies to `--set KEY=VALUE` (a dotted key that looks like a secret)."""
+    if not isinstance(params, dict):
+        return params
+    out = {}
+    for k, v in params.items():
+        name = f"{prefix}{k}"
+        out[k] = "<redacted>" if is_secret_name(name) else redact_params(v, name + ".")
+    return out
+
+
 def manifest(*, root: Path, pipeline_digest: str, params_digest: str, environment: dict,
              determinism: str, root_seed: int, command: list[str], targets: list[str], plan: list[dict],
              run_id: str, started: str, started_clock: float, executor: str, durations: dict[str, float],
-             kind: str = "build", with_git: bool = True) -> dict[str, Any]:
-    return {
+             kind: str = "build", with_git: bool = True, params: dict | None = None) -> dict[str, Any]:
+    man = {
         "format": RECORD_FORMAT,
         "type": "sci.run_manifest",
         "kind": kind,
@@ -276,6 +291,9 @@ def manifest(*, root: Path, pipeline_digest: str, params_digest: str, environmen
             "durations": durations,
         },
     }
+    if params is not None:  # the parameters in effect, --set overrides applied (sci diff compares them)
+        man["params"] = redact_params(params)
+    return man
 
 
 # The file's format (store/journal.py frames it): bump when an entry's shape changes; a file

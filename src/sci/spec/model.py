@@ -83,6 +83,9 @@ class Step(_Strict):
     kind: Optional[Literal["dossier"]] = Field(None, description="Built-in step kind.")
     deps: Optional[PathMap] = Field(None, description="Input files, directories or globs.")
     outs: Optional[PathMap] = Field(None, description="Files or directories the step must produce.")
+    metrics: Optional[PathMap] = Field(
+        None, description="Files the step writes whose numbers are its metrics: JSON or YAML mappings (nested "
+                          "keys joined with '.') or CSV with a header and one row. They are outputs too.")
     code: list[str] = Field(default_factory=list, description="Files, directories or globs counted as the step's code.")
     params: list[str] = Field(default_factory=list, description="Dotted parameter keys whose values enter the key.")
     seed: Optional[int] = Field(None, description="Explicit seed (else derived).")
@@ -105,6 +108,8 @@ class Step(_Strict):
             raise ValueError(f"fn must be module:function (e.g. rules.fit:fit), not {self.fn!r}")
         if self.kind is None and (self.steps is not None or self.evidence):
             raise ValueError("steps and evidence belong to kind: dossier steps")
+        if self.kind is not None and self.metrics is not None:
+            raise ValueError("a dossier step has no metrics: files; metrics belong to cmd and fn steps")
         for where, text in step_values({f: getattr(self, f) for f in PLACEHOLDER_FIELDS}):
             i = lone_brace(text)
             if i is not None:

@@ -1,6 +1,6 @@
 """The placeholder syntax of sci.yaml values: `{name}`, literal `{{` and `}}`, and a lone brace.
 
-One scan decides what every brace in a `cmd`, `deps`, `outs` or `code` value is; both sci.yaml
+One scan decides what every brace in a `cmd`, `deps`, `outs`, `metrics` or `code` value is; both sci.yaml
 validators (spec/plain.py, spec/model.py) and the renderer (plan/nodes.py) read it from here.
 """
 
@@ -22,7 +22,7 @@ _NO_LONE = re.compile(r"(?:[^{}]++|\{\{|\}\}|\{[^{}]*+\})*+")
 # Between values: no placeholder spans it (it holds a brace), and it is no lone brace itself.
 _APART = "\x00{{\x00"
 # The step keys whose values hold placeholders (SPEC §2; `code` paths are rendered too).
-FIELDS = ("cmd", "deps", "outs", "code")
+FIELDS = ("cmd", "deps", "outs", "metrics", "code")
 
 
 def lone_brace(text: str) -> int | None:

@@ -28,7 +28,7 @@ RESOURCES_KEYS = ("cpu", "mem_gb", "gpu", "vram_gb")
 DEFAULTS_KEYS = ("seed", "determinism", "resources")
 ENV_KEYS = ("files", "vars", "tools")
 REMOTE_KEYS = ("url", "endpoint_url", "region")
-STEP_KEYS = ("cmd", "fn", "kind", "deps", "outs", "code", "params", "seed", "resources", "determinism",
+STEP_KEYS = ("cmd", "fn", "kind", "deps", "outs", "metrics", "code", "params", "seed", "resources", "determinism",
              "foreach", "sandbox", "env", "steps", "evidence")
 
 _PIPELINE = frozenset(PIPELINE_KEYS)
@@ -271,10 +271,13 @@ def _step(body: Any) -> dict:
     evidence = _str_list(body["evidence"]) if "evidence" in body else []
     if evidence and kind is None:
         raise _Unsure
-    deps, outs = g("deps"), g("outs")
+    deps, outs, metrics = g("deps"), g("outs"), g("metrics")
+    if metrics is not None and kind is not None:
+        raise _Unsure
     return {
         "cmd": cmd, "fn": fn, "kind": kind,
         "deps": None if deps is None else _path_map(deps), "outs": None if outs is None else _path_map(outs),
+        "metrics": None if metrics is None else _path_map(metrics),
         "code": _str_list(body["code"]) if "code" in body else [],
         "params": _str_list(body["params"]) if "params" in body else [],
         "seed": seed,
@@ -289,13 +292,13 @@ def _step(body: Any) -> dict:
 
 
 def _placeholder_texts(steps: dict[str, dict]) -> list[str]:
-    """Every cmd, deps, outs and code value of the (already type-checked) steps."""
+    """Every cmd, deps, outs, metrics and code value of the (already type-checked) steps."""
     texts: list[str] = []
     add, extend = texts.append, texts.extend
     for step in steps.values():
         if step["cmd"] is not None:
             add(step["cmd"])
-        for field in ("deps", "outs"):
+        for field in ("deps", "outs", "metrics"):
             table = step[field]
             if table is not None:
                 extend(table.values() if type(table) is dict else table)
