@@ -94,9 +94,10 @@ def fit(ctx) -> None:
     example = zip(trace_set.t, trace_set.noisy[0], trace_set.truth, curves[0])
     write_table(ctx.outs["example"], EXAMPLE_COLUMNS, [(desc.noise, *values) for values in example])
 
-    ctx.metrics["noise"] = desc.noise
     ctx.metrics["nls_iterations"] = iterations
     for method, est in results.items():
         ctx.metrics[f"{method}.ok"] = int(est.ok.sum())
         if est.ok.any():
-            ctx.metrics[f"{method}.zeta_mean"] = round(float(np.mean(est.zeta[est.ok])), 8)
+            zeta_mean = float(np.mean(est.zeta[est.ok]))
+            ctx.metrics[f"{method}.zeta_mean"] = round(zeta_mean, 8)
+            ctx.metrics[f"{method}.bias"] = round(zeta_mean - desc.zeta, 8)  # mean error of the estimate

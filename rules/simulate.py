@@ -14,6 +14,7 @@ the pipeline's root seed and the node's name: the same seed gives the same bytes
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, required=True, help="seed of the noise generator")
     parser.add_argument("--out", type=Path, required=True, help="output .npy (times, truth, traces)")
     parser.add_argument("--describe", type=Path, required=True, help="output .json description")
+    parser.add_argument("--metrics", type=Path, help="output .json metrics (sci reads them as the step's metrics)")
     args = parser.parse_args(argv)
     try:
         trace_set = simulate(
@@ -71,7 +73,29 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     traces.save(args.out, args.describe, trace_set)
+    if args.metrics is not None:
+        write_metrics(args.metrics, trace_set)
     return 0
+
+
+def noise_metrics(trace_set: traces.TraceSet) -> dict:
+    """What the recordings look like, as numbers: the noise actually drawn (its standard
+    deviation over every sample) and the signal-to-noise ratio in decibels (the mean power of
+    the noiseless response over the noise's; left out for noiseless recordings)."""
+    residual = trace_set.noisy - trace_set.truth[None, :]
+    measured = float(np.std(residual))
+    out: dict = {"noise": {"measured": round(measured, 10)}}
+    if measured > 0:
+        snr = 10 * np.log10(float(np.mean(trace_set.truth**2)) / measured**2)
+        out["snr_db"] = round(float(snr), 6)
+    return out
+
+
+def write_metrics(path: Path, trace_set: traces.TraceSet) -> None:
+    """The metrics file sci reads (`metrics:` in sci.yaml): sorted-key JSON, as deterministic
+    as the traces (nested keys become `noise.measured`)."""
+    text = json.dumps(noise_metrics(trace_set), sort_keys=True, indent=2) + "\n"
+    Path(path).write_bytes(text.encode("utf-8"))
 
 
 if __name__ == "__main__":

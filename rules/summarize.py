@@ -97,4 +97,5 @@ def summarize(ctx) -> None:
     )
 
     for noise, method, _, _, _, _, bias, *_ in rows:
-        ctx.metrics[f"bias.{method}@{noise:g}"] = None if np.isnan(bias) else round(bias, 8)
+        if not np.isnan(bias):  # a metric is a number: an undefined bias is left out
+            ctx.metrics[f"bias.{method}@{noise:g}"] = round(bias, 8)

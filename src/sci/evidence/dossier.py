@@ -55,6 +55,7 @@ def prepare(node, outcomes: dict, graph, store, experiment: dict | None, environ
     doc = {
         "experiment": experiment,
         "nodes": results,
+        "sweeps": sweeps(node, graph, {r["node"] for r in results}),
         "edges": edges,
         "evidence": evidence,
         "lineage": lineage(node.evidence, results, edges),
@@ -65,11 +66,26 @@ def prepare(node, outcomes: dict, graph, store, experiment: dict | None, environ
     return {"dossier_input": digest_bytes(text.encode()), "implementation": implementation_digest()}, {INPUT_FILE: text}
 
 
+def sweeps(node, graph, recorded: set[str]) -> list[dict]:
+    """The `foreach` steps among the indexed ones: their keys, and their recorded nodes with
+    their items, in declaration order (what the page's sweep plots are drawn from)."""
+    out = []
+    for step in node.dossier_steps:
+        names = [n for n in graph.nodes_of_step(step) if n in recorded]
+        items = [graph.nodes[n].item for n in names]
+        if not names or not items[0]:
+            continue
+        keys = list(items[0])
+        out.append({"step": step, "keys": keys,
+                    "nodes": [{"node": n, "item": item} for n, item in zip(names, items)]})
+    return out
+
+
 def implementation_digest() -> str:
     """The dossier is written by sci's own code, not the workspace's: its source files count
     as the node's code, so a changed page layout rebuilds the dossier even within one version."""
     here = Path(__file__).parent
-    files = ("dossier.py", "page.py", "dag_svg.py", "citation.py", "../canonical.py")
+    files = ("dossier.py", "page.py", "dag_svg.py", "plots.py", "citation.py", "../canonical.py")
     parts = {name: digest_bytes((here / name).read_bytes()) for name in files}
     return digest_bytes(canonical.dumps(parts))
 
@@ -121,6 +137,7 @@ def assemble(doc: dict) -> dict:
         "type": "sci.dossier",
         "experiment": experiment,
         "nodes": doc["nodes"],
+        "sweeps": doc.get("sweeps") or [],
         "edges": doc["edges"],
         "evidence": doc["evidence"],
         "lineage": doc["lineage"],

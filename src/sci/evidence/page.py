@@ -21,7 +21,7 @@ import shlex
 from html import escape
 from typing import Any
 
-from sci.evidence import citation
+from sci.evidence import citation, plots
 from sci.evidence.dag_svg import render_svg
 from sci.errors import WorkFailed
 from sci.store.hashing import digest_bytes
@@ -317,14 +317,17 @@ def render_html(dossier: dict, evidence_files: dict[str, bytes]) -> bytes:
     summary = (f'{len(nodes)} nodes · {len(dossier.get("edges") or [])} edges · '
                f'{len(dossier.get("evidence") or [])} evidence files · '
                + (f"{fast} declared nondeterministic" if fast else "all strict (bit-for-bit reproducible)"))
+    sweeps = plots.section(dossier)
     body = [
         _header(experiment, version),
         f'<nav><p class="summary">{_e(summary)}</p><a href="#graph">Pipeline</a> <a href="#nodes">Nodes</a> '
-        '<a href="#evidence">Evidence</a> <a href="#environment">Environment</a> '
+        + ('<a href="#sweeps">Sweeps</a> ' if sweeps else "")
+        + '<a href="#evidence">Evidence</a> <a href="#environment">Environment</a> '
         '<a href="#reproduce">Reproduce</a> <a href="#cite">Cite</a></nav>',
         "<main>",
         _graph(nodes, dossier.get("edges") or []),
         _nodes(nodes),
+        *([sweeps] if sweeps else []),
         _evidence(dossier.get("evidence") or [], evidence_files, dossier.get("lineage") or {}),
         _environment(dossier.get("environment") or {}),
         _reproduce(dossier.get("reproduce") or []),
@@ -342,7 +345,7 @@ def render_html(dossier: dict, evidence_files: dict[str, bytes]) -> bytes:
         "style-src 'unsafe-inline'\">",
         '<link rel="icon" href="data:,">',
         f"<title>{_e(title)}</title>",
-        f"<style>{_CSS}</style>",
+        f"<style>{_CSS}\n{plots.CSS}</style>",
         "</head>",
         "<body>",
         *body,

@@ -57,7 +57,7 @@ def read_file(path: str, shown: str | None = None) -> dict[str, int | float | bo
     if not isinstance(doc, dict):
         raise MetricsError(f"metrics file {shown}: holds {_kind(doc)}, not a mapping of names to numbers",
                            hint='write e.g. {"accuracy": 0.93, "loss": {"val": 0.31}}')
-    return flatten(doc, shown)
+    return flatten(doc, f"file {shown}")
 
 
 def _json(text: str, shown: str) -> Any:
@@ -119,11 +119,12 @@ def _cell(cell: str, shown: str, name: str) -> int | float | bool:
     except ValueError:
         raise MetricsError(f"metrics file {shown}: metric {name!r} is {cell!r}, not a number",
                            hint="metrics are numbers: ints, floats or true/false") from None
-    return check_value(value, shown, name)
+    return check_value(value, f"file {shown}", name)
 
 
 def flatten(doc: dict, shown: str, prefix: str = "") -> dict[str, int | float | bool]:
-    """A nested mapping's leaves, keys joined with `.`; every leaf must be a number."""
+    """A nested mapping's leaves, keys joined with `.`; every leaf must be a number. `shown`
+    says where the mapping came from in messages ("metrics {shown}: ...")."""
     out: dict[str, int | float | bool] = {}
     for key, value in doc.items():
         if not isinstance(key, str | int | float | bool) or isinstance(key, str) and not key:

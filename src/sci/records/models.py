@@ -226,6 +226,21 @@ class Lineage(_Record):
     sources: dict[str, Digest] = Field(description="Workspace source file (a dep no node produces) -> digest.")
 
 
+class SweepNode(_Record):
+    """One node of a sweep and its `foreach` item."""
+
+    node: str = Field(min_length=1, description="Node name, e.g. 'fit[noise=0.05]'.")
+    item: dict[str, Any] = Field(description="The node's foreach values, key -> value as written in sci.yaml.")
+
+
+class Sweep(_Record):
+    """A `foreach` step among the indexed ones: what the page plots its metrics against."""
+
+    step: str = Field(min_length=1, description="The step's name.")
+    keys: list[str] = Field(min_length=1, description="Its foreach keys, in declaration order.")
+    nodes: list[SweepNode] = Field(description="Its recorded nodes, in declaration order (never string order).")
+
+
 class Citation(_Record):
     """Citation metadata of a dossier; no dates, so the dossier's bytes stay pure."""
 
@@ -244,6 +259,9 @@ class Dossier(_Record):
     type: Literal["sci.dossier"] = Field(description="Record type tag.")
     experiment: ExperimentRequest = Field(description="What is investigated and by whom.")
     nodes: list[StepRecord] = Field(description="Every indexed node's StepResult without volatile fields.")
+    sweeps: list[Sweep] = Field(default_factory=list,
+                                description="The indexed foreach steps and their nodes' items (the page plots "
+                                            "each metric against each swept key).")
     edges: list[tuple[str, str]] = Field(description="[upstream node, downstream node] pairs among the nodes.")
     evidence: list[EvidenceEntry] = Field(description="Files shown inline in the page, in declared order.")
     lineage: dict[str, Lineage] = Field(description="Evidence path -> its lineage.")

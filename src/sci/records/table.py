@@ -65,7 +65,7 @@ def node_table(ws, targets: list[str]) -> Table:
 
     loaded = load(ws)
     graph = loaded.graph
-    chosen = set(graph.select(list(targets), ws.root))
+    chosen = graph.requested(list(targets), ws.root)  # the nodes named, not what they depend on
     store = read_only_store(ws.store_root(loaded.store_config))
     state = records.state_of(ws)
     columns: dict[str, str] = {"node": ID}
@@ -127,7 +127,7 @@ def run_table(ws, targets: list[str], runs: list[dict]) -> Table:
         order = {n: i for i, n in enumerate(graph.nodes)}
         if targets:
             try:
-                wanted = set(graph.select(list(targets), ws.root))
+                wanted = graph.requested(list(targets), ws.root)
             except UserError:
                 wanted = None
             if wanted is not None:
