@@ -454,7 +454,7 @@ class _Runner:
                 (box / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(self.ws / rel, box / rel)
             deps[dep_name] = matches if any(c in rendered for c in "*?[") else rendered
-        for out_name, path in step["outs"].items():
+        for out_name, path in {**step["outs"], **(step.get("metrics") or {})}.items():  # metrics files are outputs
             outs[out_name] = self.render(path, item, {}, {}, seed)
             (box / outs[out_name]).parent.mkdir(parents=True, exist_ok=True)
         if "cmd" in step:
@@ -600,7 +600,8 @@ def test_every_parameter_a_step_names_exists_and_is_declared():
                 _param(params, rest)
                 assert any(rest == key or rest.startswith(key + ".") for key in declared), (name, rest)
             if head in {"deps", "outs"}:
-                assert rest in step[head], (name, match.group(0))
+                named = {**step[head], **(step.get("metrics") or {})} if head == "outs" else step[head]
+                assert rest in named, (name, match.group(0))
             if head == "item":
                 assert rest in step["foreach"], (name, match.group(0))
 
@@ -666,3 +667,19 @@ def test_cmd_steps_declare_exactly_the_code_they_import():
         module = re.search(r"python -m (rules\.[a-z_]+)", step["cmd"]).group(1)
         declared = {rel for pattern in step["code"] for rel in glob.glob(pattern, root_dir=ROOT)}
         assert declared == _local_imports(module.replace(".", "/") + ".py"), name
+
+
+def test_simulate_metrics_measure_the_noise_drawn(tmp_path):
+    """The metrics file `simulate` writes (sci.yaml `metrics:`): the measured noise, and an
+    SNR that a noiseless recording leaves out rather than writing infinity."""
+    from rules.simulate import main as simulate_main
+    from sci.records.metrics import read_file
+
+    args = ["--n", "200", "--duration", "4", "--omega", "6", "--zeta", "0.05", "--replicates", "50", "--seed", "1"]
+    for noise in ("0.0", "0.1"):
+        out = tmp_path / noise
+        assert simulate_main(["--noise", noise, *args, "--out", f"{out}.npy", "--describe", f"{out}.json",
+                              "--metrics", f"{out}-m.json"]) == 0
+    quiet, noisy = read_file(str(tmp_path / "0.0-m.json")), read_file(str(tmp_path / "0.1-m.json"))
+    assert quiet == {"noise.measured": 0.0}
+    assert abs(noisy["noise.measured"] - 0.1) < 0.005 and 0 < noisy["snr_db"] < 20
