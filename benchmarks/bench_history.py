@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -29,6 +30,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
 
 SCRIPT = """
 import json, sys
@@ -46,8 +50,7 @@ def pipeline(nodes: int) -> str:
 
 
 def sci(ws: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, NO_COLOR="1")
-    env.pop("SCI_CAS", None)
+    env = harness.clean_env()  # as a user runs sci: bytecode cached, no store redirected
     proc = subprocess.run([sys.executable, "-m", "sci.cli", *args], cwd=ws, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise SystemExit(f"sci {' '.join(args)} failed:\n{proc.stderr}")
@@ -80,14 +83,20 @@ def record_runs(ws: Path, total: int, real: int) -> None:
         records.write_manifest(run_dir, man)
 
 
-def timed(ws: Path, args: list[str], reps: int) -> float:
+def timed(ws: Path, args: list[str], reps: int) -> tuple[float, float]:
+    """Medians of (wall-clock, CPU) seconds of the whole command. CPU time (user + system of
+    the child) is reported beside wall-clock because a shared machine's load inflates the
+    latter; on an idle machine the two are close."""
     sci(ws, *args)  # warm the file cache and the plan cache once
-    times = []
+    walls, cpus = [], []
     for _ in range(reps):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         sci(ws, *args)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real", type=int, default=3, help="real builds among the runs")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep", type=Path, help="make the workspace here and keep it (for profiling)")
     args = parser.parse_args(argv)
 
-    ws = Path(tempfile.mkdtemp(prefix="sci-history-"))
+    ws = args.keep or Path(tempfile.mkdtemp(prefix="sci-history-"))
+    ws.mkdir(parents=True, exist_ok=True)
     try:
         (ws / "sci.yaml").write_text(pipeline(args.nodes))
         (ws / "train.py").write_text(SCRIPT)
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             "sci metrics": ["metrics"],
             "sci diff": ["diff"],
         }
-        results: dict[str, float] = {}
+        results: dict[str, tuple[float, float]] = {}
         for name, cmd in commands.items():
             results[name] = timed(ws, cmd, args.reps)
         index = ws / ".sci" / "runs.jsonl"
@@ -126,16 +137,19 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("sci runs", "sci metrics --all-runs"):
             results[f"{name} (no index)"] = timed(ws, commands[name], max(3, args.reps // 2))
         index.write_bytes(saved)
-        noop = results["sci build (no-op)"]
-        print(f"{args.runs} runs of a {args.nodes}-node pipeline; median of {args.reps} (s), ratio to a no-op build")
-        for name, seconds in results.items():
-            print(f"  {name:<52} {seconds:7.3f}  {seconds / noop:5.2f}x")
+        noop_wall, noop_cpu = results["sci build (no-op)"]
+        print(f"{args.runs} runs of a {args.nodes}-node pipeline; medians of {args.reps}: wall-clock and CPU "
+              f"seconds, each with its ratio to a no-op build (load average {os.getloadavg()[0]:.1f})")
+        for name, (wall, cpu) in results.items():
+            print(f"  {name:<50} {wall:7.3f} {wall / noop_wall:5.2f}x   {cpu:7.3f} {cpu / noop_cpu:5.2f}x")
         print(f"  index size: {len(saved) / 1e6:.1f} MB")
         if args.json:
             args.json.write_text(json.dumps({"runs": args.runs, "nodes": args.nodes, "reps": args.reps,
-                                             "seconds": results, "index_bytes": len(saved)}, indent=2) + "\n")
+                                             "wall_cpu_seconds": results, "index_bytes": len(saved),
+                                             "load_average": os.getloadavg()[0]}, indent=2) + "\n")
     finally:
-        shutil.rmtree(ws, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(ws, ignore_errors=True)
     return 0
 
 

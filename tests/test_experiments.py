@@ -244,12 +244,19 @@ def test_the_runs_index_is_only_a_cache(built):
     first = built("runs", "--json").stdout
     index = built.root / ".sci" / "runs.jsonl"
     assert len(index.read_text().splitlines()) == 2
+    head, detail = index.read_text().splitlines()[0].split("\t")  # a summary, a tab, metrics and params
+    assert json.loads(head)["counts"]["executed"] == 5 and "metrics" not in json.loads(head)
+    assert json.loads(detail)["params"] == {"sim": {"scale": 1.5}, "total": {"offset": 0.0}}
     assert sorted(p.name for p in (built.root / "runs").iterdir()) == sorted(
-        json.loads(line)["run"] for line in index.read_text().splitlines())  # runs/ holds only run folders
+        json.loads(line.split("\t")[0])["run"] for line in index.read_text().splitlines())  # only run folders
+    saved = index.read_bytes()
     index.unlink()
     assert built("runs", "--json").stdout == first
-    index.write_text('{"format":1,"run":"20000101T000000.000000Z-1","kind":"build"}\n{"torn')
+    index.write_text('{"format":1,"run":"20000101T000000.000000Z-1","kind":"build"}\t{}\n{"torn')
     assert built("runs", "--json").stdout == first
+    lines = metrics_json(built, "sim[n=2]", "--all-runs")["rows"]
+    index.write_bytes(b"".join(line.split(b"\t")[0] + b"\t{\"metr\n" for line in saved.splitlines()))
+    assert metrics_json(built, "sim[n=2]", "--all-runs")["rows"] == lines  # torn halves: read the manifests
     newest = json.loads(first)["runs"][0]["run"]
     import shutil
 

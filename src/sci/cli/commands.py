@@ -125,7 +125,7 @@ def metrics(targets, run_refs, all_runs, fmt, only_changed, sort_by) -> None:
     if run_refs and all_runs:
         raise UserError("--runs and --all-runs exclude each other", hint="give one of them")
     if run_refs or all_runs:
-        found = history.complete(history.list_runs(ws))
+        found = history.complete(history.list_runs(ws, detail=True))
         if all_runs:
             chosen = [r for r in found if r.get("kind") == "build"]
         else:
@@ -140,7 +140,7 @@ def metrics(targets, run_refs, all_runs, fmt, only_changed, sort_by) -> None:
         tab = table.sort_rows(tab, sort_by)
     for note in tab.notes:
         click.echo(f"sci: {note}", err=True)
-    if tab.rows or fmt == "json":
+    if tab.size or fmt == "json":
         click.echo(table.render(tab, fmt))
 
 

@@ -158,7 +158,7 @@ def repro_lines(rep) -> list[str]:
 
 def run_lines(runs: list[dict]) -> list[str]:
     """`sci runs`: one line per run, newest first; aligned columns, plain text."""
-    from sci.records.history import headline, overrides
+    from sci.records.history import overrides
     from sci.records.table import text
 
     rows = []
@@ -178,7 +178,7 @@ def run_lines(runs: list[dict]) -> list[str]:
         dur = r.get("duration_s")
         rows.append([r["run"], cmd, " ".join(f"--set {o}" for o in overrides(command)), counts,
                      f"{dur:.2f}s" if isinstance(dur, int | float) else "",
-                     "  ".join(f"{k}={text(v)}" for k, v in headline(r))])
+                     "  ".join(f"{k}={text(v)}" for k, v in (r.get("headline") or {}).items())])
     if not rows:
         return []
     head = ["RUN", "COMMAND", "OVERRIDES", "NODES", "TIME", "HEADLINE METRICS"]

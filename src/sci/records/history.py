@@ -15,18 +15,17 @@ from typing import Any
 from sci.errors import UserError
 from sci.records.index import read_index, summary
 
-HEADLINE = 3  # metrics `sci runs` shows of a run
 
-
-def list_runs(ws) -> list[dict[str, Any]]:
-    """Every run in the workspace's `runs/`, newest first (run ids sort by time), as summaries."""
+def list_runs(ws, *, detail: bool = False) -> list[dict[str, Any]]:
+    """Every run in the workspace's `runs/`, newest first (run ids sort by time), as summaries;
+    with `detail`, with every node's metrics and the parameters too (records/index.py)."""
     runs_dir = ws.runs_dir
     try:
         names = [e.name for e in os.scandir(runs_dir) if e.is_dir(follow_symlinks=False)]
     except OSError:
         return []
     names.sort(reverse=True)
-    indexed = read_index(ws.runs_index)
+    indexed = read_index(ws.runs_index, detail=detail)
     out = []
     for name in names:
         line = indexed.get(name)
@@ -69,17 +68,6 @@ def overrides(command: list[str]) -> list[str]:
     return out
 
 
-def headline(line: dict, n: int = HEADLINE) -> list[tuple[str, Any]]:
-    """A few metrics that stand for a run: those of the last node in plan order that has any
-    (the most downstream result; a sweep's nodes come before what summarizes them), by name."""
-    metrics = line.get("metrics") or {}
-    if not metrics:
-        return []
-    last = next(reversed(metrics))
-    values = metrics[last]
-    return [(name, values[name]) for name in sorted(values)[:n]]
-
-
 def complete(runs: list[dict]) -> list[dict]:
     return [r for r in runs if not r.get("incomplete")]
 
@@ -116,5 +104,5 @@ def to_json(line: dict) -> dict:
         "overrides": overrides(line.get("command") or []),
         "targets": line.get("targets") or [],
         "counts": line.get("counts") or {},
-        "headline": dict(headline(line)),
+        "headline": line.get("headline") or {},
     }

@@ -14,7 +14,10 @@ Two shapes:
   Read from the runs index (records/index.py): 1,000 runs cost one file read.
 
 Metric columns are in name order (records store metrics in canonical JSON, sorted); nothing
-here runs a step, writes a record or touches the store.
+here runs a step, writes a record or touches the store. The table is kept by column (a list of
+values per column, None where a row has none): `--all-runs` over 1,000 runs of a 100-node
+pipeline is 300,000 cells, and formatting a column at a time with `map` keeps that at a few
+tens of ms where a cell at a time took ~0.5 s.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+from itertools import repeat
+from operator import methodcaller
 from typing import Any
 
 from sci.errors import UserError
@@ -32,19 +37,28 @@ ID, ITEM, PARAM, METRIC = "id", "item", "param", "metric"
 
 
 class Table(Value):
-    """Columns (name -> kind: id, item, param or metric, in display order) and rows (column
-    name -> value; a missing value is absent). `notes`: what the reader should know (nodes
-    without a result, runs without parameters), printed on stderr."""
+    """Columns (name -> kind: id, item, param or metric, in display order), their values
+    (name -> one value per row, None where the row has none) and how many rows there are.
+    `notes`: what the reader should know (nodes without a result, runs without parameters),
+    printed on stderr."""
 
-    __slots__ = _FIELDS = ("columns", "rows", "notes")
+    __slots__ = _FIELDS = ("columns", "data", "size", "notes")
 
-    def __init__(self, columns: dict[str, str], rows: list[dict[str, Any]], notes: list[str] | None = None):
-        self.columns, self.rows = columns, rows
+    def __init__(self, columns: dict[str, str], data: dict[str, list], size: int, notes: list[str] | None = None):
+        self.columns, self.data, self.size = columns, data, size
         self.notes = notes if notes is not None else []
 
+    @classmethod
+    def from_rows(cls, columns: dict[str, str], rows: list[dict[str, Any]], notes: list[str] | None = None) -> Table:
+        return cls(columns, {c: [r.get(c) for r in rows] for c in columns}, len(rows), notes)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Row by row, each without its missing values."""
+        cols = [(c, self.data[c]) for c in self.columns]
+        return [{c: v[i] for c, v in cols if v[i] is not None} for i in range(self.size)]
+
     def to_json(self) -> dict:
-        return {"columns": [{"name": c, "kind": k} for c, k in self.columns.items()],
-                "rows": [{c: r[c] for c in self.columns if c in r} for r in self.rows]}
+        return {"columns": [{"name": c, "kind": k} for c, k in self.columns.items()], "rows": self.rows()}
 
 
 def flat(value: Any, prefix: str) -> dict[str, Any]:
@@ -68,7 +82,6 @@ def node_table(ws, targets: list[str]) -> Table:
     chosen = graph.requested(list(targets), ws.root)  # the nodes named, not what they depend on
     store = read_only_store(ws.store_root(loaded.store_config))
     state = records.state_of(ws)
-    columns: dict[str, str] = {"node": ID}
     items: dict[str, None] = {}
     params: dict[str, None] = {}
     metrics: set[str] = set()
@@ -96,6 +109,7 @@ def node_table(ws, targets: list[str]) -> Table:
         found = action.get("metrics") or {}
         metrics.update(found)
         rows.append((row, found))
+    columns: dict[str, str] = {"node": ID}
     for k in items:
         columns.setdefault(k, ITEM)
     for k in params:
@@ -104,19 +118,20 @@ def node_table(ws, targets: list[str]) -> Table:
     names = {m: f"metric:{m}" if m in columns else m for m in metrics}
     for m in sorted(metrics):
         columns[names[m]] = METRIC
-    rows = [dict(row, **{names[m]: v for m, v in found.items()}) for row, found in rows]
     notes = []
     if unbuilt:
         notes.append(f"{len(unbuilt)} selected node(s) have no recorded result (first: {unbuilt[0]}); "
                      "`sci build` makes them")
     if rows and not metrics:
         notes.append("the selected nodes recorded no metrics (declare metrics: files, or use ctx.metrics)")
-    return Table(columns, rows, notes)
+    return Table.from_rows(columns, [dict(row, **{names[m]: v for m, v in found.items()}) for row, found in rows],
+                           notes)
 
 
 # -- by run ----------------------------------------------------------------------------------
 def run_table(ws, targets: list[str], runs: list[dict]) -> Table:
-    """One row per run of `runs` (summaries, records/history.py), in the order given."""
+    """One row per run of `runs` (summaries with their detail, records/history.py), in the
+    order given."""
     from sci.records.history import overrides
 
     graph = _graph_or_none(ws)
@@ -134,22 +149,21 @@ def run_table(ws, targets: list[str], runs: list[dict]) -> Table:
                 declared = list(dict.fromkeys(k for n in graph.nodes if n in wanted for k in graph.nodes[n].params))
     if targets and wanted is None:  # no pipeline to resolve them against: node or step names
         names = set(targets)
-        wanted_rule = lambda n: n in names or n.split("[", 1)[0] in names  # noqa: E731
-    else:
-        wanted_rule = (lambda n: n in wanted) if wanted is not None else (lambda n: True)  # noqa: E731
+        wanted = {n for line in runs for n in (line.get("metrics") or {})
+                  if n in names or n.split("[", 1)[0] in names}
     nodes: dict[str, None] = {}
     for line in runs:
         for n in (line.get("metrics") or {}):
-            if n not in nodes and wanted_rule(n):
+            if n not in nodes and (wanted is None or n in wanted):
                 nodes[n] = None
     ordered = sorted(nodes, key=lambda n: (order.get(n, len(order)), n))
     single = len(ordered) == 1
-    params_cols: dict[str, None] = {}
-    metric_cols: set[str] = set()
-    rows = []
+    size = len(runs)
+    data: dict[str, list] = {"run": [r["run"] for r in runs],
+                             "set": [" ".join(overrides(r.get("command") or [])) for r in runs]}
+    params_data: dict[str, list] = {}
     missing_params = 0
-    for line in runs:
-        row: dict[str, Any] = {"run": line["run"], "set": " ".join(overrides(line.get("command") or []))}
+    for i, line in enumerate(runs):
         p = line.get("params")
         if p is None:
             missing_params += 1
@@ -158,34 +172,38 @@ def run_table(ws, targets: list[str], runs: list[dict]) -> Table:
             if declared is not None:
                 leaves = {k: v for k, v in leaves.items() if any(k == d or k.startswith(d + ".") for d in declared)}
             for k, v in leaves.items():
-                params_cols.setdefault(k)
-                row[k] = v
-        metrics = line.get("metrics") or {}
-        for n in ordered:
-            values = metrics.get(n)
-            if not values:
-                continue
-            for m, v in values.items():
-                col = m if single else f"{n}:{m}"
-                metric_cols.add(col)
-                row[col] = v
-        rows.append(row)
+                col = params_data.get(k)
+                if col is None:
+                    col = params_data[k] = [None] * size
+                col[i] = v
+    # a column at a time, in list comprehensions: 300,000 cells in ~50 ms, not ~0.3 s
+    per_run = [line.get("metrics") or {} for line in runs]
+    empty: dict = {}
+    metric_data: dict[str, list] = {}
+    for n in ordered:
+        of_node = list(map(methodcaller("get", n, empty), per_run))
+        for m in set().union(*of_node):
+            metric_data[m if single else f"{n}:{m}"] = list(map(methodcaller("get", m), of_node))
     columns: dict[str, str] = {"run": ID, "set": ID}
-    for k in params_cols:
-        columns.setdefault(k, PARAM)
+    for k, col in params_data.items():
+        if k not in columns:
+            columns[k] = PARAM
+            data[k] = col
     if single:
-        metric_order = sorted(metric_cols)
+        metric_order = sorted(metric_data)
     else:  # nodes in declaration order, each node's metrics by name
         rank = {n: i for i, n in enumerate(ordered)}
-        metric_order = sorted(metric_cols, key=lambda c: (rank[c.rsplit(":", 1)[0]], c))
+        metric_order = sorted(metric_data, key=lambda c: (rank[c.rsplit(":", 1)[0]], c))
     for c in metric_order:
-        columns.setdefault(c, METRIC)
+        name = c if c not in columns else f"metric:{c}"
+        columns[name] = METRIC
+        data[name] = metric_data[c]
     notes = []
     if missing_params:
         notes.append(f"{missing_params} run(s) recorded no parameters (made by an older sci)")
     if targets and not ordered:
         notes.append("no selected node recorded metrics in these runs")
-    return Table(columns, rows, notes)
+    return Table(columns, data, size, notes)
 
 
 def read_only_store(root):
@@ -212,27 +230,18 @@ def _graph_or_none(ws):
 
 
 # -- shaping ---------------------------------------------------------------------------------
-_ABSENT = object()
-
-
 def only_changed(table: Table) -> Table:
-    """Without the parameter and metric columns whose value is the same in every row."""
+    """Without the parameter and metric columns whose value is the same in every row (a
+    missing value differs from every value; 1, 1.0 and true differ from each other)."""
     keep: dict[str, str] = {}
     for col, kind in table.columns.items():
-        if kind in (PARAM, METRIC) and len(table.rows) > 1:
-            first = _cell(table.rows[0], col)
-            if all(_same(_cell(r, col), first) for r in table.rows[1:]):
+        values = table.data[col]
+        if kind in (PARAM, METRIC) and table.size > 1:
+            first = values[0]
+            if values.count(first) == len(values) and len({type(v) for v in values}) == 1:
                 continue
         keep[col] = kind
-    return Table(keep, table.rows, table.notes)
-
-
-def _cell(row: dict, col: str) -> Any:
-    return row.get(col, _ABSENT)
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b
+    return Table(keep, {c: table.data[c] for c in keep}, table.size, table.notes)
 
 
 def sort_rows(table: Table, spec: str) -> Table:
@@ -254,35 +263,39 @@ def sort_rows(table: Table, spec: str) -> Table:
         shown = ", ".join(metric_cols[:6]) + (" ..." if len(metric_cols) > 6 else "")
         raise UserError(f"--sort {name!r} is not a metric of this table",
                         hint=f"metrics: {shown}" if metric_cols else "the table has no metrics")
-    have = [r for r in table.rows if isinstance(r.get(col), int | float)]
-    rest = [r for r in table.rows if not isinstance(r.get(col), int | float)]
-    have.sort(key=lambda r: r[col], reverse=desc)  # stable: equal values keep their order
-    return Table(table.columns, have + rest, table.notes)
+    values = table.data[col]
+    have = [i for i, v in enumerate(values) if isinstance(v, int | float)]
+    rest = [i for i, v in enumerate(values) if not isinstance(v, int | float)]
+    have.sort(key=values.__getitem__, reverse=desc)  # stable: equal values keep their order
+    order = have + rest
+    return Table(table.columns, {c: [v[i] for i in order] for c, v in table.data.items()}, table.size, table.notes)
 
 
 # -- rendering -------------------------------------------------------------------------------
+def _other(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+_BOOL = {True: "true", False: "false"}
+# A cell as a person reads it: floats to 6 significant digits, booleans as true/false.
+_TEXT = {float: "{:.6g}".format, int: str, str: str, bool: _BOOL.__getitem__, type(None): lambda v: ""}
+# A cell for CSV: numbers exactly (shortest round-trip form).
+_EXACT = {float: repr, int: str, str: str, bool: _BOOL.__getitem__, type(None): lambda v: ""}
+
+
 def text(value: Any) -> str:
-    """A cell as a person reads it: floats to 6 significant digits, booleans as true/false."""
-    if value is None or value is _ABSENT:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, int | str):
-        return str(value)
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return _TEXT.get(type(value), _other)(value)
 
 
-def _exact(value: Any) -> str:
-    """A cell for CSV: numbers exactly (shortest round-trip form)."""
-    if value is None or value is _ABSENT:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float | str):
-        return repr(value) if isinstance(value, float) else str(value)
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+def _column(values: list, table: dict, kinds: set | None = None) -> list[str]:
+    """A column's cells, formatted by type: one `map` when the column holds one type."""
+    kinds = set(map(type, values)) if kinds is None else kinds
+    if len(kinds) == 1:
+        return list(map(table.get(next(iter(kinds)), _other), values))
+    return [table.get(type(v), _other)(v) for v in values]
+
+
+_NUMBERS = {int, float, type(None)}
 
 
 def render(table: Table, fmt: str) -> str:
@@ -295,22 +308,21 @@ def render(table: Table, fmt: str) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(cols)
-        for r in table.rows:
-            w.writerow([_exact(r.get(c)) for c in cols])
+        w.writerows(zip(*(_column(table.data[c], _EXACT) for c in cols)))
         return buf.getvalue().rstrip("\n")
-    cells = [[text(r.get(c)) for c in cols] for r in table.rows]
-    numeric = [table.columns[c] in (PARAM, METRIC, ITEM) and all(
-        isinstance(r.get(c), int | float) or c not in r for r in table.rows) for c in cols]
+    kinds = [set(map(type, table.data[c])) for c in cols]
+    cells = [_column(table.data[c], _TEXT, k) for c, k in zip(cols, kinds)]
+    numeric = [table.columns[c] != ID and k <= _NUMBERS and k != {type(None)} for c, k in zip(cols, kinds)]
     if fmt == "md":
         def esc(s: str) -> str:
             return s.replace("|", "\\|").replace("\n", " ")
 
         lines = ["| " + " | ".join(esc(c) for c in cols) + " |",
                  "| " + " | ".join("---:" if n else "---" for n in numeric) + " |"]
-        lines += ["| " + " | ".join(esc(x) for x in row) + " |" for row in cells]
+        lines += ["| " + " | ".join(row) + " |" for row in zip(*([esc(x) for x in col] for col in cells))]
         return "\n".join(lines)
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
-    out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
-    for row in cells:
-        out.append("  ".join(x.rjust(w) if n else x.ljust(w) for x, w, n in zip(row, widths, numeric)).rstrip())
-    return "\n".join(out)
+    padded = []
+    for name, col, num in zip(cols, cells, numeric):
+        width = max(len(name), max(map(len, col), default=0))
+        padded.append([name.ljust(width), *map(str.rjust if num else str.ljust, col, repeat(width))])
+    return "\n".join("  ".join(row).rstrip() for row in zip(*padded))
