@@ -172,7 +172,9 @@ def diff(run_a, run_b, as_json) -> None:
             raise UserError("no recorded build to compare with", hint="name two runs (`sci runs` lists them)")
         b = history.resolve(found, run_b) if run_b is not None else builds[0]
     man_a, man_b = history.read_manifest(ws.runs_dir, a["run"]), history.read_manifest(ws.runs_dir, b["run"])
-    result = diffs.diff_runs(a, b, man_a, man_b, table.read_only_store(_store_root(ws)))
+    graph = table.graph_or_none(ws)  # for declaration order only: old runs stay comparable without it
+    result = diffs.diff_runs(a, b, man_a, man_b, table.read_only_store(_store_root(ws)),
+                             list(graph.nodes) if graph is not None else None)
     if as_json:
         _print_json(result.to_json())
         return

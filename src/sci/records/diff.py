@@ -15,8 +15,8 @@ from sci.values import Value
 
 
 class RunDiff(Value):
-    """The difference between run `a` (older, usually) and run `b`; every list is in plan
-    order of `b` (then the nodes only `a` had)."""
+    """The difference between run `a` (older, usually) and run `b`; every list is in node
+    order (see diff_runs)."""
 
     __slots__ = _FIELDS = ("a", "b", "params", "environment", "nodes", "outputs", "metrics", "notes")
 
@@ -51,9 +51,12 @@ def flat_params(params: Any) -> dict[str, Any]:
     return flat(params, "") if isinstance(params, dict) else {}
 
 
-def diff_runs(a_line: dict, b_line: dict, man_a: dict, man_b: dict, store) -> RunDiff:
+def diff_runs(a_line: dict, b_line: dict, man_a: dict, man_b: dict, store,
+              declared: list[str] | None = None) -> RunDiff:
     """The difference between two runs, from their summaries and manifests (`store`: for the
-    key components of nodes whose key changed; a result no longer there is said so)."""
+    key components of nodes whose key changed; a result no longer there is said so). Nodes are
+    listed in `declared` order (the pipeline's declaration order: a sweep's items as written),
+    then the others in plan order."""
     from sci.build import fingerprint, keys
     from sci.records.history import overrides
 
@@ -80,6 +83,9 @@ def diff_runs(a_line: dict, b_line: dict, man_a: dict, man_b: dict, store) -> Ru
     plan_b = [e for e in man_b.get("plan") or []]
     names_b = {e["node"] for e in plan_b}
     order = [e["node"] for e in plan_b] + [n for n in plan_a if n not in names_b]
+    if declared:
+        rank = {n: i for i, n in enumerate(declared)}
+        order.sort(key=lambda n: rank.get(n, len(rank)))  # stable: the rest keep plan order
     entries_b = {e["node"]: e for e in plan_b}
     nodes: list[dict] = []
     outputs: list[dict] = []

@@ -134,7 +134,7 @@ def run_table(ws, targets: list[str], runs: list[dict]) -> Table:
     order given."""
     from sci.records.history import overrides
 
-    graph = _graph_or_none(ws)
+    graph = graph_or_none(ws)
     wanted: set[str] | None = None
     declared: list[str] | None = None
     order: dict[str, int] = {}
@@ -217,7 +217,7 @@ def read_only_store(root):
     return Store(root, create=False)  # a store of another format: its StoreError says so
 
 
-def _graph_or_none(ws):
+def graph_or_none(ws):
     """The current pipeline's graph, to order nodes and resolve targets; None when sci.yaml
     does not load (old runs stay readable when the pipeline is broken)."""
     from sci.errors import SciError
