@@ -33,7 +33,7 @@ steps:
     foreach: {n: [10, 2, 1]}
     cmd: python sim.py {item.n} {params.sim.scale} {outs.samples} {outs.score}
     code: [sim.py]
-    params: [sim.scale]
+    params: [sim]                    # a mapping: its leaves are columns, and named in diff
     outs: {samples: "data/sim-{item.n}.txt"}
     metrics: {score: "data/score-{item.n}.json"}
   total:
