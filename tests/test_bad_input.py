@@ -156,6 +156,9 @@ LONE_BRACES = [
     ("in-code", _yaml("  a:\n    cmd: echo > {outs}\n    code: [\"x.py\", \"rules/{item.k.py\"]\n    outs: [a.txt]\n"),
      "sci.yaml:5:27: step a: lone '{' in code: it opens no placeholder "
      "(hint: close the placeholder ({item.k.py}) or write a literal brace as {{)"),
+    ("in-metrics", _yaml("  a:\n    cmd: echo 1 > {outs.m}\n    metrics: {m: \"m{.json\"}\n"),
+     "sci.yaml:5:20: step a: lone '{' in metrics: it opens no placeholder "
+     "(hint: close the placeholder or write a literal brace as {{)"),
     ("flow-step", _yaml("  a: {cmd: \"echo {outs} }\", outs: [a.txt]}\n"),
      "sci.yaml:3:25: step a: lone '}' in cmd: it closes no placeholder "
      "(hint: open the placeholder it closes, or write a literal brace as }})"),
