@@ -23,6 +23,9 @@ from hypothesis import strategies as st
 from conftest import no_traceback
 from sci.errors import SciError
 from sci.records import metrics as metrics_mod
+from sci.records.history import list_runs
+from sci.records.index import read_index
+from sci.workspace import Workspace
 
 PIPELINE = """
 version: 1
@@ -198,6 +201,10 @@ def test_metrics_per_run(built):
                               "sim[n=2]:loss.train", "sim[n=2]:loss.val", "sim[n=1]:loss.train", "sim[n=1]:loss.val"]
     unknown = built("metrics", "--runs", "nope", check=2)
     assert "no recorded run 'nope'" in unknown.stderr
+    built.build("sim[n=1]", "--set", "sim.scale=3")  # a run of one node: its metrics, no others
+    rows = metrics_json(built, "--all-runs")["rows"]
+    assert [(r.get("sim[n=1]:loss.train"), r.get("sim[n=2]:loss.train"), r.get("table:rows")) for r in rows] == [
+        (3.0, None, None), (2.0, 4.0, 3), (1.5, 3.0, 3)]
 
 
 def test_diff_after_an_edit_names_the_param_the_nodes_that_reran_and_the_metric_delta(built):
@@ -239,29 +246,52 @@ def test_runs_metrics_and_diff_run_nothing(built):
 
 
 def test_the_runs_index_is_only_a_cache(built):
-    """Deleted or damaged, the index gives way to the manifests; a deleted run is not listed."""
+    """Readers keep the index (a journal in .sci/); deleted or damaged, it gives way to the
+    manifests and is written again; a deleted run is not listed; a build never writes it."""
     built.build("--set", "sim.scale=2")
+    index = built.root / ".sci" / "runs"
+    assert not index.exists()  # builds do not keep it: the first reader does
     first = built("runs", "--json").stdout
-    index = built.root / ".sci" / "runs.jsonl"
-    assert len(index.read_text().splitlines()) == 2
-    head, detail = index.read_text().splitlines()[0].split("\t")  # a summary, a tab, metrics and params
-    assert json.loads(head)["counts"]["executed"] == 5 and "metrics" not in json.loads(head)
-    assert json.loads(detail)["params"] == {"sim": {"scale": 1.5}, "total": {"offset": 0.0}}
-    assert sorted(p.name for p in (built.root / "runs").iterdir()) == sorted(
-        json.loads(line.split("\t")[0])["run"] for line in index.read_text().splitlines())  # only run folders
+    found = read_index(index, detail=True)
+    assert found.end == index.stat().st_size and found.frames == 2
+    newest, older = (r["run"] for r in json.loads(first)["runs"])
+    assert found.lines[older]["counts"]["executed"] == 5
+    assert found.lines[older]["params"] == {"sim": {"scale": 1.5}, "total": {"offset": 0.0}}
+    assert read_index(index).lines[older].keys() & {"metrics", "params"} == set()  # the first half only
+    built.build("--set", "sim.scale=3")
+    third = built("runs", "--json").stdout
+    assert read_index(index).frames == 3  # the new run's frame appended
     saved = index.read_bytes()
+    for damage in (b"", b"garbage", saved[:-7], saved[:-40] + bytes([saved[-40] ^ 1]) + saved[-39:]):
+        index.write_bytes(damage)
+        assert built("runs", "--json").stdout == third
+        assert read_index(index).frames == 3 and read_index(index).end == index.stat().st_size  # written again
     index.unlink()
-    assert built("runs", "--json").stdout == first
-    index.write_text('{"format":1,"run":"20000101T000000.000000Z-1","kind":"build"}\t{}\n{"torn')
-    assert built("runs", "--json").stdout == first
-    lines = metrics_json(built, "sim[n=2]", "--all-runs")["rows"]
-    index.write_bytes(b"".join(line.split(b"\t")[0] + b"\t{\"metr\n" for line in saved.splitlines()))
-    assert metrics_json(built, "sim[n=2]", "--all-runs")["rows"] == lines  # torn halves: read the manifests
-    newest = json.loads(first)["runs"][0]["run"]
+    index.mkdir()  # a directory in its place: replaced
+    assert built("runs", "--json").stdout == third and read_index(index).frames == 3
+    index.unlink()
+    rows = metrics_json(built, "sim[n=2]", "--all-runs")["rows"]
+    assert [r["loss.train"] for r in rows] == [6.0, 4.0, 3.0]
     import shutil
 
     shutil.rmtree(built.root / "runs" / newest)
-    assert [r["run"] for r in json.loads(built("runs", "--json").stdout)["runs"]] == [json.loads(first)["runs"][1]["run"]]
+    assert newest not in [r["run"] for r in json.loads(built("runs", "--json").stdout)["runs"]]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_damaged_index_is_never_believed(built, data):
+    """Any flipped byte of the index (a metric's digit included): the runs read are the
+    manifests' own, never a wrong value."""
+    ws = Workspace(built.root)
+    truth = list_runs(ws, detail=True)  # the first read writes the index
+    saved = ws.runs_index.read_bytes()
+    at = data.draw(st.integers(0, len(saved) - 1))
+    bit = data.draw(st.integers(0, 7))
+    ws.runs_index.write_bytes(saved[:at] + bytes([saved[at] ^ (1 << bit)]) + saved[at + 1:])
+    assert list_runs(ws, detail=True) == truth
+    again = read_index(ws.runs_index, detail=True)  # written whole again from the manifests
+    assert again.end == ws.runs_index.stat().st_size and list(again.lines.values()) == truth
 
 
 def test_secret_looking_parameters_are_redacted_in_the_manifest(ws):
@@ -374,3 +404,13 @@ def test_any_bytes_give_numbers_or_one_clear_error(tmp_path, data, suffix):
         assert exc.exit_code == 1 and f"m{suffix}" in exc.one_line() and "\n" not in exc.message
         return
     assert all(isinstance(v, bool | int | float) for v in got.values())
+
+
+@given(values=st.lists(st.one_of(st.floats(allow_nan=False), st.integers(), st.booleans(), st.none()), max_size=40),
+       floats=st.lists(st.floats(allow_nan=False), min_size=1, max_size=40))
+def test_a_column_is_formatted_as_its_cells_are(values, floats):
+    """The table formats a column at once (all floats: one %-format); each cell reads as alone."""
+    from sci.records.table import _TEXT, _column, text
+
+    for column in (values, floats):
+        assert _column(column, _TEXT) == [text(v) for v in column]

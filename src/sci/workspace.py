@@ -12,7 +12,7 @@ from sci.errors import LockHeld, UserError
 PIPELINE_FILE = "sci.yaml"
 STATE_DIR = ".sci"
 RUNS_DIR = "runs"
-RUNS_INDEX = "runs.jsonl"  # in STATE_DIR: runs/ holds only one folder per run (SPEC §1)
+RUNS_INDEX = "runs"  # in STATE_DIR: runs/ holds only one folder per run (SPEC §1)
 DEFAULT_STORE = "cas"
 # The directories sci owns in every workspace; the store's is added where it lies inside (owned).
 RESERVED = (STATE_DIR, RUNS_DIR)
@@ -97,7 +97,7 @@ class Workspace:
 
     @property
     def runs_index(self) -> Path:
-        """`.sci/runs.jsonl`: a summary line per finished run, a cache of runs/ (records/index.py)."""
+        """`.sci/runs`: a summary per finished run, a cache of runs/ (records/index.py)."""
         return self.state_dir / RUNS_INDEX
 
     @classmethod

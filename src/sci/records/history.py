@@ -1,8 +1,9 @@
 """The recorded runs, newest first: what `sci runs` lists and `sci metrics --runs` / `sci diff`
-pick from. Reads `runs/` (the index, and manifests where the index has no line); writes nothing.
+pick from. Reads `runs/` (the index, and manifests where the index has no frame); writes only
+the index, a cache in `.sci/` (records/index.py).
 
-A run's summary is its index line (records/index.py); a run folder without a manifest (a build
-killed before it ended, or one still running) is listed as incomplete.
+A run's summary is its index frame; a run folder without a manifest (a build killed before it
+ended, or one still running) is listed as incomplete, and not indexed (it may yet finish).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sci.errors import UserError
-from sci.records.index import read_index, summary
+from sci.records.index import read_index, save, summary
 
 
 def list_runs(ws, *, detail: bool = False) -> list[dict[str, Any]]:
@@ -25,13 +26,18 @@ def list_runs(ws, *, detail: bool = False) -> list[dict[str, Any]]:
     except OSError:
         return []
     names.sort(reverse=True)
-    indexed = read_index(ws.runs_index, detail=detail)
-    out = []
+    found = read_index(ws.runs_index, detail=detail)
+    indexed = found.lines
+    out, new = [], []
     for name in names:
         line = indexed.get(name)
         if line is None:
             line = _from_manifest(runs_dir / name)
+            if not line.get("incomplete"):
+                new.append(line)
         out.append(line)
+    if new:
+        save(ws.runs_index, found, names, new)
     return out
 
 
@@ -43,7 +49,7 @@ def _from_manifest(run_dir: Path) -> dict[str, Any]:
         return summary(run_dir.name, manifest)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return {"run": run_dir.name, "incomplete": True, "kind": None, "command": [], "targets": [],
-                "counts": {}, "metrics": {}, "duration_s": None, "started": None}
+                "counts": {}, "cells": ((), (), ()), "duration_s": None, "started": None}
 
 
 def read_manifest(runs_dir: Path, run_id: str) -> dict:

@@ -231,9 +231,6 @@ def write_manifest(run_dir: Path, manifest: dict, plan_json: list[bytes] | None 
     data = canonical.dumps(manifest) if plan_json is None else manifest_bytes(manifest, plan_json)
     tmp.write_bytes(data + b"\n")
     os.replace(tmp, path)
-    from sci.records.index import append_index
-
-    append_index(run_dir, manifest)
     return path
 
 
