@@ -414,3 +414,19 @@ def test_cli_exit_codes_name_the_member(sealed, tmp_path):
     evil = rezip(sealed, tmp_path / "evil.zip", add=[("workspace/../../evil.txt", b"x")], fix_manifest=True)
     proc = Sci(tmp_path)("import", str(evil), str(tmp_path / "ws2"), check=2)
     assert "zip-slip" in proc.stderr and no_traceback(proc.stderr)
+
+
+def test_the_investigation_reports_metrics_and_plots_its_sweep(investigation):
+    """Issue 18: the fits and simulations emit metrics; the dossier draws each against the noise."""
+    import json
+
+    sci = Sci(investigation)
+    fit = json.loads(sci("metrics", "fit", "--format", "json").stdout)
+    assert [r["noise"] for r in fit["rows"]] == [0.0, 0.01, 0.02, 0.05, 0.1, 0.2]
+    assert all(isinstance(r[f"{m}.bias"], float) for r in fit["rows"] for m in ("ar2", "logdec", "nls"))
+    assert fit["rows"][-1]["ar2.bias"] > 0 > fit["rows"][-1]["logdec.bias"]  # the investigation's answer
+    sim = json.loads(sci("metrics", "simulate", "--format", "json").stdout)
+    assert all(abs(r["noise.measured"] - r["noise"]) <= 0.1 * r["noise"] for r in sim["rows"])  # the noise drawn
+    page = (investigation / "dossier" / "index.html").read_text()
+    for label in ("ar2.bias against noise", "nls.bias against noise", "noise.measured against noise"):
+        assert f'aria-label="{label}"' in page
