@@ -4,7 +4,7 @@ Parameters (the manifests' `params`, flattened to dotted keys: old → new), env
 components (the manifests' fingerprints, named as `sci status` names them), the nodes whose
 key changed and why (the two StepResults' key components through keys.explain, the same
 reasons `sci status` gives), the outputs whose digest changed, and the metrics with their
-absolute and relative change. Runs nothing and writes nothing.
+absolute and relative change. Runs nothing; writes only the runs index (picking the runs).
 """
 
 from __future__ import annotations
