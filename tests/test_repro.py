@@ -61,7 +61,7 @@ def test_clock_reading_step_is_a_named_mismatch_and_fast_declares_it(ws):
     proc = sci("repro-check", "stamp", check=1)
     assert "mismatch" in proc.stdout and "stamp" in proc.stdout and "out/stamp.txt" in proc.stdout
     assert "first difference at byte" in proc.stdout
-    assert "repro-check stamp: 1 node(s) do not reproduce; first: stamp" in proc.stderr
+    assert "repro-check stamp: NOT REPRODUCED: 1 node(s) differ from the record; first: stamp" in proc.stderr
     assert no_traceback(proc.stderr)
     (ws.root / "sci.yaml").write_text((ws.root / "sci.yaml").read_text().replace("outs: [out/stamp.txt]",
                                       "outs: [out/stamp.txt]\n    determinism: fast"))

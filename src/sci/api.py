@@ -84,11 +84,15 @@ def fsck(ws: Workspace, *, repair: bool = False):
 def gc(ws: Workspace, *, keep_runs: int = 5, dry_run: bool = False):
     from sci.store.maintenance import gc as run_gc, keys_to_keep
 
-    with ws.lock():
+    from sci.evidence.repro import leftovers
+
+    with ws.lock():  # no build runs meanwhile; a running repro-check holds its scratch's own lock
         loaded = load(ws)
         state = records.state_of(ws)
         keep = keys_to_keep(ws.root, ws.runs_dir, state.nodes, set(loaded.graph.nodes), keep_runs)
-        return run_gc(_store(loaded), keep, dry_run=dry_run)
+        rep = run_gc(_store(loaded), keep, dry_run=dry_run)
+        rep.scratch = leftovers(ws, remove=not dry_run)
+        return rep
 
 
 def repro_check(ws: Workspace, target: str, **kw):
