@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from sci import canonical
 from sci.evidence.citation import seal
+from sci.evidence.dossier import lineage
 from sci.evidence.page import EvidenceError, media_type_for, render_html, reproduce_commands
 from sci.store.hashing import digest_bytes
 
@@ -83,7 +84,7 @@ def _out(path: str, data: bytes) -> dict:
     return {"path": path, "type": "file", "digest": digest_bytes(data), "size": len(data)}
 
 
-def example(csv_rows: int = 8) -> tuple[dict, dict[str, bytes]]:
+def example(csv_rows: int = 8, reproduction: dict | None = None) -> tuple[dict, dict[str, bytes]]:
     """(dossier, evidence files) of the 4-node example, sealed with its version digest."""
     png, table, svg = make_png(), make_csv(csv_rows), make_svg()
     raw = b"raw measurements\n"
@@ -110,21 +111,17 @@ def example(csv_rows: int = 8) -> tuple[dict, dict[str, bytes]]:
         "license": "CC-BY-4.0", "keywords": ["oscillator", "least squares"],
         "url": "https://example.org/oscillator",
     }
-    lineage_common = {
-        "nodes": ["prepare", *sims, "fit"],
-        "code": {**code, "rules/prepare.py": digest_bytes(b"prep"), "rules/fit.py": digest_bytes(b"fit")},
-        "params": {"simulate.n": 1000, "fit.degree": 2},
-        "seeds": {"prepare": 11, "simulate[noise=0.0]": 100, "simulate[noise=0.1]": 101, "fit": 7},
-        "sources": {"data/raw.txt": digest_bytes(raw)},
-    }
     evidence = {"results/fit.png": png, "results/fit.csv": table, "results/residuals.svg": svg}
+    entries = [{"path": p, "digest": digest_bytes(d), "size": len(d), "media_type": media_type_for(p)}
+               for p, d in evidence.items()]
     dossier = {
-        "format": 1, "type": "sci.dossier", "experiment": experiment, "nodes": nodes, "edges": edges,
-        "evidence": [{"path": p, "digest": digest_bytes(d), "size": len(d), "media_type": media_type_for(p)}
-                     for p, d in evidence.items()],
-        "lineage": {p: lineage_common for p in evidence},
+        "format": 2, "type": "sci.dossier", "experiment": experiment, "nodes": nodes, "edges": edges,
+        "evidence": entries,
+        "lineage": lineage(entries, nodes, edges, {}),
         "environment": {"components": {"python": "3.11.9 CPython", "os": "Linux x86_64", "sci": "0.1.0",
-                                       "packages": {"numpy": "2.1.0"}}, "digest": "e" * 64},
+                                       "packages": {"numpy": "2.1.0", "cupy-cuda12x": "not-installed"}},
+                        "digest": "e" * 64},
+        "reproduction": reproduction or {"state": "not-checked", "check": None, "mismatch": None, "nodes": {}},
         "citation": {"title": experiment["title"], "authors": experiment["authors"],
                      "license": experiment["license"], "keywords": experiment["keywords"]},
         "reproduce": reproduce_commands("dossier", remote="default"),
