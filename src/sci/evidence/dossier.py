@@ -128,7 +128,7 @@ def lineage(evidence: list[dict], results: list[dict], edges: list[list[str]],
             code.update(r["components"]["code"])
             params.update(r["components"]["params"])
             seeds[n] = r["seed"]
-            for dep, digest in r["components"]["deps"].items():
+            for dep, digest in sorted(r["components"]["deps"].items()):  # a fresh result keeps declaration order
                 frm = producer.get(dep) or origin.get(dep)
                 inputs.append({"node": n, "path": dep, "digest": digest, "producer": frm})
                 if frm is None:

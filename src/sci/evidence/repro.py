@@ -326,7 +326,8 @@ def _record(ws: Workspace, target: str, jobs, emit, argv) -> tuple[Workspace, An
         api.build(ws, [target], jobs=jobs, emit=emit, argv=argv)
     loaded = api.load(ws)
     store = store_of(loaded)
-    selected = loaded.graph.select([target], ws.root)
+    closure = set(loaded.graph.select([target], ws.root))
+    selected = [n for n in loaded.graph.step_of if n in closure]  # declaration order, as every listing
     state = records.state_of(ws)
     results: dict[str, dict] = {}
     for name in selected:
@@ -404,6 +405,12 @@ def repro_check(ws: Workspace, target: str, *, jobs: int | None = None, seed: in
             _remove_tree(scratch_root)
     report.duration_s = time.perf_counter() - clock
     _write_report(run_dir, report)
+    if seed is None:
+        # A new record can change what a dossier may claim (claims.py), i.e. a dossier's key:
+        # the next build must plan, not replay the last build's no-op record.
+        from sci.build import noop
+
+        noop.discard(ws.state_dir)
     return report
 
 
