@@ -101,6 +101,13 @@ def repro_check(ws: Workspace, target: str, **kw):
     return run(ws, target, **kw)
 
 
+def export_provenance(ws: Workspace, target: str, fmt: str, out: Path | None = None) -> dict:
+    """`sci export --format ro-crate|prov`: the target's run in a standard form (evidence/provenance.py)."""
+    from sci.evidence.provenance import export
+
+    return export(ws, target, fmt, out)
+
+
 def schema(out_dir: Path | None = None) -> dict:
     from sci.records import models
 

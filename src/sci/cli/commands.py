@@ -289,18 +289,35 @@ def cite(target, fmt) -> None:
 
 @cli.command()
 @click.argument("target")
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="The .zip to write.")
+@click.option("--format", "fmt", type=click.Choice(["bundle", "ro-crate", "prov"]), default="bundle", show_default=True,
+              help="bundle: a sealed zip (docs/bundles.md); ro-crate: a Workflow Run RO-Crate directory (Provenance "
+                   "Run Crate); prov: W3C PROV-JSON (docs/provenance.md).")
+@click.option("-o", "--out", "out", type=click.Path(), help="Where to write: the .zip (bundle, required), the crate "
+              "directory, or the PROV-JSON file (default for both: under runs/<run_id>/ of the run that built TARGET).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
-def export(target, out, as_json) -> None:
-    """Seal TARGET's outputs, its closure's StepResults, the pipeline, params, code and environment."""
+def export(target, fmt, out, as_json) -> None:
+    """Export TARGET's results: a sealed bundle, or its run as RO-Crate or W3C PROV."""
     from pathlib import Path
 
-    from sci.evidence.bundle import export_bundle
+    if fmt == "bundle":
+        from sci.evidence.bundle import export_bundle
 
-    info = export_bundle(_ws(), target, Path(out))
+        if not out:
+            raise click.UsageError("--format bundle needs -o FILE.zip")
+        info = export_bundle(_ws(), target, Path(out))
+        if as_json:
+            _print_json(info)
+        click.echo(f"sci: wrote {out}", err=True)
+        return
+    from sci import api
+
+    info = api.export_provenance(_ws(), target, fmt, Path(out) if out else None)
     if as_json:
         _print_json(info)
-    click.echo(f"sci: wrote {out}", err=True)
+    else:
+        click.echo(info["path"])
+    click.echo(f"sci: wrote {info['written']} ({info['nodes']} nodes, {info['files']} files described, "
+               f"{info['included']} included)", err=True)
 
 
 @cli.command("import")

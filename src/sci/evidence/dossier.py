@@ -19,6 +19,9 @@ from sci.records import run as records
 from sci.store.hashing import digest_bytes
 
 INPUT_FILE = ".sci-dossier-input.json"
+# The pipeline file's copy in the dossier directory: not named sci.yaml, or `sci` run inside
+# the dossier would take the directory for a workspace.
+WORKFLOW_COPY = "pipeline.sci.yaml"
 DOSSIER_FORMAT = records.DOSSIER_FORMAT
 
 
@@ -64,8 +67,12 @@ def prepare(node, outcomes: dict, graph, store, experiment: dict | None, environ
                 origin[path] = producer
         evidence.append({"path": path, "digest": rec["digest"], "size": rec["size"],
                          "media_type": media_type_for(path)})
+    from sci.workspace import PIPELINE_FILE
+
+    pipeline = (root / PIPELINE_FILE).read_bytes()
     doc = {
         "experiment": experiment,
+        "workflow": {"path": PIPELINE_FILE, "text": pipeline.decode("utf-8")},
         "nodes": results,
         "edges": edges,
         "evidence": evidence,
@@ -82,7 +89,7 @@ def implementation_digest() -> str:
     """The dossier is written by sci's own code, not the workspace's: its source files count
     as the node's code, so a changed page layout rebuilds the dossier even within one version."""
     here = Path(__file__).parent
-    files = ("dossier.py", "page.py", "dag_svg.py", "citation.py", "../canonical.py")
+    files = ("dossier.py", "page.py", "dag_svg.py", "citation.py", "claims.py", "provenance.py", "../canonical.py")
     parts = {name: digest_bytes((here / name).read_bytes()) for name in files}
     return digest_bytes(canonical.dumps(parts))
 
@@ -175,10 +182,13 @@ def assemble(doc: dict) -> dict:
     from sci.evidence.page import reproduce_commands
 
     experiment = doc.get("experiment") or {}
+    workflow = doc["workflow"]["text"].encode("utf-8")
     dossier = {
         "format": DOSSIER_FORMAT,
         "type": "sci.dossier",
         "experiment": experiment,
+        "workflow": {"path": doc["workflow"]["path"], "copy": WORKFLOW_COPY, "digest": digest_bytes(workflow),
+                     "size": len(workflow)},
         "nodes": doc["nodes"],
         "edges": doc["edges"],
         "evidence": doc["evidence"],
@@ -197,19 +207,48 @@ def build_step(ctx) -> None:
     out_dir = next(iter(ctx.outs.values()))
     out_dir.mkdir(parents=True, exist_ok=True)
     dossier = assemble(doc)
+    workflow_text = doc["workflow"]["text"]
     (out_dir / "dossier.json").write_bytes(canonical.dumps(dossier) + b"\n")
     evidence_files = {e["path"]: Path(e["path"]).read_bytes() for e in dossier["evidence"] if Path(e["path"]).exists()}
     from sci.evidence import citation
     from sci.evidence.page import render_html
 
-    (out_dir / "index.html").write_bytes(render_html(dossier, evidence_files))
+    (out_dir / "index.html").write_bytes(render_html(dossier, evidence_files, workflow_text=workflow_text))
     if dossier["experiment"]:
         exp, version = dossier["experiment"], dossier["citation"]["version"]
         parents = evidence_works(dossier)
         (out_dir / "CITATION.cff").write_text(citation.cff(exp, version, parents), encoding="utf-8")
         (out_dir / "citation.bib").write_text(citation.bibtex(exp, version, parents), encoding="utf-8")
+    (out_dir / WORKFLOW_COPY).write_bytes(workflow_text.encode("utf-8"))
+    write_crate(out_dir, dossier)
     ctx.metrics["nodes"] = len(dossier["nodes"])
     ctx.metrics["evidence"] = len(dossier["evidence"])
+
+
+def write_crate(out_dir: Path, dossier: dict) -> None:
+    """ro-crate-metadata.json for the dossier directory (evidence/provenance.py): the dossier's
+    files and the pipeline file are in the crate; the pipeline's own files are described by
+    digest. Its date is the date of the reproduction check the dossier cites, if any: a
+    dossier carries no other date (its bytes are a pure function of its inputs)."""
+    from sci.evidence import provenance
+    from sci.evidence.page import media_type_for
+    from sci.store.hashing import digest_file
+
+    included = {}
+    for path in sorted(p.name for p in out_dir.iterdir() if p.is_file() and p.name != provenance.CRATE_FILE):
+        if path == WORKFLOW_COPY:
+            continue
+        f = out_dir / path
+        included[path] = {"digest": digest_file(f), "size": f.stat().st_size, "sha256": provenance.sha256_file(f),
+                          "media_type": media_type_for(path)}
+    wf = dict(dossier["workflow"], path=WORKFLOW_COPY, sha256=provenance.sha256_file(out_dir / WORKFLOW_COPY))
+    check = (dossier.get("reproduction") or {}).get("check")
+    view = provenance.view_of_nodes(
+        experiment=dossier["experiment"], nodes=dossier["nodes"], workflow=wf, environment=dossier["environment"],
+        targets=[e["path"] for e in dossier["evidence"]], included=included, engine=dossier["environment"].get(
+            "components", {}).get("sci", ""), date=check["checked_at"][:10] if check else None,
+        producers={p: u["node"] for lin in dossier["lineage"].values() for p, u in (lin.get("upstream") or {}).items()})
+    (out_dir / provenance.CRATE_FILE).write_bytes(provenance.crate_bytes(view))
 
 
 def evidence_works(dossier: dict) -> list[dict]:

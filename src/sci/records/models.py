@@ -284,12 +284,23 @@ class Citation(_Record):
     keywords: list[str] = Field(description="Subject keywords.")
 
 
+class WorkflowFile(_Record):
+    """The pipeline file as the dossier was built from it (a copy sits beside dossier.json)."""
+
+    path: str = Field(description="Its path in the workspace, sci.yaml.")
+    copy: str = Field(description="The copy's name in the dossier directory (not sci.yaml, which would make "
+                                  "the directory look like a workspace).")
+    digest: Digest = Field(description="BLAKE3 of its bytes.")
+    size: int = Field(ge=0, description="Size in bytes.")
+
+
 class Dossier(_Record):
     """dossier/dossier.json: the auditable record an investigation is judged by."""
 
     format: Literal[DOSSIER_FORMAT] = Field(description="Record format version.")
     type: Literal["sci.dossier"] = Field(description="Record type tag.")
     experiment: ExperimentRequest = Field(description="What is investigated and by whom.")
+    workflow: WorkflowFile = Field(description="The pipeline file, copied into the dossier directory.")
     nodes: list[StepRecord] = Field(description="Every indexed node's StepResult without volatile fields.")
     edges: list[tuple[str, str]] = Field(description="[upstream node, downstream node] pairs among the nodes.")
     evidence: list[EvidenceEntry] = Field(description="Files shown inline in the page, in declared order.")
