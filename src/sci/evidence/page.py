@@ -412,7 +412,7 @@ def _environment(env: dict) -> str:
     if platform:
         rows.append(f'<dt>Platform</dt><dd>{" · ".join(platform)}</dd>')
     packages = comps.get("packages")
-    if isinstance(packages, dict):
+    if isinstance(packages, dict) and packages:
         installed = {k: v for k, v in packages.items() if v != "not-installed"}
         absent = sorted(k for k, v in packages.items() if v == "not-installed")
         chips = "".join(f'<li><code>{_e(k)}</code> {_e(_value(installed[k]))}</li>' for k in sorted(installed))
@@ -471,8 +471,9 @@ def _claims(dossier: dict) -> str:
         text = (f'<span class="warn">Declared strict, not yet checked.</span> No repro-check has rebuilt these '
                 f"nodes yet. Run <code>{_e(target)}</code> to check, then rebuild the dossier.")
     packages = ((dossier.get("environment") or {}).get("components") or {}).get("packages")
-    env = ("the environment fingerprint names package versions" if isinstance(packages, dict)
-           else '<span class="warn">the environment fingerprint names no package versions</span>')
+    env = ("the environment fingerprint names package versions" if isinstance(packages, dict) and packages
+           else '<span class="warn">the environment fingerprint names no package versions</span> (no lock file '
+                "is declared under <code>env: files:</code>)")
     return ('<section id="claims" class="claims"><h2>Claims</h2><dl>'
             f"<dt>Reproduction</dt><dd>{text}</dd><dt>Determinism</dt><dd>{_e(declared)}</dd>"
             f"<dt>Environment</dt><dd>Recorded per node; {env}.</dd></dl></section>")
