@@ -116,6 +116,8 @@ def example(csv_rows: int = 8, reproduction: dict | None = None) -> tuple[dict, 
                for p, d in evidence.items()]
     dossier = {
         "format": 2, "type": "sci.dossier", "experiment": experiment, "nodes": nodes, "edges": edges,
+        "workflow": {"path": "sci.yaml", "copied_as": "pipeline.sci.yaml", "digest": digest_bytes(b"version: 1\n"),
+                     "size": 11},
         "evidence": entries,
         "lineage": lineage(entries, nodes, edges, {}),
         "environment": {"components": {"python": "3.11.9 CPython", "os": "Linux x86_64", "sci": "0.1.0",

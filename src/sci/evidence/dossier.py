@@ -187,7 +187,7 @@ def assemble(doc: dict) -> dict:
         "format": DOSSIER_FORMAT,
         "type": "sci.dossier",
         "experiment": experiment,
-        "workflow": {"path": doc["workflow"]["path"], "copy": WORKFLOW_COPY, "digest": digest_bytes(workflow),
+        "workflow": {"path": doc["workflow"]["path"], "copied_as": WORKFLOW_COPY, "digest": digest_bytes(workflow),
                      "size": len(workflow)},
         "nodes": doc["nodes"],
         "edges": doc["edges"],

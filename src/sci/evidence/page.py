@@ -484,7 +484,7 @@ def _reproduce(commands: list[str], workflow: dict | None = None, workflow_text:
     pipeline = ""
     if workflow and workflow_text is not None:
         pipeline = (f'<details><summary>The pipeline: <code>{_e(workflow["path"])}</code> {_digest(workflow["digest"])}'
-                    f' (a copy is beside this page: <code>{_e(workflow.get("copy", ""))}</code>)</summary>'
+                    f' (a copy is beside this page: <code>{_e(workflow.get("copied_as", ""))}</code>)</summary>'
                     f'<pre><code>{_e(workflow_text)}</code></pre></details>')
     return ('<section id="reproduce"><h2>How to reproduce</h2><p>In a clone of the workspace, run:</p>'
             f'<pre class="commands"><code>{_e(text)}</code></pre><p class="hint"><code>sci repro-check</code> '

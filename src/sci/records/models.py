@@ -288,7 +288,7 @@ class WorkflowFile(_Record):
     """The pipeline file as the dossier was built from it (a copy sits beside dossier.json)."""
 
     path: str = Field(description="Its path in the workspace, sci.yaml.")
-    copy: str = Field(description="The copy's name in the dossier directory (not sci.yaml, which would make "
+    copied_as: str = Field(description="The copy's name in the dossier directory (not sci.yaml, which would make "
                                   "the directory look like a workspace).")
     digest: Digest = Field(description="BLAKE3 of its bytes.")
     size: int = Field(ge=0, description="Size in bytes.")
