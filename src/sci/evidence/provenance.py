@@ -96,9 +96,11 @@ def view_of_nodes(*, experiment: dict | None, nodes: list[dict], workflow: dict,
 # -- RO-Crate ------------------------------------------------------------------------------------
 
 def _file_id(view: dict, path: str) -> str:
-    """Inside the crate: its relative path; outside: a local `#file:` identifier."""
+    """Inside the crate: its relative path (a directory's ending in /); outside: a local
+    `#file:` identifier."""
     if path in view["included"] or path == view["workflow"]["path"]:
-        return _q(path)
+        tree = (view["files"].get(path) or {}).get("type") == "tree"
+        return _q(path) + ("/" if tree and not path.endswith("/") else "")
     return "#file:" + _q(path)
 
 
@@ -184,7 +186,7 @@ def crate(view: dict) -> dict:
         fps.append({"@id": f"#fp-workflow-source-{_q(p)}", "@type": "FormalParameter", "name": p,
                     "additionalType": "File", "conformsTo": {"@id": FORMAL_PARAMETER}})
 
-    parts = [wf_id] + [_q(p) for p in sorted(view["included"])]
+    parts = [wf_id] + [_file_id(view, p) for p in sorted(view["included"])]
     root: dict[str, Any] = {
         "@id": "./", "@type": "Dataset", "name": exp.get("title") or f"sci run of {', '.join(view['targets'])}",
         "description": exp.get("question") or "A run of a sci pipeline.",
@@ -262,9 +264,7 @@ def crate(view: dict) -> dict:
             obj.append({"@id": pv})
         action = {"@id": f"#action-{nid}", "@type": "CreateAction", "name": n["node"],
                   "instrument": {"@id": f"#tool-{_q(n['step'])}"}, "object": obj,
-                  "result": [{"@id": _file_id(view, o["path"]) + ("/" if o.get("type") == "tree" and
-                                                                  not _file_id(view, o["path"]).endswith("/") else "")}
-                             for _, o in sorted((n.get("outputs") or {}).items())],
+                  "result": [{"@id": _file_id(view, o["path"])} for _, o in sorted((n.get("outputs") or {}).items())],
                   "actionStatus": {"@id": COMPLETED if n.get("exit_status", 0) == 0 else FAILED},
                   "identifier": f"sci-key:{n['key']}",
                   "description": (comp.get("definition") or {}).get("cmd") or (comp.get("definition") or {}).get("fn")
@@ -343,8 +343,6 @@ def _file_entities(view: dict, out_fp: dict[str, str]) -> list[dict]:
             continue
         tree = f.get("type") == "tree"
         fid = _file_id(view, path)
-        if tree and not fid.endswith("/"):
-            fid += "/"
         ent: dict[str, Any] = {"@id": fid, "@type": "Dataset" if tree else "File", "name": path,
                                "identifier": f"blake3:{f['digest']}"}
         if f.get("size") is not None:
