@@ -87,11 +87,12 @@ def gc(ws: Workspace, *, keep_runs: int = 5, dry_run: bool = False):
     from sci.evidence.repro import leftovers
 
     with ws.lock():  # no build runs meanwhile; a running repro-check holds its scratch's own lock
+        scratch = leftovers(ws, remove=not dry_run)  # first: they need no plan (the pipeline may not load)
         loaded = load(ws)
         state = records.state_of(ws)
         keep = keys_to_keep(ws.root, ws.runs_dir, state.nodes, set(loaded.graph.nodes), keep_runs)
         rep = run_gc(_store(loaded), keep, dry_run=dry_run)
-        rep.scratch = leftovers(ws, remove=not dry_run)
+        rep.scratch = scratch
         return rep
 
 
