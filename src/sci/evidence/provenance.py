@@ -237,9 +237,10 @@ def crate(view: dict) -> dict:
         definition = (first.get("components") or {}).get("definition") or {}
         tool = {"@id": f"#tool-{_q(step)}", "@type": "SoftwareApplication", "name": step,
                 "input": step_io[step]["input"], "output": step_io[step]["output"]}
-        what = definition.get("fn") or definition.get("kind")
-        if what:
-            tool["description"] = f"{definition.get('kind', 'step')}: {what}"
+        kind = definition.get("kind")
+        tool["description"] = (f"Python function {definition['fn']}" if definition.get("fn") else
+                               "sci's built-in dossier step" if kind == "dossier" else
+                               "a shell command (each action's description is the command as it ran)")
         entities.append(tool)
         entities.append({"@id": f"#step-{_q(step)}", "@type": "HowToStep", "position": str(i + 1),
                          "name": step, "workExample": {"@id": f"#tool-{_q(step)}"}})
