@@ -103,8 +103,8 @@ def repro_check(ws: Workspace, target: str, **kw):
 
 
 def export_provenance(ws: Workspace, target: str, fmt: str, out: Path | None = None) -> dict:
-    """`sci export --format ro-crate|prov`: the target's run in a standard form (evidence/provenance.py)."""
-    from sci.evidence.provenance import export
+    """`sci export --format ro-crate|prov`: the target's run in a standard form (evidence/export.py)."""
+    from sci.evidence.export import export
 
     return export(ws, target, fmt, out)
 

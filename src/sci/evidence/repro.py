@@ -309,22 +309,23 @@ def _record(ws: Workspace, target: str, jobs, emit, argv) -> tuple[Workspace, An
     the drift can be named. When the whole pipeline does not plan (a step outside the closure
     lost a source), the workspace is planned scoped to the target (Workspace.scope); the plain
     plan is tried first, so the plan cache of an ordinary build is not displaced."""
-    from sci import api
+    from sci.build import session
+    from sci.build.status import status
     from sci.errors import TargetError
-    from sci.plan.pipeline import store_of
+    from sci.plan.pipeline import load, store_of
 
     try:
-        rows = api.status(ws, [target])
+        rows = status(ws, [target], overrides=[])
     except UserError as exc:
         if isinstance(exc, TargetError):
             raise
         ws = Workspace(ws.root, scope=(target,))
-        rows = api.status(ws, [target])
+        rows = status(ws, [target], overrides=[])
     stale = [r for r in rows if r.state == "would run"
              and not all(reason.startswith("env changed") for reason in r.reasons)]
     if stale:
-        api.build(ws, [target], jobs=jobs, emit=emit, argv=argv)
-    loaded = api.load(ws)
+        session.build(ws, [target], session.BuildOptions(jobs=jobs, emit=emit, argv=argv))
+    loaded = load(ws)
     store = store_of(loaded)
     closure = set(loaded.graph.select([target], ws.root))
     selected = [n for n in loaded.graph.step_of if n in closure]  # declaration order, as every listing
@@ -346,7 +347,7 @@ def repro_check(ws: Workspace, target: str, *, jobs: int | None = None, seed: in
 
     Raises only when the request is wrong (an unknown target, nothing recorded) or the
     workspace's own build of stale nodes fails; every other outcome is a report."""
-    from sci import api
+    from sci.build import session
     from sci.plan.pipeline import store_of
 
     started, clock = records.utc_now(), time.perf_counter()
@@ -366,8 +367,9 @@ def repro_check(ws: Workspace, target: str, *, jobs: int | None = None, seed: in
             _carry_checks(ws, scratch, loaded, selected, results)
             scratch_started = time.perf_counter()
             try:
-                rebuilt = api.build(scratch, [target], jobs=jobs, emit=emit, argv=argv, store=scratch_root / "cas",
-                                    seed=seed, keep_going=True)
+                options = session.BuildOptions(jobs=jobs, emit=emit, argv=argv, store=scratch_root / "cas",
+                                               seed=seed, keep_going=True)
+                rebuilt = session.build(scratch, [target], options)
             except SciError as exc:
                 rebuilt = getattr(exc, "report", None)
                 if rebuilt is None:
