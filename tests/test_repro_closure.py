@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 from conftest import no_traceback
@@ -147,11 +148,12 @@ def test_mismatch_outranks_failure_and_both_exit_1(ws):
 
 def test_keep_prints_the_scratch_and_gc_removes_it(ws):
     sci = ws(TWO)
+    (ws.root / "in1.txt").write_bytes(b"one\n" * 50_000)  # 200 kB: linked, so removing it frees nothing
     sci.build()
     proc = sci("repro-check", "a", "--keep")
     kept = next(line.split(" kept in ", 1)[1].split(" ", 1)[0] for line in proc.stderr.splitlines()
                 if "kept in" in line)
-    assert (ws.root / kept / "ws" / "in1.txt").read_text() == "one\n"
+    assert (ws.root / kept / "ws" / "in1.txt").read_bytes() == b"one\n" * 50_000
     assert _report(ws.root)["kept"] == kept
     # a source is linked, not copied: the same inode where the filesystem allows it
     rep = _report(ws.root)
@@ -159,9 +161,15 @@ def test_keep_prints_the_scratch_and_gc_removes_it(ws):
     dry = sci("gc", "--dry-run")
     assert f"would delete scratch {kept}" in dry.stdout
     assert (ws.root / kept).exists()
+    source_linked = (ws.root / "in1.txt").stat().st_nlink > 1
+    files = {(st.st_ino, st.st_size) for p in (ws.root / kept).rglob("*")
+             if not stat.S_ISDIR((st := p.lstat()).st_mode)}
+    every_file = sum(size for _, size in files)  # each file once, however many links it has in the scratch
     out = json.loads(sci("gc", "--json").stdout)
     assert [s["path"] for s in out["scratch"]] == [kept]
     assert not (ws.root / kept).exists()
+    # the bytes said are the bytes freed: a source linked from the workspace frees nothing
+    assert out["scratch"][0]["bytes"] == (every_file - 200_000 if source_linked else every_file)
 
 
 def test_a_mismatch_leaves_no_scratch_behind(ws):

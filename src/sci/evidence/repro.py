@@ -199,8 +199,8 @@ def _hold(path: Path) -> int:
 
 def leftovers(ws: Workspace, *, remove: bool) -> list[tuple[str, int]]:
     """Scratch workspaces of checks that are not running (kept with --keep, or left by a killed
-    check), as (path relative to the workspace, bytes); removed when `remove`. A running
-    check holds its scratch's lock and is skipped."""
+    check), as (path relative to the workspace, bytes its removal frees); removed when `remove`.
+    A running check holds its scratch's lock and is skipped."""
     import fcntl
 
     root = ws.state_dir / SCRATCH
@@ -219,14 +219,25 @@ def leftovers(ws: Workspace, *, remove: bool) -> list[tuple[str, int]]:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     continue  # a check is running in it
-            size = sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(entry.path) for f in fs)
-            out.append((Path(entry.path).relative_to(ws.root).as_posix(), size))
+            out.append((Path(entry.path).relative_to(ws.root).as_posix(), _freed_bytes(entry.path)))
             if remove:
                 _remove_tree(Path(entry.path))
         finally:
             if fd is not None:
                 os.close(fd)
     return out
+
+
+def _freed_bytes(path: str) -> int:
+    """What removing the tree at `path` frees: a file counts once, and only when every link to
+    it is inside the tree (a source hard-linked from the workspace frees nothing)."""
+    seen: dict[tuple[int, int], list] = {}
+    for d, _, names in os.walk(path):
+        for name in names:
+            st = os.lstat(os.path.join(d, name))
+            entry = seen.setdefault((st.st_dev, st.st_ino), [st.st_nlink, st.st_size, 0])
+            entry[2] += 1
+    return sum(size for nlink, size, inside in seen.values() if inside >= nlink)
 
 
 def _remove_tree(path: Path) -> None:
