@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from sci import canonical
 from sci.evidence.citation import seal
+from sci.evidence.dossier import lineage
 from sci.evidence.page import EvidenceError, media_type_for, render_html, reproduce_commands
 from sci.store.hashing import digest_bytes
 
@@ -83,7 +84,7 @@ def _out(path: str, data: bytes) -> dict:
     return {"path": path, "type": "file", "digest": digest_bytes(data), "size": len(data)}
 
 
-def example(csv_rows: int = 8) -> tuple[dict, dict[str, bytes]]:
+def example(csv_rows: int = 8, reproduction: dict | None = None) -> tuple[dict, dict[str, bytes]]:
     """(dossier, evidence files) of the 4-node example, sealed with its version digest."""
     png, table, svg = make_png(), make_csv(csv_rows), make_svg()
     raw = b"raw measurements\n"
@@ -110,21 +111,19 @@ def example(csv_rows: int = 8) -> tuple[dict, dict[str, bytes]]:
         "license": "CC-BY-4.0", "keywords": ["oscillator", "least squares"],
         "url": "https://example.org/oscillator",
     }
-    lineage_common = {
-        "nodes": ["prepare", *sims, "fit"],
-        "code": {**code, "rules/prepare.py": digest_bytes(b"prep"), "rules/fit.py": digest_bytes(b"fit")},
-        "params": {"simulate.n": 1000, "fit.degree": 2},
-        "seeds": {"prepare": 11, "simulate[noise=0.0]": 100, "simulate[noise=0.1]": 101, "fit": 7},
-        "sources": {"data/raw.txt": digest_bytes(raw)},
-    }
     evidence = {"results/fit.png": png, "results/fit.csv": table, "results/residuals.svg": svg}
+    entries = [{"path": p, "digest": digest_bytes(d), "size": len(d), "media_type": media_type_for(p)}
+               for p, d in evidence.items()]
     dossier = {
-        "format": 1, "type": "sci.dossier", "experiment": experiment, "nodes": nodes, "edges": edges,
-        "evidence": [{"path": p, "digest": digest_bytes(d), "size": len(d), "media_type": media_type_for(p)}
-                     for p, d in evidence.items()],
-        "lineage": {p: lineage_common for p in evidence},
+        "format": 2, "type": "sci.dossier", "experiment": experiment, "nodes": nodes, "edges": edges,
+        "workflow": {"path": "sci.yaml", "copied_as": "pipeline.sci.yaml", "digest": digest_bytes(b"version: 1\n"),
+                     "size": 11},
+        "evidence": entries,
+        "lineage": lineage(entries, nodes, edges, {}),
         "environment": {"components": {"python": "3.11.9 CPython", "os": "Linux x86_64", "sci": "0.1.0",
-                                       "packages": {"numpy": "2.1.0"}}, "digest": "e" * 64},
+                                       "packages": {"numpy": "2.1.0", "cupy-cuda12x": "not-installed"}},
+                        "digest": "e" * 64},
+        "reproduction": reproduction or {"state": "not-checked", "check": None, "mismatch": None, "nodes": {}},
         "citation": {"title": experiment["title"], "authors": experiment["authors"],
                      "license": experiment["license"], "keywords": experiment["keywords"]},
         "reproduce": reproduce_commands("dossier", remote="default"),
@@ -375,3 +374,79 @@ def test_page_built_by_sci_in_headless_chromium(browser, ws):
     assert visible and dag_nodes == len(dossier["nodes"]) == 5
     assert images == [["figure.png", True, 96]]
     assert (ws.root / "page.png").read_bytes()[:4] == b"\x89PNG"
+
+
+WIDTHS = (1400, 900, 390)  # a desktop, a half-screen window or tablet, a phone
+
+
+def _at_widths(browser, page_path: Path, shots: Path) -> dict[int, dict]:
+    """Open the page at each width with the network blocked; what a reviewer would see."""
+    seen = {}
+    for width in WIDTHS:
+        context = browser.new_context(viewport={"width": width, "height": 900})
+        page = context.new_page()
+        watch = _Watch(context, page)
+        page.goto(page_path.as_uri(), wait_until="load")
+        try:
+            seen[width] = {
+                "overflow": page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]"),
+                # what sticks out of the page, outside a scrolling box of its own (a wide data table)
+                "outside": page.evaluate("""() => [...document.querySelectorAll('body *')]
+                    .filter(e => !e.closest('.scroll') && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+                    .map(e => e.tagName + '.' + e.className)"""),
+                "code_details": page.eval_on_selector_all("#nodes details.code", "els => els.map(e => e.open)"),
+                "node_order": page.eval_on_selector_all("#nodes code.node", "els => els.map(e => e.textContent)"),
+                "claims": page.locator("#claims").inner_text(),
+                "watch": watch,
+            }
+            page.screenshot(path=str(shots / f"dossier-{width}.png"), full_page=True)
+        finally:
+            context.close()
+    return seen
+
+
+@needs_chromium
+def test_page_reads_well_at_three_widths(browser, ws, tmp_path):
+    """The page sci writes, at 1400, 900 and 390 px: nothing scrolls sideways, no request, no
+    console error; code collapsed per step, sweep items in declaration order, the claim said."""
+    from test_dossier_claims import FILES
+
+    files = dict(FILES, **{"rules/count.py": "import os, sys\nfor p in sys.argv[1:]:\n    print(os.path.getsize(p), p)\n"})
+    files["sci.yaml"] = FILES["sci.yaml"].replace("cmd: wc -c {deps} > {outs}",
+                                                  "cmd: python rules/count.py {deps} > {outs}\n    code: [rules/count.py]")
+    sci = ws(files)
+    sci("build", "dossier")
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    seen = _at_widths(browser, ws.root / "dossier" / "index.html", shots)
+    for width, s in seen.items():
+        w = s["watch"]
+        assert w.external() == [] and w.blocked == [] and w.failed == [], width
+        assert w.console_errors == [] and w.page_errors == [], width
+        scroll_width, client_width = s["overflow"]
+        assert scroll_width <= client_width, (width, s["outside"])
+        assert s["outside"] == [], width
+        assert s["code_details"] and not any(s["code_details"]), width  # collapsed, expandable
+        assert s["node_order"] == ["gen[i=3]", "gen[i=1]", "gen[i=2]", "summary"], width
+        assert "Declared strict, not yet checked." in s["claims"], width
+        assert "names no package versions" in s["claims"], width  # this pipeline declares no lock file
+        assert (shots / f"dossier-{width}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get(ARTIFACTS_ENV):
+        target = Path(__file__).parent / "artifacts"
+        target.mkdir(exist_ok=True)
+        for width in WIDTHS:
+            shutil.copyfile(shots / f"dossier-{width}.png", target / f"dossier-{width}.png")
+
+
+@needs_chromium
+def test_wide_example_page_has_no_sideways_scroll(browser, tmp_path):
+    """The hand-made example, with long names, many metrics and a wide table, at the three widths."""
+    dossier, files = example(csv_rows=60)
+    dossier["nodes"][3]["metrics"] = {f"metric_{i}_with_a_long_name": i / 7 for i in range(12)}
+    dossier = seal(dossier)
+    page_path = tmp_path / "index.html"
+    page_path.write_bytes(render_html(dossier, files))
+    seen = _at_widths(browser, page_path, tmp_path)
+    for width, s in seen.items():
+        assert s["overflow"][0] <= s["overflow"][1] and s["outside"] == [], (width, s["outside"])
+        assert s["watch"].console_errors == [] and s["watch"].external() == []

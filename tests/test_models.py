@@ -75,13 +75,20 @@ def dossier() -> dict:
     node = step_result()
     del node["volatile"]
     return {
-        "format": 1, "type": "sci.dossier", "experiment": experiment(), "nodes": [node], "edges": [],
+        "format": 2, "type": "sci.dossier", "experiment": experiment(), "nodes": [node], "edges": [],
+        "workflow": {"path": "sci.yaml", "copied_as": "pipeline.sci.yaml", "digest": D, "size": 120},
         "evidence": [{"path": "data/samples-0.1.npy", "digest": D, "size": 8000,
                       "media_type": "application/octet-stream"}],
-        "lineage": {"data/samples-0.1.npy": {"nodes": ["simulate[noise=0.1]"], "code": {"rules/simulate.py": D},
-                                             "params": {"simulate.n": 1000}, "seeds": {"simulate[noise=0.1]": 42},
-                                             "sources": {"data/raw.txt": D}}},
+        "lineage": {"data/samples-0.1.npy": {
+            "producer": "simulate[noise=0.1]", "nodes": ["simulate[noise=0.1]"],
+            "inputs": [{"node": "simulate[noise=0.1]", "path": "data/raw.txt", "digest": D, "producer": None}],
+            "code": {"rules/simulate.py": D}, "params": {"simulate.n": 1000}, "seeds": {"simulate[noise=0.1]": 42},
+            "sources": {"data/raw.txt": D}, "upstream": {}}},
         "environment": {"components": {}, "digest": D},
+        "reproduction": {"state": "reproduced", "mismatch": None, "nodes": {"simulate[noise=0.1]": {
+            "status": "match", "run_id": "20261122T101500.000000Z-42"}}, "check": {
+            "run_id": "20261122T101500.000000Z-42", "checked_at": "2026-11-22T10:15:00.000000Z",
+            "target": "dossier", "environment": D, "nodes": 1, "nondeterministic": []}},
         "citation": {"title": "Damping", "authors": experiment()["authors"], "license": "CC-BY-4.0",
                      "version": D, "keywords": ["oscillator"]},
         "reproduce": ["sci build dossier", "sci repro-check dossier"],

@@ -61,7 +61,7 @@ def test_clock_reading_step_is_a_named_mismatch_and_fast_declares_it(ws):
     proc = sci("repro-check", "stamp", check=1)
     assert "mismatch" in proc.stdout and "stamp" in proc.stdout and "out/stamp.txt" in proc.stdout
     assert "first difference at byte" in proc.stdout
-    assert "repro-check stamp: 1 node(s) do not reproduce; first: stamp" in proc.stderr
+    assert "repro-check stamp: NOT REPRODUCED: 1 node(s) differ from the record; first: stamp" in proc.stderr
     assert no_traceback(proc.stderr)
     (ws.root / "sci.yaml").write_text((ws.root / "sci.yaml").read_text().replace("outs: [out/stamp.txt]",
                                       "outs: [out/stamp.txt]\n    determinism: fast"))
@@ -127,6 +127,31 @@ def test_bundled_investigation_reproduces_dossier_included(tmp_path):
     assert statuses["dossier"] == "match" and set(statuses.values()) == {"match"}
     assert (root / "dossier" / "index.html").exists() and (root / "dossier" / "dossier.json").exists()
     _validate_real_records(root)
+    # the check is what the dossier may now claim: rebuilt, it says so, its crate is complete
+    # (dated by the check), and the dossier making the claim reproduces too
+    sci("build", "dossier")
+    dossier = json.loads((root / "dossier" / "dossier.json").read_text())
+    assert dossier["reproduction"]["state"] == "reproduced"
+    assert dossier["reproduction"]["check"]["run_id"] == rep["run_id"]
+    assert "Reproduced." in (root / "dossier" / "index.html").read_text()
+    _validate_crates(sci, root)
+    again = json.loads(sci("repro-check", "dossier", "--json", timeout=600).stdout)
+    assert again["verdict"] == "reproduced"
+
+
+def _validate_crates(sci, root: Path) -> None:
+    """The investigation's dossier crate and its exported crate pass roc-validator's
+    provenance-run-crate profile with no errors; its PROV reads back."""
+    from rocrate_check import validate
+
+    assert validate(root / "dossier") == []
+    crate_dir = Path(sci("export", "dossier", "--format", "ro-crate").stdout.strip())
+    assert validate(crate_dir) == []
+    prov_file = Path(sci("export", "figure", "--format", "prov").stdout.strip())
+    import prov.model as pm
+
+    doc = pm.ProvDocument.deserialize(source=str(prov_file), format="json")
+    assert len(list(doc.get_records(pm.ProvActivity))) == 14
 
 
 def _validate_real_records(root: Path) -> None:

@@ -84,17 +84,29 @@ def fsck(ws: Workspace, *, repair: bool = False):
 def gc(ws: Workspace, *, keep_runs: int = 5, dry_run: bool = False):
     from sci.store.maintenance import gc as run_gc, keys_to_keep
 
-    with ws.lock():
+    from sci.evidence.repro import leftovers
+
+    with ws.lock():  # no build runs meanwhile; a running repro-check holds its scratch's own lock
+        scratch = leftovers(ws, remove=not dry_run)  # first: they need no plan (the pipeline may not load)
         loaded = load(ws)
         state = records.state_of(ws)
         keep = keys_to_keep(ws.root, ws.runs_dir, state.nodes, set(loaded.graph.nodes), keep_runs)
-        return run_gc(_store(loaded), keep, dry_run=dry_run)
+        rep = run_gc(_store(loaded), keep, dry_run=dry_run)
+        rep.scratch = scratch
+        return rep
 
 
 def repro_check(ws: Workspace, target: str, **kw):
     from sci.evidence.repro import repro_check as run
 
     return run(ws, target, **kw)
+
+
+def export_provenance(ws: Workspace, target: str, fmt: str, out: Path | None = None) -> dict:
+    """`sci export --format ro-crate|prov`: the target's run in a standard form (evidence/export.py)."""
+    from sci.evidence.export import export
+
+    return export(ws, target, fmt, out)
 
 
 def schema(out_dir: Path | None = None) -> dict:

@@ -61,27 +61,35 @@ _OWNED: dict = {}  # (root, SCI_CAS, sci.yaml's stat signature) -> Workspace.own
 
 class Workspace:
     """A workspace: the folder with sci.yaml. (A plain class: a frozen dataclass costs ~0.4 ms
-    to make, and every command makes one.)"""
+    to make, and every command makes one.)
 
-    __slots__ = ("root",)
+    `scope`: None for an ordinary command. For `sci repro-check`, targets (node names, step
+    names or output paths): only their closure is planned, so steps outside it need none of
+    their sources or code (SPEC §7). A node's key never depends on which other nodes exist,
+    so a scoped plan gives the closure's nodes the keys the full plan gives them.
+    """
 
-    def __init__(self, root: Path):
+    __slots__ = ("root", "scope")
+
+    def __init__(self, root: Path, scope: tuple[str, ...] | None = None):
         object.__setattr__(self, "root", root)
+        object.__setattr__(self, "scope", scope)
 
     def __setattr__(self, name: str, value) -> None:
         raise AttributeError(f"a Workspace is immutable: cannot set {name}")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is Workspace and other.root == self.root
+        return type(other) is Workspace and other.root == self.root and other.scope == self.scope
 
     def __hash__(self) -> int:
         return hash(self.root)
 
     def __repr__(self) -> str:
-        return f"Workspace(root={self.root!r})"
+        scope = "" if self.scope is None else f", scope=<{len(self.scope)} nodes>"
+        return f"Workspace(root={self.root!r}{scope})"
 
     def __reduce__(self):
-        return Workspace, (self.root,)
+        return Workspace, (self.root, self.scope)
 
     @property
     def pipeline_file(self) -> Path:

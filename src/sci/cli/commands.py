@@ -222,40 +222,63 @@ def gc(keep_runs, dry_run, as_json) -> None:
     from sci import api
 
     rep = api.gc(_ws(), keep_runs=keep_runs, dry_run=dry_run)
+    scratch = rep.scratch
     if as_json:
         _print_json(rep.to_json())
     elif dry_run:
         for kind, name, size in rep.deleted:
             click.echo(f"  would delete {kind} {name} ({size} bytes)")
+        for path, size in scratch:
+            click.echo(f"  would delete scratch {path} ({size} bytes)")
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"sci: gc kept {rep.kept_actions} action results; {verb} {len(rep.deleted)} objects "
-               f"({rep.bytes} bytes)", err=True)
+               f"({rep.bytes} bytes)" + (f" and {len(scratch)} repro-check scratch workspace(s) "
+                                          f"({sum(b for _, b in scratch)} bytes)" if scratch else ""), err=True)
 
 
 @cli.command("repro-check")
 @click.argument("target")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Nodes run at once (default: CPUs).")
 @click.option("--seed", type=int, help="Replay under another root seed and report which outputs change.")
-@click.option("--keep", is_flag=True, help="Keep the scratch workspace and store for inspection.")
+@click.option("--keep", is_flag=True, help="Keep the scratch workspace and store for inspection (path printed).")
+@click.option("--diffoscope", is_flag=True, help="Also store diffoscope's report of each differing file "
+                                                 "under runs/<id>/diffoscope/ (where diffoscope is installed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-def repro_check(target, jobs, seed, keep, as_json) -> None:
-    """Rebuild TARGET from scratch and prove its outputs match the record, bit for bit."""
+def repro_check(target, jobs, seed, keep, diffoscope, as_json) -> None:
+    """Rebuild TARGET's closure from scratch and prove its outputs match the record, bit for bit.
+
+    Exit 0: every node matched (or, with --seed, the sensitivity report is complete). Exit 1:
+    the verdict is `mismatch` (something does not reproduce) or `failed` (a rebuild failed, so
+    the check is incomplete); the last line and repro.json's `verdict` say which.
+    """
     from sci import api
     from sci.cli import console
     from sci.errors import WorkFailed
 
     ws = _ws()
-    rep = api.repro_check(ws, target, jobs=jobs, seed=seed, keep=keep, emit=console.reporter(quiet=True),
-                          argv=["repro-check", *sys.argv[2:]])
+    rep = api.repro_check(ws, target, jobs=jobs, seed=seed, keep=keep, diffoscope=diffoscope,
+                          emit=console.reporter(quiet=True), argv=["repro-check", *sys.argv[2:]])
     if as_json:
         _print_json(rep.to_json())
     for line in console.repro_lines(rep):
         click.echo(line, err=as_json)
+    if rep.kept:
+        click.echo(f"sci: scratch workspace kept in {rep.kept} (`sci gc` removes it)", err=True)
     click.echo(f"sci: report in runs/{rep.run_id}/repro.json", err=True)
-    if not rep.ok:
-        bad = [v.node for v in rep.verdicts if v.status in ("mismatch", "env-drift") and (v.files or v.note)]
-        raise WorkFailed(f"repro-check {target}: {len(bad)} node(s) do not reproduce; first: {bad[0]}",
+    if rep.verdict == "mismatch":
+        bad = [v.node for v in rep.verdicts if v.differs]
+        raise WorkFailed(f"repro-check {target}: NOT REPRODUCED: {len(bad)} node(s) differ from the record; "
+                         f"first: {bad[0]}",
                          hint="see the differences above; docs/determinism.md explains how to find the cause")
+    if rep.verdict == "failed":
+        bad = [v for v in rep.verdicts if v.status == "failed"]
+        first = f"{bad[0].node}: {bad[0].note}" if bad else rep.failure
+        raise WorkFailed(f"repro-check {target}: CHECK FAILED: {len(bad)} node(s) could not be rebuilt, so "
+                         f"reproduction is not established; first: {first}",
+                         hint="fix the failure (the scratch holds only the target's closure: a step that reads an "
+                              "undeclared file fails there), then run repro-check again; --keep keeps the scratch")
+    click.echo(f"sci: repro-check {target}: " + ("sensitivity report complete" if rep.verdict == "sensitivity"
+                                                else f"REPRODUCED: {len(rep.verdicts)} node(s) checked"), err=True)
 
 
 @cli.command()
@@ -370,18 +393,35 @@ def cite(target, fmt) -> None:
 
 @cli.command()
 @click.argument("target")
-@click.option("-o", "--out", "out", required=True, type=click.Path(dir_okay=False), help="The .zip to write.")
+@click.option("--format", "fmt", type=click.Choice(["bundle", "ro-crate", "prov"]), default="bundle", show_default=True,
+              help="bundle: a sealed zip (docs/bundles.md); ro-crate: a Workflow Run RO-Crate directory (Provenance "
+                   "Run Crate); prov: W3C PROV-JSON (docs/provenance.md).")
+@click.option("-o", "--out", "out", type=click.Path(), help="Where to write: the .zip (bundle, required), the crate "
+              "directory, or the PROV-JSON file (default for both: under runs/<run_id>/ of the run that built TARGET).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
-def export(target, out, as_json) -> None:
-    """Seal TARGET's outputs, its closure's StepResults, the pipeline, params, code and environment."""
+def export(target, fmt, out, as_json) -> None:
+    """Export TARGET's results: a sealed bundle, or its run as RO-Crate or W3C PROV."""
     from pathlib import Path
 
-    from sci.evidence.bundle import export_bundle
+    if fmt == "bundle":
+        from sci.evidence.bundle import export_bundle
 
-    info = export_bundle(_ws(), target, Path(out))
+        if not out:
+            raise click.UsageError("--format bundle needs -o FILE.zip")
+        info = export_bundle(_ws(), target, Path(out))
+        if as_json:
+            _print_json(info)
+        click.echo(f"sci: wrote {out}", err=True)
+        return
+    from sci import api
+
+    info = api.export_provenance(_ws(), target, fmt, Path(out) if out else None)
     if as_json:
         _print_json(info)
-    click.echo(f"sci: wrote {out}", err=True)
+    else:
+        click.echo(info["path"])
+    click.echo(f"sci: wrote {info['written']} ({info['nodes']} nodes, {info['files']} files described, "
+               f"{info['included']} included)", err=True)
 
 
 @cli.command("import")

@@ -136,7 +136,9 @@ def status_lines(rows) -> list[str]:
 
 
 def repro_lines(rep) -> list[str]:
-    """The repro-check table: one line per node, then what differs, file by file."""
+    """The repro-check table: one line per node, then what differs, file by file (diffs.py)."""
+    from sci.evidence.diffs import summary_lines
+
     out = []
     width = max((len(v.node) for v in rep.verdicts), default=4)
     for v in rep.verdicts:
@@ -144,15 +146,9 @@ def repro_lines(rep) -> list[str]:
         for comp in v.env_drift:
             out.append(f"      env: {comp}")
         for f in v.files:
-            line = f"      {f['path']}"
-            if "recorded_size" in f:
-                line += (f": {f['recorded'][:12]} ({f['recorded_size']} B) → {f['rebuilt'][:12]} "
-                         f"({f['rebuilt_size']} B), first difference at byte {f['first_difference']}")
-            elif "detail" in f:
-                line += f": {f['detail']}"
-            out.append(line)
-            for d in f.get("diff", []):
-                out.append(f"        {d}")
+            out.extend(summary_lines(f))
+    if rep.diffoscope and rep.diffoscope not in ("ran", "nothing differs"):
+        out.append(f"  diffoscope: {rep.diffoscope}")
     return out
 
 

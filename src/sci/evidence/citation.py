@@ -35,14 +35,17 @@ _PARTICLES = frozenset({"da", "de", "del", "della", "der", "des", "di", "du", "l
 # -- the version digest ----------------------------------------------------------------------
 
 def dossier_version(dossier: dict) -> str:
-    """BLAKE3 of the canonical JSON of `dossier` with `citation.version` removed.
+    """BLAKE3 of the canonical JSON of `dossier` with `citation.version` and `reproduction` removed.
 
     A document cannot contain its own digest, so the version is the digest of everything
     else: change any node, edge, evidence file, lineage entry or citation field and the
-    version changes. To check a dossier: remove `citation.version`, hash `canonical.dumps`
-    of the rest, compare.
+    version changes. `reproduction` (what repro-check records say about those nodes,
+    evidence/claims.py) is left out: a check earned later changes what the dossier claims,
+    not what it is, so the citable version stays. To check a dossier: remove
+    `citation.version` and `reproduction`, hash `canonical.dumps` of the rest, compare.
     """
     doc = copy.deepcopy(dossier)
+    doc.pop("reproduction", None)
     citation = doc.get("citation")
     if isinstance(citation, dict):
         citation.pop("version", None)

@@ -195,7 +195,11 @@ def glob_match(pattern: str, path: str) -> bool:
     return rec(0, 0)
 
 
-def build_graph(nodes: list[Node], root: Path, pos: Positions, *, reserved: tuple[str, ...]) -> Graph:
+def build_graph(nodes: list[Node], root: Path, pos: Positions, *, reserved: tuple[str, ...],
+                missing: dict[str, GraphError] | None = None) -> Graph:
+    """The graph of `nodes`. A dep that exists nowhere is an error; given `missing`, it is
+    recorded there (node → its first such error) instead, for a caller that plans only part
+    of the pipeline and needs only that part's inputs (pipeline.scoped_nodes)."""
     by_name: dict[str, Node] = {}
     for n in nodes:
         by_name[n.name] = n
@@ -242,8 +246,11 @@ def build_graph(nodes: list[Node], root: Path, pos: Positions, *, reserved: tupl
                     matches = [m for m in found if not owns(m, reserved)]
                     globs[pattern] = matches
                 if not matches:
-                    raise GraphError(f"{n.name}: dep {pattern!r} matches no file and no step output",
+                    err = GraphError(f"{n.name}: dep {pattern!r} matches no file and no step output",
                                      location=pos.at(where), hint="check the pattern, or add the step that makes these files")
+                    if missing is None:
+                        raise err
+                    missing.setdefault(n.name, err)
             else:
                 matches = [pattern]
             n.dep_paths[dname] = matches
@@ -261,9 +268,12 @@ def build_graph(nodes: list[Node], root: Path, pos: Positions, *, reserved: tupl
                         if producer_of[p] != n.name:
                             upstream[n.name].add(producer_of[p])
                     if not inner and not (root / path).exists():
-                        raise GraphError(f"{n.name}: dep {path!r} does not exist and no step produces it",
+                        err = GraphError(f"{n.name}: dep {path!r} does not exist and no step produces it",
                                          location=pos.at(where),
                                          hint="create the file, fix the path, or add the step that writes it")
+                        if missing is None:
+                            raise err
+                        missing.setdefault(n.name, err)
                     srcs.append(DepSource(path, None, None))
         sources[n.name] = srcs
 

@@ -109,6 +109,8 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
     store_cfg = doc["store"]
     reserved = ws.owned(store_cfg)
     nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
+    if ws.scope is not None:  # repro-check: the targets' closure only (Workspace.scope)
+        nodes = scoped_nodes(nodes, ws, pos, reserved)
     graph = build_graph(nodes, ws.root, pos, reserved=reserved)
     check_code(nodes, ws.root, pos)
     render_commands(list(graph.nodes.values()), params, pos)
@@ -130,6 +132,22 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
     ), False
 
 
+def scoped_nodes(nodes: list, ws: Workspace, pos: Positions, reserved: tuple[str, ...]) -> list:
+    """The nodes of `ws.scope`'s closure. Inputs missing outside it are no error (SPEC §7:
+    repro-check needs only the closure's sources); the closure's first missing input, in
+    build order, is the error it would be in a full plan."""
+    from sci.errors import GraphError
+    from sci.plan.graph import build_graph
+
+    missing: dict[str, GraphError] = {}
+    full = build_graph(nodes, ws.root, pos, reserved=reserved, missing=missing)
+    keep = full.closure(full.requested(sorted(ws.scope or ()), ws.root))
+    for name in full.order:
+        if name in keep and name in missing:
+            raise missing[name]
+    return [n for n in nodes if n.name in keep]
+
+
 def plan_key(ws: Workspace, overrides: list[str], seed: int | None, yaml_bytes: bytes | None = None) -> str:
     """Digest of everything a plan is a function of, besides the filesystem: the bytes of
     sci.yaml, the params file and config/hardware.yaml, the overrides, the store location,
@@ -147,6 +165,8 @@ def structure_key(ws: Workspace, seed: int | None, yaml_bytes: bytes) -> str:
     parts = [sci.__version__.encode(), str(PLAN_CACHE_FORMAT).encode(), yaml_digest(yaml_bytes).encode(),
              read_bytes(ws.root / "config" / "hardware.yaml"), os.environ.get("SCI_CAS", "").encode(),
              str(seed).encode()]
+    if ws.scope is not None:  # a scoped plan (repro-check's scratch) is another plan
+        parts.append("\0".join(sorted(ws.scope)).encode())
     return digest_bytes(b"\0sci\0".join(parts))
 
 

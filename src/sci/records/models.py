@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from sci.determinism import Mode
-from sci.records.run import NodeStatus
+from sci.records.run import DOSSIER_FORMAT, NodeStatus
 
 # Bump with the record formats the engine writes (records.RECORD_FORMAT); the schemas pin it
 # as a constant, so regenerating docs/schemas/ is part of any format change.
@@ -215,15 +215,71 @@ class EvidenceEntry(_Record):
                             description="IANA media type, e.g. 'image/png', 'text/csv'.")
 
 
-class Lineage(_Record):
-    """How one evidence file came to be, back to workspace sources."""
+class LineageInput(_Record):
+    """One edge of a lineage graph: a file a node read, and the node that wrote it."""
 
-    nodes: list[str] = Field(description="Every node the file transitively comes from (its producer "
-                                         "included), upstream first.")
+    node: str = Field(description="The node that read the file.")
+    path: str = Field(description="Workspace-relative path of the file (or directory).")
+    digest: Digest = Field(description="BLAKE3 of its content as the node read it.")
+    producer: str | None = Field(description="The node that wrote it; null for a workspace source.")
+
+
+class UpstreamFile(_Record):
+    """A file written by a node outside the dossier's `steps:`: not a source, its producer named."""
+
+    node: str = Field(description="The node that wrote it.")
+    digest: Digest = Field(description="BLAKE3 of its content.")
+
+
+class Lineage(_Record):
+    """How one evidence file came to be: a graph back to workspace sources."""
+
+    producer: str | None = Field(description="The indexed node that wrote the file; null when it is a source "
+                                             "or written by a node outside the dossier's steps.")
+    nodes: list[str] = Field(description="Every indexed node the file transitively comes from (its producer "
+                                         "included), upstream first, ties in declaration order.")
+    inputs: list[LineageInput] = Field(description="The graph's edges: each file each of those nodes read.")
     code: dict[str, Digest] = Field(description="Code file path -> digest, over all those nodes.")
     params: dict[str, Any] = Field(description="Param key -> value, over all those nodes.")
     seeds: dict[str, int] = Field(description="Node -> seed.")
     sources: dict[str, Digest] = Field(description="Workspace source file (a dep no node produces) -> digest.")
+    upstream: dict[str, UpstreamFile] = Field(description="File written by a node outside the dossier's steps "
+                                                          "-> that node and the digest.")
+
+
+class CheckRef(_Record):
+    """A `sci repro-check` run cited by a dossier."""
+
+    run_id: str = Field(description="The check's run id (runs/<run_id>/repro.json).")
+    checked_at: str = Field(description="When the check started (ISO 8601 UTC).")
+    target: str = Field(description="The target the check was run on.")
+    environment: Digest | None = Field(description="Environment fingerprint digest of the check's rebuild.")
+
+
+class ReproducedCheck(CheckRef):
+    nodes: int = Field(ge=0, description="Nodes the check matched bit for bit.")
+    nondeterministic: list[str] = Field(description="Nodes declared nondeterministic: rebuilt, not compared.")
+
+
+class MismatchCheck(CheckRef):
+    nodes: list[str] = Field(description="Nodes whose outputs did not reproduce in that check.")
+
+
+class NodeCheck(_Record):
+    status: str = Field(description="The node's verdict in that check (match, mismatch, env-drift, "
+                                    "nondeterministic-declared).")
+    run_id: str = Field(description="The earliest check of this node's current key.")
+
+
+class Reproduction(_Record):
+    """What repro-check records say about the indexed nodes' current keys (evidence/claims.py)."""
+
+    state: Literal["reproduced", "mismatch", "partly-checked", "not-checked"] = Field(
+        description="reproduced: one check matched every indexed node and none found a difference; mismatch: "
+                    "a check found one not reproducing; partly-checked: some nodes matched; not-checked.")
+    check: ReproducedCheck | None = Field(description="The earliest check that matched every indexed node.")
+    mismatch: MismatchCheck | None = Field(description="The earliest check that found a node not reproducing.")
+    nodes: dict[str, NodeCheck] = Field(description="Node -> the earliest check of its current key.")
 
 
 class SweepNode(_Record):
@@ -252,12 +308,23 @@ class Citation(_Record):
     keywords: list[str] = Field(description="Subject keywords.")
 
 
+class WorkflowFile(_Record):
+    """The pipeline file as the dossier was built from it (a copy sits beside dossier.json)."""
+
+    path: str = Field(description="Its path in the workspace, sci.yaml.")
+    copied_as: str = Field(description="The copy's name in the dossier directory (not sci.yaml, which would make "
+                                  "the directory look like a workspace).")
+    digest: Digest = Field(description="BLAKE3 of its bytes.")
+    size: int = Field(ge=0, description="Size in bytes.")
+
+
 class Dossier(_Record):
     """dossier/dossier.json: the auditable record an investigation is judged by."""
 
-    format: Literal[RECORD_FORMAT] = Field(description="Record format version.")
+    format: Literal[DOSSIER_FORMAT] = Field(description="Record format version.")
     type: Literal["sci.dossier"] = Field(description="Record type tag.")
     experiment: ExperimentRequest = Field(description="What is investigated and by whom.")
+    workflow: WorkflowFile = Field(description="The pipeline file, copied into the dossier directory.")
     nodes: list[StepRecord] = Field(description="Every indexed node's StepResult without volatile fields.")
     sweeps: list[Sweep] = Field(default_factory=list,
                                 description="The indexed foreach steps and their nodes' items (the page plots "
@@ -266,6 +333,8 @@ class Dossier(_Record):
     evidence: list[EvidenceEntry] = Field(description="Files shown inline in the page, in declared order.")
     lineage: dict[str, Lineage] = Field(description="Evidence path -> its lineage.")
     environment: EnvironmentFingerprint = Field(description="The environment fingerprint of the build.")
+    reproduction: Reproduction = Field(description="What repro-check records prove (not part of the version "
+                                                   "digest: a later check changes the claim, not the dossier).")
     citation: Citation = Field(description="How to cite this dossier.")
     reproduce: list[str] = Field(description="Shell commands that rebuild and check the dossier.")
 

@@ -95,6 +95,7 @@ class Outcomes(Mapping):
 
 # Bump when a record's shape changes (and regenerate docs/schemas with `sci schema`).
 RECORD_FORMAT = 1
+DOSSIER_FORMAT = 2  # dossier.json; 2: lineage as a graph, the reproduction claim (records/models.py pins it)
 
 
 def utc_now() -> str:

@@ -103,6 +103,7 @@ class GcReport:
     kept_actions: int = 0
     deleted: list[tuple[str, str, int]] = field(default_factory=list)  # (kind, name, bytes)
     dry_run: bool = False
+    scratch: list[tuple[str, int]] = field(default_factory=list)  # repro-check scratch left over: (path, bytes)
 
     @property
     def bytes(self) -> int:
@@ -110,7 +111,8 @@ class GcReport:
 
     def to_json(self) -> dict:
         return {"dry_run": self.dry_run, "kept_actions": self.kept_actions, "deleted_objects": len(self.deleted),
-                "deleted_bytes": self.bytes, "objects": [{"kind": k, "object": n, "bytes": b} for k, n, b in self.deleted]}
+                "deleted_bytes": self.bytes, "objects": [{"kind": k, "object": n, "bytes": b} for k, n, b in self.deleted],
+                "scratch": [{"path": p, "bytes": b} for p, b in self.scratch]}
 
 
 def gc(store: Store, keep_keys: set[str], *, dry_run: bool = False) -> GcReport:
