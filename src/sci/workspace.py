@@ -58,6 +58,22 @@ def store_setting(yaml_bytes: bytes):
 _OWNED: dict = {}  # (root, SCI_CAS, sci.yaml's stat signature) -> Workspace.owned()
 
 
+def escape_problem(rel: str) -> str | None:
+    """Why a path a user wrote does not stay inside the workspace ("is absolute", "escapes the
+    workspace"), or None. Lexical, as every path in sci.yaml is (SPEC §2): `..` may not climb
+    out; a symbolic link the workspace's owner made is theirs to make."""
+    import posixpath
+    import re
+
+    text = rel.strip()
+    if text.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", text) or text.startswith("~"):
+        return "is absolute"
+    norm = posixpath.normpath(text) if text else text
+    if norm == ".." or norm.startswith("../"):
+        return "escapes the workspace"
+    return None
+
+
 class Workspace:
     """A workspace: the folder with sci.yaml. (A plain class: a frozen dataclass costs ~0.4 ms
     to make, and every command makes one.)"""

@@ -36,6 +36,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import sys
 import time
 from functools import cache
@@ -117,6 +118,10 @@ def _file_digests(root: Path, files: list[str], stat_cache: StatCache) -> dict[s
     for rel in files:
         path = root / rel
         try:
+            st = os.stat(path)
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):  # /dev/zero would never end
+                raise UserError(f"env.files: {rel} is not a regular file or directory",
+                                hint="list lock files and other regular files under env.files")
             out[rel] = stat_cache.path_digest(path, rel)
         except FileNotFoundError:
             raise UserError(f"env.files: {rel} does not exist in the workspace {root}",

@@ -30,6 +30,9 @@ def run_build(targets, *, jobs: int | None = None, keep_going: bool = False, dry
 
     ws = find_workspace()
     if dry_run:
+        from sci.build.resources import check_request
+
+        check_request(ws, list(targets), list(overrides), executor)  # what the build would refuse
         rows = api.status(ws, list(targets), overrides=list(overrides))
         if as_json:
             say(canonical.dumps_text({"dry_run": True, "nodes": [r.to_json() for r in rows]}))
