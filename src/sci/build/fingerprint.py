@@ -45,6 +45,7 @@ from typing import Any
 
 from sci import canonical
 from sci.errors import UserError
+from sci.redact import SECRET_MARKERS, is_secret_name  # noqa: F401 - sci.redact decides what is secret
 from sci.store.hashing import RACY_WINDOW_NS, StatCache, digest_bytes
 
 # Bump when a component's meaning or encoding changes: the digest of every environment
@@ -54,8 +55,6 @@ FINGERPRINT_TAG = "sci.env"
 # Bump when the layout or content of the files under cache_dir/<CACHE_SUBDIR> changes.
 CACHE_SUBDIR = "fingerprint-v1"
 NOT_INSTALLED = "not-installed"
-# SPEC §7 names TOKEN, SECRET, PASSWORD and KEY; PASSWD is the same secret spelt the Unix way.
-SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY")
 VERSION_TIMEOUT_S = 20.0
 
 _MAPPING_COMPONENTS = ("files", "packages", "vars", "tools", "gpu")
@@ -74,11 +73,6 @@ def clear_memos() -> None:
     _tool_version_memo.clear()
     _installed_memo = None
 
-
-def is_secret_name(name: str) -> bool:
-    """Whether an environment variable's name looks like it holds a secret (case-insensitive)."""
-    upper = name.upper()
-    return any(marker in upper for marker in SECRET_MARKERS)
 
 
 def normalize_name(name: str) -> str:

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from sci.build import keys
-from sci.errors import GraphError, UserError
+from sci.errors import GraphError, StoreError, UserError
 from sci.plan.graph import Graph
 from sci.store.hashing import StatCache, tree_digest
 from sci.plan.nodes import GLOB_CHARS, Node
 from sci.store.cas import Store
 
-from sci.build.fingerprint import is_secret_name  # secrets never enter a key by value (SPEC §7)
+from sci.redact import is_secret_name  # secrets never enter a key by value (SPEC §7)
 
 
 def key_env_value(name: str) -> str | None:
@@ -47,7 +47,10 @@ class Resolver:
                 if entry is None:
                     raise KeyError(producer)  # upstream not finished: caller must wait
                 recs = entry["outputs"]
-            rec = next(r for r in recs.values() if r["path"] == out_path)
+            rec = next((r for r in recs.values() if r.get("path") == out_path), None)
+            if rec is None:  # a result whose outputs are not the ones its step declares
+                raise StoreError(f"{node.name}: the stored result of {producer} has no output at {out_path!r}",
+                                 hint="run `sci fsck --repair`, or `sci build --force " + producer + "`")
             if out_path == path:
                 return rec["digest"]
             if rec["type"] != "tree":

@@ -55,6 +55,38 @@ def key_of(comp: dict[str, Any]) -> str:
     return digest_bytes(canonical.dumps({"type": KEY_TAG, "components": comp}))
 
 
+def outputs_problem(action: Any) -> str | None:
+    """What is wrong with an action result's outputs, or None: they must be exactly the
+    outputs its key's definition declares (same names, same paths), each a well-formed record
+    at a relative workspace path outside sci's own directories. A result from elsewhere (a
+    bundle, a remote) whose outputs were edited would otherwise be served at a path nobody
+    declared — or crash the build that looks for the declared one."""
+    from sci.store.hashing import is_digest, path_problem
+    from sci.workspace import RESERVED
+
+    try:
+        declared = action["components"]["definition"]["outs"]
+        outputs = action["outputs"]
+    except (KeyError, TypeError):
+        return "it has no outputs or no definition"
+    if not isinstance(outputs, dict) or not isinstance(declared, dict):
+        return "its outputs are malformed"
+    if set(outputs) != set(declared):
+        extra = sorted(set(outputs) ^ set(declared))
+        return f"its outputs are not the ones its step declares ({', '.join(map(str, extra[:3]))})"
+    for name, rec in outputs.items():
+        if not (isinstance(rec, dict) and rec.get("type") in ("file", "tree") and is_digest(rec.get("digest"))
+                and type(rec.get("size")) is int and rec["size"] >= 0 and isinstance(rec.get("path"), str)):
+            return f"its output {name!r} is malformed"
+        path = rec["path"]
+        if path != declared[name]:
+            return f"its output {name!r} is at {path!r}, but its step declares {declared[name]!r}"
+        problem = path_problem(path)
+        if problem or path.split("/", 1)[0] in RESERVED or path.split("/", 1)[0] == ".git":
+            return f"its output {name!r} has an unsafe path {path!r}"
+    return None
+
+
 class Reason(namedtuple("Reason", "kind detail", defaults=("",))):
     """Why a node would run. `kind` is one of the REASONS below; `detail` names the change."""
 

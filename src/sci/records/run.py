@@ -20,7 +20,8 @@ from typing import Any
 
 import sci
 from sci import canonical
-from sci.build.fingerprint import is_secret_name
+from sci import redact
+from sci.redact import redact_argv  # noqa: F401 - records.redact_argv, as callers know it
 from sci.values import Value
 
 class NodeStatus(str, Enum):
@@ -192,15 +193,6 @@ def without_executor_options(argv: list[str]) -> list[str]:
     return out
 
 
-def redact_argv(argv: list[str]) -> list[str]:
-    """The command line with the values of secret-looking `--set`/env assignments hidden."""
-    out = []
-    for a in argv:
-        name = a.split("=", 1)[0].upper()
-        out.append(f"{a.split('=', 1)[0]}=<redacted>" if "=" in a and is_secret_name(name) else a)
-    return out
-
-
 class RunLog:
     """runs/<run_id>/logs.jsonl: one JSON object per line (time, level, node, event, data)."""
 
@@ -214,7 +206,8 @@ class RunLog:
     _encode = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False, sort_keys=True).encode
 
     def write(self, event: str, node: str | None = None, level: str = "info", **data: Any) -> None:
-        line = self._encode({"time": utc_now(), "level": level, "node": node, "event": event, "data": data})
+        line = redact.redact(self._encode({"time": utc_now(), "level": level, "node": node, "event": event,
+                                           "data": data}))
         with self._lock:
             self._fh.write(line + "\n")
 
@@ -229,7 +222,7 @@ def write_manifest(run_dir: Path, manifest: dict, plan_json: list[bytes] | None 
     path = run_dir / "manifest.json"
     tmp = path.with_suffix(".tmp")
     data = canonical.dumps(manifest) if plan_json is None else manifest_bytes(manifest, plan_json)
-    tmp.write_bytes(data + b"\n")
+    tmp.write_bytes(redact.redact_bytes(data) + b"\n")
     os.replace(tmp, path)
     return path
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import marshal
 import operator
 import os
+import re
 import stat as stat_mod
 import time
 from collections import namedtuple
@@ -75,10 +76,59 @@ def tree_digest(entries: list[TreeEntry]) -> str:
     return digest_bytes(canonical.dumps(tree_document(entries)))
 
 
+class UnsafeTree(ValueError):
+    """A tree listing sci could not have written: a path that is absolute, climbs out with
+    `..`, holds an empty or `.` component or a NUL, appears twice, or is both a file and a
+    directory. Materializing it would write outside the output's directory (a forged bundle
+    or remote): it is refused wherever a tree is read, and `sci fsck` names it."""
+
+
+# An empty, "." or ".." component (a leading "/" is an empty first one), or a NUL.
+_UNSAFE_PATH = re.compile(r"(?:^|/)\.{0,2}(?:/|$)|\x00")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def is_digest(value) -> bool:
+    """A BLAKE3 digest as sci writes it: 64 lowercase hex digits."""
+    return type(value) is str and _HEX64.match(value) is not None
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` is not a normalized relative POSIX path (what trees and records hold), or None."""
+    if type(path) is not str or not path or _UNSAFE_PATH.search(path):
+        return "not a relative path inside the workspace"
+    return None
+
+
 def entries_from_document(doc: dict) -> list[TreeEntry]:
-    if doc.get("type") != TREE_TAG:
+    """A tree listing's entries, each checked (UnsafeTree, a ValueError)."""
+    if not isinstance(doc, dict) or doc.get("type") != TREE_TAG or not isinstance(doc.get("entries"), list):
         raise ValueError("not a sci tree document")
-    return [TreeEntry(p, d, s, x) for p, d, s, x in doc["entries"]]
+    try:
+        out = [TreeEntry(p, d, s, x) for p, d, s, x in doc["entries"]]
+    except (TypeError, ValueError):
+        raise UnsafeTree("a tree entry is not [path, digest, size, executable]") from None
+    seen: set[str] = set()
+    dirs: set[str] = set()
+    for e in out:
+        p = e.path
+        if path_problem(p):
+            raise UnsafeTree(f"tree entry {p!r} is not a relative path inside the tree")
+        if not is_digest(e.digest) or type(e.size) is not int or e.size < 0 or type(e.executable) is not bool:
+            raise UnsafeTree(f"tree entry {p!r} is malformed")
+        if p in seen or p in dirs:
+            raise UnsafeTree(f"tree entry {p!r} is listed twice, or as both a file and a directory")
+        seen.add(p)
+        cut = p.rfind("/")
+        while cut > 0:
+            parent = p[:cut]
+            if parent in seen:
+                raise UnsafeTree(f"tree entry {p!r} lies under {parent!r}, which is a file")
+            if parent in dirs:
+                break
+            dirs.add(parent)
+            cut = p.rfind("/", 0, cut)
+    return out
 
 
 # The stat signature of a stat result: what sci compares to tell that a file may have changed
