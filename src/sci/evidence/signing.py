@@ -164,6 +164,8 @@ def load_public_key(value: Any, *, what: str = "public key"):
         return key
     key = _public_from_bytes(text.encode("utf-8", "replace"), what)
     if key is None:
+        if "/" in text or text.endswith((".pub", ".pem")):
+            raise UserError(f"the {what} file {text} does not exist", hint=_KEY_FORMS)
         raise UserError(f"{what} {text[:60]!r} is neither a key file nor a key", hint=_KEY_FORMS)
     return key
 
