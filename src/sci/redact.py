@@ -35,6 +35,24 @@ def is_secret_name(name: str) -> bool:
     return any(marker in upper for marker in SECRET_MARKERS)
 
 
+def env_value(name: str) -> str | None:
+    """A variable's value as it enters a key or the fingerprint: a secret-looking name only as
+    set (`"<set>"`) or not (None); any other as text — UserError (exit 2) naming the variable
+    when its bytes are not UTF-8, which no record could hold."""
+    value = os.environ.get(name)
+    if is_secret_name(name):
+        return "<set>" if value is not None else None
+    if value is not None and not value.isascii():
+        from sci.canonical import not_text
+
+        if not_text(value):
+            from sci.errors import UserError
+
+            raise UserError(f"environment variable {name} is not UTF-8 text",
+                            hint=f"set {name} to UTF-8 text, or leave it out of env")
+    return value
+
+
 def remember(value: str) -> None:
     """Mask `value` from now on in this process."""
     global _known

@@ -45,7 +45,7 @@ from typing import Any
 
 from sci import canonical
 from sci.errors import UserError
-from sci.redact import SECRET_MARKERS, is_secret_name  # noqa: F401 - sci.redact decides what is secret
+from sci.redact import SECRET_MARKERS, env_value, is_secret_name  # noqa: F401 - sci.redact decides what is secret
 from sci.store.hashing import RACY_WINDOW_NS, StatCache, digest_bytes
 
 # Bump when a component's meaning or encoding changes: the digest of every environment
@@ -310,7 +310,7 @@ def _packages(root: Path, file_digests: dict[str, str], cache_dir: Path | None) 
 def _vars(names: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in names:
-        value = os.environ.get(name)
+        value = env_value(name)
         out[name] = {"secret": True, "set": value is not None} if is_secret_name(name) else value
     return out
 

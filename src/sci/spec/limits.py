@@ -28,6 +28,8 @@ MAX_INT_DIGITS = 1000  # digits of one integer (Python's int() refuses more than
 MAX_PLAN_NODES = 200_000  # nodes a pipeline expands to (the sum of its steps' foreach products)
 
 _INT = re.compile(r"[-+]?(?:0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+|[0-9_]+)\Z")
+# A double-quoted escape that names a UTF-16 surrogate (\ud800, \U0000DFFF): not a character.
+_SURROGATE_ESCAPE = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SCALAR_TAGS = ("int", "float", "bool", "null", "str", "binary", "timestamp")
 
 
@@ -74,6 +76,13 @@ def long_int(text: str) -> bool:
     return len(text) > MAX_INT_DIGITS and _INT.match(text) is not None
 
 
+def surrogate_escape(text: str) -> bool:
+    """Whether `text` may escape a surrogate (the fast readers then leave it to the full one,
+    whose `check_events` names the place). A `\\\\ud800` (an escaped backslash) also answers
+    yes: that only costs the slower reader."""
+    return ("\\u" in text or "\\U" in text) and _SURROGATE_ESCAPE.search(text) is not None
+
+
 def _events(text: str, pure: bool):
     if not pure:
         import _ruamel_yaml
@@ -92,9 +101,10 @@ def _events(text: str, pure: bool):
 def check_events(text: str, file: str) -> None:
     """Raise SpecError at the first place where `text` passes a limit: nesting deeper than
     MAX_DEPTH, more than MAX_NODES nodes with aliases expanded, an alias inside the node it
-    names (a recursive structure), an integer of more than MAX_INT_DIGITS digits, or an
-    explicitly tagged scalar its tag cannot read (`!!int abc`). A YAML syntax error is left to
-    the loader, which words it; so is an unknown anchor."""
+    names (a recursive structure), an integer of more than MAX_INT_DIGITS digits, an
+    explicitly tagged scalar its tag cannot read (`!!int abc`), or a string holding a UTF-16
+    surrogate (`"\\ud800"`: not a character, and no record could hold it). A YAML syntax
+    error is left to the loader, which words it; so is an unknown anchor."""
     from ruamel.yaml.error import YAMLError
 
     try:
@@ -182,6 +192,11 @@ def _walk(events, file: str) -> None:
 
 
 def _check_scalar(ev, fail) -> None:
+    from sci.canonical import not_text
+
+    if not_text(ev.value):
+        raise fail(ev, "a string holds a UTF-16 surrogate (\\ud800-\\udfff), which is not a character",
+                   "write the character itself, or escape a code point above \\uffff as \\U0001f600")
     plain = not ev.style and ev.implicit[0]
     if plain:
         if long_int(ev.value):

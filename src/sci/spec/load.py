@@ -223,7 +223,7 @@ def load_yaml_text(text: str, file: str, simple: bool = True) -> tuple[Any, Posi
             return simple_yaml.load(text), Positions(file, text)  # no ruamel import at all
         except NotSimple:
             pass
-    if _has_c_parser():
+    if _has_c_parser() and not limits.surrogate_escape(text):
         try:
             return _fast_load(text), Positions(file, text)
         except Exception:  # noqa: BLE001 - not simple, or not valid: the full loader decides and explains

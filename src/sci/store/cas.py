@@ -30,7 +30,8 @@ from sci import canonical, unique
 from sci.store.packs import (INDEX_SUFFIX, PackIndex, PackWriter, claim, index_problem, read_pack,
                               read_record)
 from sci.errors import StoreError
-from sci.store.hashing import TreeEntry, UnsafeTree, digest_bytes, digest_file, entries_from_document, tree_document
+from sci.store.hashing import (TreeEntry, UnsafeTree, check_names, digest_bytes, digest_file, entries_from_document,
+                               tree_document)
 
 # Bump when the layout changes; a store with another FORMAT is refused, never misread.
 STORE_FORMAT = "sci-store 1"
@@ -341,6 +342,7 @@ class Store:
         entries: list[TreeEntry] = []
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames.sort()
+            check_names(dirnames + filenames, f"{os.path.relpath(dirpath, os.path.dirname(path))}/")
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
                 fst = os.stat(full)

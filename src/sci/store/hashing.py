@@ -20,6 +20,7 @@ from pathlib import Path
 from blake3 import blake3
 
 from sci import canonical
+from sci.errors import UserError
 from sci.store import journal
 
 # Files at least this large are hashed by mmap with BLAKE3's own threads; smaller ones are
@@ -74,6 +75,23 @@ def tree_document(entries: list[TreeEntry]) -> dict:
 
 def tree_digest(entries: list[TreeEntry]) -> str:
     return digest_bytes(canonical.dumps(tree_document(entries)))
+
+
+class NameNotText(UserError):
+    """A file whose name is not UTF-8 (Python holds its bytes as surrogates): no tree, key or
+    record can hold it. A dep or code file so named is a request sci cannot take (exit 2); a
+    step that writes one fails, naming it."""
+
+    def __init__(self, path: str):
+        super().__init__(f"{canonical.shown(path)}: the file name is not UTF-8 text",
+                         hint="rename it: sci records every path as UTF-8")
+
+
+def check_names(paths, where: str = "") -> None:
+    """NameNotText for the first of `paths` (found by a glob or a walk) that is not UTF-8."""
+    for p in paths:
+        if not p.isascii() and canonical.not_text(p):
+            raise NameNotText(f"{where}{p}")
 
 
 class UnsafeTree(ValueError):
@@ -239,6 +257,8 @@ class StatCache:
             with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
                 for entry in it:
                     rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                    if not entry.name.isascii() and canonical.not_text(entry.name):
+                        raise NameNotText(prefix + rel)
                     st = entry.stat()
                     mode = st.st_mode
                     if stat_mod.S_ISREG(mode):
