@@ -302,3 +302,55 @@ def test_fsck_names_an_escaping_tree_and_build_never_follows_it(real, place):
     assert list(place.sentinel.iterdir()) == []
     Sci(ws)("fsck", "--repair", check=False)
     Sci(ws)("fsck")
+
+
+# -- a forged result already in a store (a shared store another user can write) -----------------
+def _store_forgery(real, place, change) -> Path:
+    """A copy of the built workspace whose store holds `change(action)` as upper's result."""
+    ws = place.tmp / "ws"
+    shutil.copytree(real.ws, ws, ignore=shutil.ignore_patterns(".sci"))
+    store = Store(ws / "cas")
+    state = json.loads(Sci(ws)("status", "--json").stdout)
+    key = next(n["key"] for n in state["nodes"] if n["node"] == "upper")
+    act = store.get_action(key)
+    change(act, place)
+    for pack in (ws / "cas" / "actions" / "packs").glob("*"):
+        pack.unlink()  # the other results go too: their nodes run again
+    if store.action_path(key).exists():
+        os.chmod(store.action_path(key), 0o644)
+        store.action_path(key).unlink()
+    store.put_action(key, act)
+    shutil.rmtree(ws / "results")
+    return ws
+
+
+def _moved(path_of):
+    def change(act, place):
+        act["outputs"] = {n: dict(rec, path=path_of(place)) for n, rec in act["outputs"].items()}
+    return change
+
+
+STORE_FORGERIES = {
+    "output moved inside": (_moved(lambda p: "elsewhere.txt"), "is at 'elsewhere.txt'"),
+    "output moved out": (_moved(lambda p: os.path.relpath(p.sentinel / "pwned", p.tmp / "ws")), "but its step declares"),
+    "output absolute": (_moved(lambda p: str(p.sentinel / "pwned")), "but its step declares"),
+    "output renamed": (lambda act, p: act.update(outputs={"other": next(iter(act["outputs"].values()))}),
+                       "not the ones its step declares"),
+    "output malformed": (lambda act, p: act.update(outputs={n: "x" for n in act["outputs"]}), "is malformed"),
+}
+
+
+@pytest.mark.parametrize("name", list(STORE_FORGERIES))
+def test_a_result_edited_in_the_store_is_never_served(real, place, name):
+    """Issue 15 item 5: a moved output made build and status crash (StopIteration, exit 3), and a
+    moved path was written where the result said. The decision now refuses such a result: the
+    node runs again, nothing is written where it pointed."""
+    change, said = STORE_FORGERIES[name]
+    ws = _store_forgery(real, place, change)
+    proc = Sci(ws)("status", check=0)
+    assert "upper: stored result unusable" in proc.stdout and said in proc.stdout, proc.stdout
+    built = Sci(ws).build("dossier")
+    assert "upper" in built["executed"] and no_traceback(built["stderr"])
+    assert (ws / "results" / "upper.txt").read_text() == "HELLO, REVIEWER\n"
+    assert not (ws / "elsewhere.txt").exists() and list(place.sentinel.iterdir()) == []
+    assert Sci(ws).build("dossier")["executed"] == []  # the rebuilt result replaced the forged one
