@@ -131,6 +131,8 @@ NAMED = [
      f"the pipeline expands to 9000000 nodes, over sci's limit of {limits.MAX_PLAN_NODES}", 7),
     ("hardware-yaml-bomb", {"sci.yaml": "version: 1\n" + STEP, "config/hardware.yaml": _alias_bomb(9).replace("\n  ", "\n").lstrip()},
      ["build"], "expands to more than 1000000 nodes", 6),
+    ("sci-yaml-is-a-fifo", {"sci.yaml": FIFO}, ["build"], "sci.yaml is not a regular file", None),
+    ("sci-yaml-links-to-dev-zero", {"sci.yaml": link("/dev/zero")}, ["status"], "sci.yaml is not a regular file", None),
     ("sci-yaml-over-size-limit", {"sci.yaml": "version: 1\n" + STEP + "#" * (limits.MAX_FILE_BYTES + 10) + "\n"},
      ["status"], "over sci's limit", None),
     # "Also": a dry run refuses what the build refuses

@@ -185,8 +185,12 @@ def find_workspace(start: Path | None = None) -> Workspace:
     """The nearest directory at or above `start` holding sci.yaml."""
     here = (start or Path.cwd()).resolve()
     for d in (here, *here.parents):
-        if (d / PIPELINE_FILE).is_file():
+        candidate = d / PIPELINE_FILE
+        if candidate.is_file():
             return Workspace(d)
+        if os.path.lexists(candidate):  # a FIFO, a device, a directory, a broken link: never read
+            raise UserError(f"{candidate} is not a regular file",
+                            hint=f"{PIPELINE_FILE} must be a YAML file (see docs/format.md)")
     raise UserError(f"no {PIPELINE_FILE} in {here} or any parent directory",
                     hint=f"run sci inside a workspace, or create {PIPELINE_FILE} (see docs/format.md)")
 
