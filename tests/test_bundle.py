@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from sci import canonical
 from sci.evidence import bundle
-from sci.evidence.bundle import MANIFEST, Limits, export_bundle, import_bundle
+from sci.evidence.bundle import MANIFEST, Limits, export_bundle
 from sci.errors import UserError, WorkFailed
 from sci.store.hashing import digest_bytes
 from sci.workspace import Workspace
@@ -63,6 +63,12 @@ def sealed(investigation, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "dossier.zip"
     export_bundle(Workspace(investigation), "dossier", out)
     return out
+
+
+def import_bundle(*args, **kw) -> dict:
+    """These tests are about everything but who signed a bundle (test_bundle_forgery.py and
+    test_signing.py are about that): they import with --unsigned."""
+    return bundle.import_bundle(*args, **{"unsigned": True, **kw})
 
 
 def entries(path: Path) -> list[tuple[zipfile.ZipInfo, bytes]]:
@@ -399,7 +405,7 @@ def test_cli_export_then_import_builds_nothing(investigation, tmp_path):
     out = tmp_path / "cli.zip"
     Sci(investigation)("export", "dossier", "-o", str(out))
     assert bundle.check_bundle(out)["target"] == "dossier"
-    Sci(tmp_path)("import", str(out), str(tmp_path / "ws"))
+    Sci(tmp_path)("import", "--unsigned", str(out), str(tmp_path / "ws"))
     assert Sci(tmp_path / "ws").build("dossier")["executed"] == []
 
 
@@ -409,10 +415,10 @@ def test_cli_exit_codes_name_the_member(sealed, tmp_path):
     name = "workspace/rules/fit.py"
     data = {i.filename: d for i, d in entries(sealed)}[name]
     tampered = rezip(sealed, tmp_path / "bad.zip", replace={name: data + b"\n# tampered\n"})
-    proc = Sci(tmp_path)("import", str(tampered), str(tmp_path / "ws1"), check=1)
+    proc = Sci(tmp_path)("import", "--unsigned", str(tampered), str(tmp_path / "ws1"), check=1)
     assert "rules/fit.py" in proc.stderr and no_traceback(proc.stderr)
     evil = rezip(sealed, tmp_path / "evil.zip", add=[("workspace/../../evil.txt", b"x")], fix_manifest=True)
-    proc = Sci(tmp_path)("import", str(evil), str(tmp_path / "ws2"), check=2)
+    proc = Sci(tmp_path)("import", "--unsigned", str(evil), str(tmp_path / "ws2"), check=2)
     assert "zip-slip" in proc.stderr and no_traceback(proc.stderr)
 
 

@@ -47,9 +47,11 @@ def add_action(store: Store, name: str, files: dict[str, bytes] | None = None,
     for out, members in (trees or {}).items():
         entries = [TreeEntry(rel, store.put_bytes(data), len(data), False)
                    for rel, data in sorted(members.items())]
-        outputs[out] = {"path": f"out/{out}/", "type": "tree", "digest": store.put_tree(entries),
+        outputs[out] = {"path": f"out/{out}", "type": "tree", "digest": store.put_tree(entries),
                         "size": sum(e.size for e in entries)}
+    # (the outputs a result records are those its definition declares: transfer checks that)
     store.put_action(key, {"format": 1, "type": "sci.step_result", "key": key, "node": name,
+                           "components": {"definition": {"outs": {o: r["path"] for o, r in outputs.items()}}},
                            "outputs": outputs, "stdout": store.put_bytes(f"out {name}\n".encode()),
                            "stderr": store.put_bytes(f"err {name}\n".encode())})
     return key
@@ -181,9 +183,15 @@ def test_unsafe_tree_is_refused(tmp_path):
     blob = store.put_bytes(b"evil")
     tree = store.put_tree([TreeEntry("../../escape", blob, 4, False)])
     key = key_of("evil")
-    store.put_action(key, {"key": key, "outputs": {"o": {"type": "tree", "digest": tree, "size": 4}}})
+    store.put_action(key, {"key": key, "components": {"definition": {"outs": {"o": "o"}}},
+                           "outputs": {"o": {"path": "o", "type": "tree", "digest": tree, "size": 4}}})
     site = directory_site(tmp_path / "remote")
-    push(store, site.open(), [key])
+    with pytest.raises(TransferFailed, match=r"\.\./\.\./escape"):  # never sent from a store either
+        push(store, site.open(), [key])
+    # a hostile remote holds it anyway
+    site.write(object_path(ObjectKind.BLOB, blob), b"evil")
+    site.write(object_path(ObjectKind.TREE, tree), store.tree_path(tree).read_bytes())
+    site.write(object_path(ObjectKind.ACTION, key), store.action_bytes(key))
     with pytest.raises(TransferFailed, match="unsafe or malformed entry"):
         pull(Store(tmp_path / "fresh"), site.open(), [key])
 
@@ -352,3 +360,20 @@ def test_round_trip_property(tmp_path_factory, files, members):
     fresh = Store(base / "dst")
     pull(fresh, site.open(), [key])
     assert objects(fresh) == objects(store)
+
+
+@pytest.mark.parametrize("path", ["../../escape.csv", "elsewhere.csv", ".sci/state"])
+def test_a_remote_result_whose_output_path_was_changed_is_refused(tmp_path, path):
+    """The outputs a result records must be the ones its key's definition declares: else a
+    remote could make the next build write anywhere (or crash looking for the declared one)."""
+    store = Store(tmp_path / "src")
+    key = add_action(store, "fit", files={"table": b"a,b\n"})
+    site = directory_site(tmp_path / "remote")
+    push(store, site.open(), [key])
+    doc = canonical.loads(store.action_bytes(key))
+    doc["outputs"]["table"]["path"] = path
+    site.write(object_path(ObjectKind.ACTION, key), canonical.dumps(doc))
+    fresh = Store(tmp_path / "fresh")
+    with pytest.raises(TransferFailed, match="output 'table'"):
+        pull(fresh, site.open(), [key])
+    assert fresh.get_action(key) is None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from typing import Any
 
 _ENCODER = json.JSONEncoder(
@@ -31,6 +33,27 @@ def dumps(value: Any) -> bytes:
         return _ENCODER.encode(value).encode("utf-8")
     except ValueError as exc:  # NaN / infinity
         raise ValueError(f"canonical JSON cannot hold {exc}") from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def not_text(s: str) -> bool:
+    """Whether `s` holds a lone UTF-16 surrogate: what Python makes of bytes that are not UTF-8
+    (a file name, an argument, an environment value) or of a YAML `\\ud800` escape. No record
+    can hold one (canonical JSON is UTF-8), so sci refuses it where it comes in, naming it."""
+    return not s.isascii() and _SURROGATE.search(s) is not None
+
+
+def shown(s: str) -> str:
+    """`s` for a message, its undecodable bytes escaped (b'\\xff.csv' shows as '\\xff.csv', a
+    surrogate from an escape as '\\ud800')."""
+    if not not_text(s):
+        return s
+    try:
+        return os.fsencode(s).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def dumps_text(value: Any) -> str:

@@ -59,6 +59,22 @@ def store_setting(yaml_bytes: bytes):
 _OWNED: dict = {}  # (root, SCI_CAS, sci.yaml's stat signature) -> Workspace.owned()
 
 
+def escape_problem(rel: str) -> str | None:
+    """Why a path a user wrote does not stay inside the workspace ("is absolute", "escapes the
+    workspace"), or None. Lexical, as every path in sci.yaml is (SPEC §2): `..` may not climb
+    out; a symbolic link the workspace's owner made is theirs to make."""
+    import posixpath
+    import re
+
+    text = rel.strip()
+    if text.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", text) or text.startswith("~"):
+        return "is absolute"
+    norm = posixpath.normpath(text) if text else text
+    if norm == ".." or norm.startswith("../"):
+        return "escapes the workspace"
+    return None
+
+
 class Workspace:
     """A workspace: the folder with sci.yaml. (A plain class: a frozen dataclass costs ~0.4 ms
     to make, and every command makes one.)
@@ -188,8 +204,12 @@ def find_workspace(start: Path | None = None) -> Workspace:
     """The nearest directory at or above `start` holding sci.yaml."""
     here = (start or Path.cwd()).resolve()
     for d in (here, *here.parents):
-        if (d / PIPELINE_FILE).is_file():
+        candidate = d / PIPELINE_FILE
+        if candidate.is_file():
             return Workspace(d)
+        if os.path.lexists(candidate):  # a FIFO, a device, a directory, a broken link: never read
+            raise UserError(f"{candidate} is not a regular file",
+                            hint=f"{PIPELINE_FILE} must be a YAML file (see docs/format.md)")
     raise UserError(f"no {PIPELINE_FILE} in {here} or any parent directory",
                     hint=f"run sci inside a workspace, or create {PIPELINE_FILE} (see docs/format.md)")
 

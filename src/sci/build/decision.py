@@ -28,6 +28,7 @@ import os
 from enum import Enum
 from typing import Any
 
+from sci.build.keys import outputs_problem
 from sci.store.cas import OutputRecord, Store
 from sci.store.hashing import StatCache
 from sci.values import Value
@@ -77,6 +78,9 @@ def decide(name: str, key: str, *, root: str, store: Store, stat_cache: StatCach
     action = store.get_action(key)
     if action is None or action.get("key") != key:
         return Decision(name, Verdict.RUN, key, reasons=explain() if explain is not None else [])
+    problem = outputs_problem(action)
+    if problem is not None:  # written into a shared store by hand or by a forger: never served
+        return Decision(name, Verdict.RUN, key, reasons=[f"stored result unusable: {problem} (it runs again)"])
     outputs = action["outputs"]
     restore, lost, gone = [], [], []
     for rec in outputs.values():

@@ -36,6 +36,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import sys
 import time
 from functools import cache
@@ -44,6 +45,7 @@ from typing import Any
 
 from sci import canonical
 from sci.errors import UserError
+from sci.redact import SECRET_MARKERS, env_value, is_secret_name  # noqa: F401 - sci.redact decides what is secret
 from sci.store.hashing import RACY_WINDOW_NS, StatCache, digest_bytes
 
 # Bump when a component's meaning or encoding changes: the digest of every environment
@@ -53,8 +55,6 @@ FINGERPRINT_TAG = "sci.env"
 # Bump when the layout or content of the files under cache_dir/<CACHE_SUBDIR> changes.
 CACHE_SUBDIR = "fingerprint-v1"
 NOT_INSTALLED = "not-installed"
-# SPEC §7 names TOKEN, SECRET, PASSWORD and KEY; PASSWD is the same secret spelt the Unix way.
-SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY")
 VERSION_TIMEOUT_S = 20.0
 
 _MAPPING_COMPONENTS = ("files", "packages", "vars", "tools", "gpu")
@@ -73,11 +73,6 @@ def clear_memos() -> None:
     _tool_version_memo.clear()
     _installed_memo = None
 
-
-def is_secret_name(name: str) -> bool:
-    """Whether an environment variable's name looks like it holds a secret (case-insensitive)."""
-    upper = name.upper()
-    return any(marker in upper for marker in SECRET_MARKERS)
 
 
 def normalize_name(name: str) -> str:
@@ -117,6 +112,10 @@ def _file_digests(root: Path, files: list[str], stat_cache: StatCache) -> dict[s
     for rel in files:
         path = root / rel
         try:
+            st = os.stat(path)
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):  # /dev/zero would never end
+                raise UserError(f"env.files: {rel} is not a regular file or directory",
+                                hint="list lock files and other regular files under env.files")
             out[rel] = stat_cache.path_digest(path, rel)
         except FileNotFoundError:
             raise UserError(f"env.files: {rel} does not exist in the workspace {root}",
@@ -311,7 +310,7 @@ def _packages(root: Path, file_digests: dict[str, str], cache_dir: Path | None) 
 def _vars(names: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in names:
-        value = os.environ.get(name)
+        value = env_value(name)
         out[name] = {"secret": True, "set": value is not None} if is_secret_name(name) else value
     return out
 

@@ -10,19 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from sci.build import keys
-from sci.errors import GraphError, UserError
+from sci.errors import GraphError, StoreError, UserError
 from sci.plan.graph import Graph
-from sci.store.hashing import StatCache, tree_digest
+from sci.store.hashing import StatCache, check_names, tree_digest
 from sci.plan.nodes import GLOB_CHARS, Node
 from sci.store.cas import Store
 
-from sci.build.fingerprint import is_secret_name  # secrets never enter a key by value (SPEC §7)
+from sci.redact import env_value  # secrets never enter a key by value (SPEC §7)
 
 
 def key_env_value(name: str) -> str | None:
     """An `env` variable's value as it enters a key: a secret-looking name only as set or not."""
-    value = os.environ.get(name)
-    return ("<set>" if value is not None else None) if is_secret_name(name) else value
+    return env_value(name)
 
 
 class Resolver:
@@ -47,7 +46,10 @@ class Resolver:
                 if entry is None:
                     raise KeyError(producer)  # upstream not finished: caller must wait
                 recs = entry["outputs"]
-            rec = next(r for r in recs.values() if r["path"] == out_path)
+            rec = next((r for r in recs.values() if r.get("path") == out_path), None)
+            if rec is None:  # a result whose outputs are not the ones its step declares
+                raise StoreError(f"{node.name}: the stored result of {producer} has no output at {out_path!r}",
+                                 hint="run `sci fsck --repair`, or `sci build --force " + producer + "`")
             if out_path == path:
                 return rec["digest"]
             if rec["type"] != "tree":
@@ -77,15 +79,19 @@ class Resolver:
         files: set[str] = set()
         for pattern in node.code:
             if GLOB_CHARS.search(pattern):
-                files.update(m for m in glob_mod.glob(pattern, root_dir=self.root, recursive=True)
-                             if (self.root / m).is_file())
+                found = [m for m in glob_mod.glob(pattern, root_dir=self.root, recursive=True) if (self.root / m).is_file()]
+                check_names(found)
+                files.update(found)
                 continue
             full = self.root / pattern
             if full.is_dir():
                 for dirpath, dirnames, filenames in os.walk(full):
                     dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
                     rel_dir = Path(dirpath).relative_to(self.root).as_posix()
-                    files.update(f"{rel_dir}/{f}" for f in filenames if not f.endswith(".pyc"))
+                    check_names(dirnames, f"{rel_dir}/")
+                    found = [f"{rel_dir}/{f}" for f in filenames if not f.endswith(".pyc")]
+                    check_names(found)
+                    files.update(found)
             elif full.is_file():
                 files.add(pattern)
             else:

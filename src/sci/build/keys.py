@@ -13,8 +13,9 @@ from collections import namedtuple
 from typing import Any
 
 from sci import KEY_FORMAT, canonical
-from sci.store.hashing import digest_bytes
+from sci.store.hashing import digest_bytes, is_digest, path_problem
 from sci.plan.nodes import Node
+from sci.workspace import RESERVED
 
 KEY_TAG = "sci.key"
 
@@ -60,6 +61,39 @@ def components(node: Node, definition_doc: dict, deps: dict[str, str], code: dic
 
 def key_of(comp: dict[str, Any]) -> str:
     return digest_bytes(canonical.dumps({"type": KEY_TAG, "components": comp}))
+
+
+_KINDS = ("file", "tree")
+_NEVER_OUTPUTS = frozenset((*RESERVED, ".git"))
+
+
+def outputs_problem(action: Any) -> str | None:
+    """What is wrong with an action result's outputs, or None: they must be exactly the
+    outputs its key's definition declares (same names, same paths), each a well-formed record
+    at a relative workspace path outside sci's own directories. A result from elsewhere (a
+    bundle, a remote) whose outputs were edited would otherwise be served at a path nobody
+    declared — or crash the build that looks for the declared one. (Checked at every cache
+    hit, as the result is read: a few µs an output.)"""
+    try:
+        declared = action["components"]["definition"]["outs"]
+        outputs = action["outputs"]
+    except (KeyError, TypeError):
+        return "it has no outputs or no definition"
+    if type(outputs) is not dict or type(declared) is not dict:
+        return "its outputs are malformed"
+    if outputs.keys() != declared.keys():
+        extra = sorted(set(outputs) ^ set(declared))
+        return f"its outputs are not the ones its step declares ({', '.join(map(str, extra[:3]))})"
+    for name, rec in outputs.items():
+        if not (type(rec) is dict and rec.get("type") in _KINDS and is_digest(rec.get("digest"))
+                and type(rec.get("size")) is int and rec["size"] >= 0 and type(rec.get("path")) is str):
+            return f"its output {name!r} is malformed"
+        path = rec["path"]
+        if path != declared[name]:
+            return f"its output {name!r} is at {path!r}, but its step declares {declared[name]!r}"
+        if path_problem(path) or path.split("/", 1)[0] in _NEVER_OUTPUTS:
+            return f"its output {name!r} has an unsafe path {path!r}"
+    return None
 
 
 class Reason(namedtuple("Reason", "kind detail", defaults=("",))):

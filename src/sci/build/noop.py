@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sci import canonical
+from sci.errors import UserError
 from sci.store import journal
 from sci.store.hashing import stat_signature
 from sci.values import NameIndex, Value
@@ -185,7 +186,10 @@ def _files_unchanged(doc: dict, root: Path) -> bool:
     for path, sig in doc["actions"].items():  # action results, and the store's shards of output objects
         if _sig(path) != sig:
             return False
-    return _env_values(doc["env_values"]) == doc["env_values"]
+    try:
+        return _env_values(doc["env_values"]) == doc["env_values"]
+    except UserError:  # a value that is not text: the full path fails the node that reads it, naming it
+        return False
 
 
 def _env_values(recorded: dict[str, str]) -> dict[str, str]:

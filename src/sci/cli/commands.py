@@ -428,15 +428,20 @@ def export(target, fmt, out, as_json) -> None:
 @click.argument("bundle", type=click.Path(dir_okay=False))
 @click.argument("directory", required=False, type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite differing files in DIRECTORY.")
-@click.option("--public-key", metavar="KEY", help="Require a valid signature by this Ed25519 public key.")
+@click.option("--trust", "trust", multiple=True, metavar="KEYFILE",
+              help="Admit bundles signed by this Ed25519 public key (repeatable; also SCI_TRUSTED_KEYS).")
+@click.option("--public-key", "public_key", metavar="KEYFILE", help="Same as --trust (one key).")
+@click.option("--unsigned", is_flag=True, help="Import even without a trusted signature (you give up knowing who made it).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary on stdout.")
-def import_(bundle, directory, force, public_key, as_json) -> None:
-    """Verify every digest of BUNDLE, then unpack it into DIRECTORY (default: here) and its store."""
+def import_(bundle, directory, force, trust, public_key, unsigned, as_json) -> None:
+    """Verify BUNDLE (a trusted signature, every digest, every object), then unpack it into
+    DIRECTORY (default: here) and its store."""
     from pathlib import Path
 
     from sci.evidence.bundle import import_bundle
 
-    info = import_bundle(Path(directory or "."), Path(bundle), force=force, public_key=public_key)
+    info = import_bundle(Path(directory or "."), Path(bundle), force=force, trust=trust, unsigned=unsigned,
+                         public_key=public_key)
     if as_json:
         _print_json(info)
     click.echo(f"sci: imported {bundle} into {directory or '.'}; check it with `sci repro-check {info.get('target', 'TARGET')}`",
@@ -469,7 +474,7 @@ def sign(path, key, out, generate, force) -> None:
 
 @cli.command()
 @click.argument("path", type=click.Path())
-@click.option("--public-key", metavar="KEY", help="Trust only signatures by this key (PEM file).")
+@click.option("--public-key", metavar="KEY", help="Trust only signatures by this key (a PEM file, or base64 of the raw key).")
 @click.option("--signature", metavar="SIG", type=click.Path(dir_okay=False), help="The signature file, if not beside PATH.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 def verify(path, public_key, signature, as_json) -> None:

@@ -40,9 +40,11 @@ class PlainReporter:
             self.done += 1
             _err(f"  executed  {node} ({data.get('duration_s', 0):.2f}s)")
         elif event == "node_failed":
+            from sci.redact import redact  # a tail made on another machine (Ray) is masked here too
+
             self.done += 1
-            _err(f"  FAILED    {node}: {data.get('error')}")
-            tail = data.get("stderr_tail")
+            _err(f"  FAILED    {node}: {redact(str(data.get('error')))}")
+            tail = redact(data.get("stderr_tail") or "")
             if tail:
                 for line in tail.splitlines():
                     _err(f"    | {line}")
@@ -50,7 +52,9 @@ class PlainReporter:
             self.done += 1
             _err(f"  skipped   {node} (upstream {data.get('because')} failed)")
         elif event == "warning":
-            _err(f"sci: warning: {data.get('message')}")
+            from sci.redact import redact
+
+            _err(f"sci: warning: {redact(str(data.get('message')))}")
 
     def close(self) -> None:
         pass

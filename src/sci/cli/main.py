@@ -66,6 +66,8 @@ def main() -> None:
     if argv in (["--version"], ["-V"]):
         say(f"sci {sci.__version__}")
         return
+    if not all(a.isascii() for a in argv):
+        _refuse_undecodable(argv)
     args = plain_build(argv)
     if args is None:
         from sci.cli.commands import main as full
@@ -80,6 +82,19 @@ def main() -> None:
             _leave(exc.code)
         raise
     _leave(0)
+
+
+def _refuse_undecodable(argv: list[str]) -> None:
+    """Exit 2 at an argument that is not UTF-8 (Python holds its bytes as surrogates): no
+    record, key or message could hold it. It is named by position, never shown: it may be a
+    `--set` secret."""
+    from sci.canonical import not_text
+
+    for i, arg in enumerate(argv, 1):
+        if not_text(arg):
+            sys.stderr.write(f"sci: error: argument {i} is not UTF-8 text (hint: pass targets, paths and --set "
+                             "values as UTF-8)\n")
+            _leave(2)
 
 
 def _leave(code: int) -> None:

@@ -28,8 +28,14 @@ def run_build(targets, *, jobs: int | None = None, keep_going: bool = False, dry
     from sci.cli import console
     from sci.workspace import find_workspace
 
+    from sci.redact import remember_overrides
+
+    remember_overrides(overrides)  # `--set db.password=…`: masked in every tail and record
     ws = find_workspace()
     if dry_run:
+        from sci.build.resources import check_request
+
+        check_request(ws, list(targets), list(overrides), executor)  # what the build would refuse
         rows = api.status(ws, list(targets), overrides=list(overrides))
         if as_json:
             say(canonical.dumps_text({"dry_run": True, "nodes": [r.to_json() for r in rows]}))
@@ -60,6 +66,13 @@ def run_build(targets, *, jobs: int | None = None, keep_going: bool = False, dry
     warn(console.summary(report.counts(), time.perf_counter() - t0))
 
 
+def _masked(line: str) -> str:
+    """An error line with every known secret value masked (SPEC §7: a key is never echoed)."""
+    from sci.redact import redact
+
+    return redact(line)
+
+
 def guarded(call: Callable[[], None]) -> None:
     """Run `call`, turning every failure into one line and its exit code."""
     from sci.errors import SciError
@@ -67,7 +80,7 @@ def guarded(call: Callable[[], None]) -> None:
     try:
         call()
     except SciError as exc:
-        warn(f"sci: error: {exc.one_line()}")
+        warn(f"sci: error: {_masked(exc.one_line())}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         warn("sci: interrupted")
@@ -77,6 +90,6 @@ def guarded(call: Callable[[], None]) -> None:
     except Exception as exc:  # noqa: BLE001 - a bug in sci: one line, traceback on request
         if os.environ.get("SCI_DEBUG"):
             raise
-        warn(f"sci: internal error: {type(exc).__name__}: {exc} (set SCI_DEBUG=1 for a traceback, "
+        warn(f"sci: internal error: {type(exc).__name__}: {_masked(str(exc))} (set SCI_DEBUG=1 for a traceback, "
              "and please report it)")
         sys.exit(3)

@@ -20,6 +20,7 @@ from typing import Any
 
 from sci import canonical
 from sci.errors import UserError, WorkFailed
+from sci.evidence import archive
 from sci.store.hashing import digest_bytes, digest_file
 
 # Bump when the payload or the SIGNATURE.json fields change; verify refuses other formats.
@@ -30,7 +31,9 @@ ALGORITHM = "ed25519"
 SUFFIX = ".SIGNATURE.json"
 INNER_NAME = "SIGNATURE.json"  # accepted inside a dossier directory that was copied elsewhere
 KEY_ENV = "SCI_SIGNING_KEY"
+TRUST_ENV = "SCI_TRUSTED_KEYS"  # ':'-separated key files (or keys) whose bundles `sci import` admits
 _PEM = "-----BEGIN"
+_MAX_KEY_FILE = 64 * 1024  # a key file is a few hundred bytes; never read a large or endless one
 
 
 def _crypto():
@@ -87,7 +90,8 @@ def generate_key(path: Path, *, force: bool = False) -> dict:
 
 def load_private_key(key: Any = None):
     """An Ed25519 private key from a key object, a path, PEM text, or (when `key` is None)
-    SCI_SIGNING_KEY holding a path or PEM text."""
+    SCI_SIGNING_KEY holding a path or PEM text. A key's text is never part of an error: from
+    the environment, not even the path is shown (it is a secret's value, SPEC §7)."""
     serialization, ed25519 = _crypto()
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key
@@ -97,60 +101,117 @@ def load_private_key(key: Any = None):
         where = KEY_ENV
         if not key:
             raise UserError("no signing key given", hint=f"pass --key PATH or set {KEY_ENV} to a key path or PEM text")
-    if isinstance(key, str) and key.lstrip().startswith(_PEM):
+    if isinstance(key, (bytes, bytearray)):
+        pem = bytes(key)
+    elif isinstance(key, str) and key.lstrip().startswith(_PEM):
         pem = key.encode()
     else:
-        try:
-            pem = Path(key).read_bytes()
-        except OSError as exc:
-            raise UserError(f"cannot read {where} {key}: {exc.strerror}",
-                            hint="create one with `sci sign --generate-key PATH`") from None
-        where = str(key)
+        shown = f"the key file named by {KEY_ENV}" if where == KEY_ENV else f"the key file {os.fspath(key)}"
+        pem = _read_key_file(key, shown)
+        where = shown if where == KEY_ENV else os.fspath(key)
     try:
         private = serialization.load_pem_private_key(pem, password=None)
     except TypeError:
         raise UserError(f"{where} is encrypted; sci reads unencrypted keys only",
                         hint="keep the key file private (mode 0600) instead of encrypting it") from None
-    except ValueError:
-        raise UserError(f"{where} is not a PEM private key") from None
+    except (ValueError, UnicodeError):
+        raise UserError(f"{where} is not a PEM private key",
+                        hint="create one with `sci sign --generate-key PATH`") from None
     if not isinstance(private, ed25519.Ed25519PrivateKey):
         raise UserError(f"{where} is not an Ed25519 key", hint="create one with `sci sign --generate-key PATH`")
     return private
 
 
-def load_public_key(value: Any):
-    """An Ed25519 public key from a key object, raw bytes, PEM text, base64 of the raw key,
-    or a path to a PEM public (or private) key file."""
-    serialization, ed25519 = _crypto()
+def _read_key_file(path: Any, shown: str) -> bytes:
+    """The bytes of a key file: a regular file of at most _MAX_KEY_FILE bytes (UserError)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError, TypeError) as exc:
+        why = getattr(exc, "strerror", None) or "not a file name"
+        raise UserError(f"cannot read {shown}: {why}", hint="create one with `sci sign --generate-key PATH`") from None
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode) or st.st_size > _MAX_KEY_FILE:
+            raise UserError(f"{shown} is not a key file (not a regular file of at most {_MAX_KEY_FILE} bytes)")
+        return os.read(fd, _MAX_KEY_FILE + 1)
+    finally:
+        os.close(fd)
+
+
+def load_public_key(value: Any, *, what: str = "public key"):
+    """An Ed25519 public key from a key object, raw bytes, PEM text (a public or a private
+    key), base64 of the raw 32-byte key, or the path of a file holding any of those. Anything
+    else is one UserError naming `what` and saying which forms are read."""
+    _, ed25519 = _crypto()
     if isinstance(value, ed25519.Ed25519PublicKey):
         return value
     if isinstance(value, ed25519.Ed25519PrivateKey):
         return value.public_key()
     if isinstance(value, (bytes, bytearray)) and len(value) == 32:
-        return ed25519.Ed25519PublicKey.from_public_bytes(bytes(value))
-    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
-    if text is None:
-        raise UserError(f"not a public key: {value!r}")
-    pem = None
-    if text.lstrip().startswith(_PEM):
-        pem = text.encode()
-    elif os.path.isfile(text):
-        pem = Path(text).read_bytes()
-    else:
-        try:
-            raw = base64.b64decode(text, validate=True)
-        except ValueError:
-            raw = b""
-        if len(raw) == 32:
-            return ed25519.Ed25519PublicKey.from_public_bytes(raw)
-        raise UserError(f"not a public key, a key file or base64 of a raw Ed25519 key: {text[:40]!r}")
-    try:
-        key = serialization.load_pem_public_key(pem)
-    except ValueError:
-        return load_private_key(pem.decode("ascii", "replace")).public_key()
-    if not isinstance(key, ed25519.Ed25519PublicKey):
-        raise UserError(f"{text[:40]!r} is not an Ed25519 public key")
+        return ed25519.Ed25519PublicKey.from_public_bytes(bytes(value))  # the raw key
+    if isinstance(value, (bytes, bytearray)):
+        key = _public_from_bytes(bytes(value), what)
+        if key is None:
+            raise UserError(f"the {what} given is not an Ed25519 key", hint=_KEY_FORMS)
+        return key
+    if not isinstance(value, (str, os.PathLike)):
+        raise UserError(f"the {what} given is not a key ({type(value).__name__})", hint=_KEY_FORMS)
+    text = os.fspath(value)
+    if not text.lstrip().startswith(_PEM) and os.path.lexists(text):
+        key = _public_from_bytes(_read_key_file(text, f"the {what} file {text}"), f"{what} file {text}")
+        if key is None:
+            raise UserError(f"the {what} file {text} holds no Ed25519 key", hint=_KEY_FORMS)
+        return key
+    key = _public_from_bytes(text.encode("utf-8", "replace"), what)
+    if key is None:
+        if "/" in text or text.endswith((".pub", ".pem")):
+            raise UserError(f"the {what} file {text} does not exist", hint=_KEY_FORMS)
+        raise UserError(f"{what} {text[:60]!r} is neither a key file nor a key", hint=_KEY_FORMS)
     return key
+
+
+_KEY_FORMS = ("give a PEM public key file (the .pub that `sci sign --generate-key` writes), "
+              "a PEM private key, or base64 of a raw Ed25519 key")
+
+
+def _public_from_bytes(data: bytes, what: str):
+    """A public key from PEM (public or private) or base64 text; None if it is neither.
+    UserError if it is a key of another kind (RSA, say) or an encrypted one."""
+    serialization, ed25519 = _crypto()
+    text = data.strip()
+    if text.startswith(_PEM.encode()):
+        key = None
+        try:
+            key = serialization.load_pem_public_key(text)
+        except (ValueError, UnicodeError):
+            try:
+                key = serialization.load_pem_private_key(text, password=None)
+            except TypeError:
+                raise UserError(f"the {what} is an encrypted private key", hint=_KEY_FORMS) from None
+            except (ValueError, UnicodeError):
+                return None
+            key = key.public_key()
+        if not isinstance(key, ed25519.Ed25519PublicKey):
+            raise UserError(f"the {what} is not an Ed25519 key", hint=_KEY_FORMS)
+        return key
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+    if len(raw) != 32:
+        return None
+    return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+
+
+def trusted_keys(given: Any = (), *, environment: bool = True) -> list:
+    """The public keys whose signatures `sci import` admits: each of `given` (`--trust`), and
+    each entry of SCI_TRUSTED_KEYS (':'-separated), in any form `load_public_key` reads."""
+    keys = [load_public_key(g, what="trusted key") for g in given]
+    if environment:
+        for item in os.environ.get(TRUST_ENV, "").split(":"):
+            if item.strip():
+                keys.append(load_public_key(item.strip(), what=f"key in {TRUST_ENV}"))
+    return keys
 
 
 # -- what is signed ----------------------------------------------------------------------------
@@ -192,15 +253,13 @@ def _dossier_listing(root: Path) -> list[list]:
 def _listing(target: Path, kind: str, *, signing: bool) -> list[list]:
     if kind == "dossier":
         return _dossier_listing(target)
-    from sci.evidence import bundle
-
     if signing:  # never sign a damaged bundle: every member must match its manifest
-        bundle.check_bundle(target)
-        zf, infos = bundle.open_checked(target)
+        archive.check_bundle(target)
+        zf, infos = archive.open_checked(target)
         with zf:
-            manifest, data = bundle.read_manifest(target, zf, infos)
-        return bundle.manifest_listing(manifest, data)
-    return bundle.archive_listing(target)
+            manifest, data = archive.read_manifest(target, zf, infos)
+        return archive.manifest_listing(manifest, data)
+    return archive.archive_listing(target)
 
 
 def _payload(kind: str, rows: list[list]) -> dict:
@@ -315,17 +374,31 @@ def verify(path: Path, public_key: Any = None, *, signature: Path | None = None)
     return {"path": str(target), "kind": kind, "files": len(doc["payload"]["files"]), "ok": True, **report}
 
 
-def check_bundle_signature(bundle: Path, listing: list[list], public_key: Any = None) -> dict | None:
-    """For import: check a bundle's detached signature against its manifest listing. None if
-    the bundle is unsigned and no key was given; a given key makes a signature required."""
+def check_bundle_signature(bundle: Path, listing: list[list], trusted: list, *, unsigned: bool = False) -> dict | None:
+    """For import: the bundle's detached signature must be by one of the `trusted` keys and
+    match its manifest listing (WorkFailed otherwise). With `unsigned`, a bundle without a
+    signature is let through (None), and a signature by another key is still checked for
+    integrity (`trusted` false in the report)."""
     sig_path = signature_path(Path(bundle))
     if not sig_path.is_file():
-        if public_key is not None:
-            raise WorkFailed(f"{bundle} is not signed, but a public key was given",
-                             hint=f"expected the signature at {sig_path}")
-        return None
+        if unsigned:
+            return None
+        raise WorkFailed(f"{bundle} is not signed; sci imports bundles signed by a trusted key",
+                         hint=f"get its signature ({sig_path.name}) and the signer's public key (--trust), "
+                              "or pass --unsigned to import it without knowing who made it")
     doc = _read_signature(sig_path)
-    report = _check_signature(sig_path, doc, public_key)
+    try:
+        raw = base64.b64decode(doc["public_key"], validate=True)
+    except ValueError:
+        raise WorkFailed(f"{sig_path} is damaged (bad base64 key)") from None
+    match = next((k for k in trusted if _raw_public(k) == raw), None)
+    if match is None and not unsigned:
+        ids = ", ".join(key_id(_raw_public(k)) for k in trusted)
+        raise WorkFailed(f"{bundle} is signed by key {key_id(raw)}, which is not trusted"
+                         + (f" (trusted: {ids})" if ids else " (no key is trusted)"),
+                         hint=f"pass --trust with the signer's public key, or list it in {TRUST_ENV}, "
+                              "once you know the key is theirs")
+    report = _check_signature(sig_path, doc, match)
     if doc["payload"].get("kind") != "bundle":
         raise WorkFailed(f"{sig_path} does not sign a bundle")
     compare(Path(bundle), doc["payload"]["files"], listing)

@@ -19,6 +19,8 @@ from typing import Callable
 
 from sci import unique
 from sci.errors import SciError
+from sci.redact import known as known_secrets
+from sci.redact import redact, redact_bytes, secret_values
 from sci.executors.task import Task, TaskResult
 from sci.records.run import utc_now
 from sci.plan.nodes import GPUS_MARK
@@ -222,23 +224,34 @@ def step_environment(task: Task, cwd: Path) -> dict[str, str]:
     return env
 
 
-def _tail(fh, lines: int = 20) -> str:
-    """The last lines of an open log file."""
+def _tail(fh, secrets: list[str], lines: int = 20) -> str:
+    """The last lines of an open log file, known secret values masked (sci.redact)."""
     try:
         size = fh.seek(0, os.SEEK_END)
         fh.seek(max(0, size - 8192))
         data = fh.read()
     except OSError:
         return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+    return redact("\n".join(data.decode("utf-8", "replace").splitlines()[-lines:]), secrets)
 
 
-def _tail_blob(store: Store, digest: str, lines: int = 20) -> str:
+def _tail_blob(store: Store, digest: str, secrets: list[str], lines: int = 20) -> str:
     try:
         data = store.read_blob(digest)[-8192:]
     except OSError:
         return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+    return redact("\n".join(data.decode("utf-8", "replace").splitlines()[-lines:]), secrets)
+
+
+def _put_log(store: Store, fh, secrets: list[str]) -> str:
+    """Store a step's captured stdout or stderr with the known secret values masked: what
+    `sci log` shows then differs from what the step printed by exactly those (docs/security.md)."""
+    if not secrets and not known_secrets():
+        return store.put_stream(fh)
+    fh.flush()
+    fd = fh.fileno()
+    size = os.fstat(fd).st_size
+    return store.put_bytes(redact_bytes(os.pread(fd, size, 0), secrets) if size else b"")
 
 
 def run_task(task: Task, track: Callable[[str, int | None], None] | None = None) -> TaskResult:
@@ -345,11 +358,12 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
     result.duration_s = time.perf_counter() - t0
     result.end = utc_now()
     result.exit_status = code
-    result.stdout = store.put_stream(out)
-    result.stderr = store.put_stream(err)
+    secrets = secret_values(task.env)  # a declared secret the step saw, even if sci's environment lacks it
+    result.stdout = _put_log(store, out, secrets)
+    result.stderr = _put_log(store, err, secrets)
     if code != 0:
         result.error = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
-        result.stderr_tail = _tail(err)
+        result.stderr_tail = _tail(err, secrets)
         return
     changed = [rel for rel, sig in before.items() if _written(sig, stat_signature(f"{ws}/{rel}"))]
     if changed:
@@ -358,7 +372,7 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
     missing = [rel for rel in task.outs.values() if not os.path.exists(cwd / rel)]
     if missing:
         result.error = f"did not produce its declared output {missing[0]}"
-        result.stderr_tail = _tail_blob(store, result.stderr)
+        result.stderr_tail = _tail_blob(store, result.stderr, secrets)
         return
     if task.metrics or task.kind != "cmd":
         try:

@@ -24,6 +24,7 @@ from sci.errors import GraphError, TargetError
 from sci.spec.load import Positions
 from sci.plan.nodes import GLOB_CHARS, Node
 from sci.values import Value
+from sci.store.hashing import NameNotText, check_names
 from sci.workspace import owns
 
 
@@ -244,6 +245,11 @@ def build_graph(nodes: list[Node], root: Path, pos: Positions, *, reserved: tupl
                 else:
                     found = sorted(glob_mod.glob(pattern, root_dir=root, recursive=True))
                     matches = [m for m in found if not owns(m, reserved)]
+                    try:
+                        check_names(matches)
+                    except NameNotText as exc:
+                        raise GraphError(f"{n.name}: dep {pattern!r} matches {exc.message}", location=pos.at(where),
+                                         hint=exc.hint) from None
                     globs[pattern] = matches
                 if not matches:
                     err = GraphError(f"{n.name}: dep {pattern!r} matches no file and no step output",

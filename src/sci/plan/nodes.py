@@ -10,6 +10,7 @@ from typing import Any
 
 from sci.spec import params as params_mod
 from sci.errors import SpecError
+from sci.spec.limits import check_plan_size
 from sci.spec.load import Positions
 from sci.spec.placeholders import TOKEN as PLACEHOLDER
 from sci.spec.placeholders import lone_brace_error
@@ -220,10 +221,13 @@ def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str,
                                 hint=params_mod.missing_key_hint(params, key)) from None
         if step.foreach:
             keys = list(step.foreach)
+            count = 1
             for k in keys:
                 if not step.foreach[k]:
                     raise SpecError(f"step {step_name}: foreach list '{k}' is empty",
                                     location=pos.at(origin + ("foreach", k)), hint="give at least one value")
+                count *= len(step.foreach[k])
+            check_plan_size(len(nodes) + count, step_name, pos.at(origin + ("foreach",)))
             combos = [dict(zip(keys, vals)) for vals in itertools.product(*(step.foreach[k] for k in keys))]
         else:
             combos = [{}]

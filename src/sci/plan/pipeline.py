@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,10 +28,24 @@ PLAN_CACHE_FORMAT = 17  # plan/cache.py CACHE_FORMAT's number, changed together;
 
 
 def read_bytes(path: Path) -> bytes:
+    """The bytes of sci.yaml or the params file, for the plan key: b"" when it is missing or
+    not a regular file (never blocking on a FIFO or device), at most one byte past the size
+    limit. Loading the pipeline then reads the file again and words what is wrong."""
+    from sci.spec.limits import MAX_FILE_BYTES
+
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
         return b""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(MAX_FILE_BYTES + 1)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 PIPELINE_CACHE = "pipeline.pickle"
@@ -55,8 +70,12 @@ def _pipeline_doc(ws: Workspace, yaml_bytes: bytes) -> tuple[dict, Positions]:
         except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError, ImportError, IndexError):
             pass
     from sci.errors import Location, SpecError
+    from sci.spec.limits import MAX_FILE_BYTES
     from sci.spec.plain import plain_pipeline_doc
 
+    if len(yaml_bytes) > MAX_FILE_BYTES:
+        raise SpecError(f"sci.yaml is over sci's limit of {MAX_FILE_BYTES} bytes", location=Location("sci.yaml"),
+                        hint="keep large data in deps or a params file, not in sci.yaml")
     try:
         text = yaml_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -107,6 +126,7 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
     read = params_mod.load(ws.root, doc["params"], pos)
     params = params_mod.apply_overrides(read.data, overrides)
     store_cfg = doc["store"]
+    _check_paths(ws, doc, pos)
     reserved = ws.owned(store_cfg)
     nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
     if ws.scope is not None:  # repro-check: the targets' closure only (Workspace.scope)
@@ -146,6 +166,26 @@ def scoped_nodes(nodes: list, ws: Workspace, pos: Positions, reserved: tuple[str
         if name in keep and name in missing:
             raise missing[name]
     return [n for n in nodes if n.name in keep]
+
+
+def _check_paths(ws: Workspace, doc: dict, pos: Positions) -> None:
+    """The paths of sci.yaml that are not a step's: env.files stay inside the workspace (SPEC §2),
+    and the store (which may be shared, and so outside) is a directory, or not there yet."""
+    from sci.errors import SpecError, UserError
+    from sci.workspace import escape_problem
+
+    for i, rel in enumerate(doc["env"]["files"]):
+        problem = escape_problem(rel)
+        if problem:
+            raise SpecError(f"env.files: {rel!r} {problem}", location=pos.at(("env", "files", i)),
+                            hint="list files inside the workspace, relative to it")
+    root = ws.store_root(doc["store"])
+    if os.path.lexists(root) and not root.is_dir():
+        if os.environ.get("SCI_CAS"):
+            raise UserError(f"SCI_CAS names {root}, which is not a directory",
+                            hint="point SCI_CAS at a store directory (created if missing)")
+        raise SpecError(f"the store {root} is not a directory", location=pos.at(("store",)) if doc["store"] else None,
+                        hint="name a directory (created if missing) under store:, or leave it out for cas/")
 
 
 def plan_key(ws: Workspace, overrides: list[str], seed: int | None, yaml_bytes: bytes | None = None) -> str:
@@ -224,7 +264,9 @@ def _params_path(ws: Workspace, yaml_bytes: bytes) -> Path | None:
     for match in re.finditer(rb"^params:(.*)$", yaml_bytes, re.M):
         value = match[1].decode("utf-8", "replace").split("#", 1)[0].strip().strip("'\"")
         if value and not value.startswith("{"):
-            return ws.root / value
+            from sci.workspace import escape_problem
+
+            return None if escape_problem(value) else ws.root / value
     return None
 
 

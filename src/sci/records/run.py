@@ -20,7 +20,8 @@ from typing import Any
 
 import sci
 from sci import canonical
-from sci.build.fingerprint import is_secret_name
+from sci import redact
+from sci.redact import redact_argv  # noqa: F401 - records.redact_argv, as callers know it
 from sci.values import Value
 
 class NodeStatus(str, Enum):
@@ -193,15 +194,6 @@ def without_executor_options(argv: list[str]) -> list[str]:
     return out
 
 
-def redact_argv(argv: list[str]) -> list[str]:
-    """The command line with the values of secret-looking `--set`/env assignments hidden."""
-    out = []
-    for a in argv:
-        name = a.split("=", 1)[0].upper()
-        out.append(f"{a.split('=', 1)[0]}=<redacted>" if "=" in a and is_secret_name(name) else a)
-    return out
-
-
 class RunLog:
     """runs/<run_id>/logs.jsonl: one JSON object per line (time, level, node, event, data)."""
 
@@ -215,7 +207,8 @@ class RunLog:
     _encode = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False, sort_keys=True).encode
 
     def write(self, event: str, node: str | None = None, level: str = "info", **data: Any) -> None:
-        line = self._encode({"time": utc_now(), "level": level, "node": node, "event": event, "data": data})
+        line = redact.redact(self._encode({"time": utc_now(), "level": level, "node": node, "event": event,
+                                           "data": data}))
         with self._lock:
             self._fh.write(line + "\n")
 
@@ -230,7 +223,7 @@ def write_manifest(run_dir: Path, manifest: dict, plan_json: list[bytes] | None 
     path = run_dir / "manifest.json"
     tmp = path.with_suffix(".tmp")
     data = canonical.dumps(manifest) if plan_json is None else manifest_bytes(manifest, plan_json)
-    tmp.write_bytes(data + b"\n")
+    tmp.write_bytes(redact.redact_bytes(data) + b"\n")
     os.replace(tmp, path)
     return path
 
@@ -246,18 +239,6 @@ def manifest_bytes(manifest: dict, plan_json: list[bytes]) -> bytes:
     if after:
         parts.append(canonical.dumps(after)[1:-1])
     return b"{" + b",".join(parts) + b"}"
-
-
-def redact_params(params: Any, prefix: str = "") -> Any:
-    """The parameters with the values of secret-looking keys hidden, by the rule `redact_argv`
-    applies to `--set KEY=VALUE` (a dotted key that looks like a secret)."""
-    if not isinstance(params, dict):
-        return params
-    out = {}
-    for k, v in params.items():
-        name = f"{prefix}{k}"
-        out[k] = "<redacted>" if is_secret_name(name) else redact_params(v, name + ".")
-    return out
 
 
 def manifest(*, root: Path, pipeline_digest: str, params_digest: str, environment: dict,
@@ -290,7 +271,7 @@ def manifest(*, root: Path, pipeline_digest: str, params_digest: str, environmen
         },
     }
     if params is not None:  # the parameters in effect, --set overrides applied (sci diff compares them)
-        man["params"] = redact_params(params)
+        man["params"] = redact.redact_params(params)
     return man
 
 

@@ -25,7 +25,7 @@ from blake3 import blake3
 
 from sci import canonical
 from sci.errors import StoreError, WorkFailed
-from sci.store.hashing import MMAP_THRESHOLD, TreeEntry, digest_bytes, digest_file, entries_from_document
+from sci.store.hashing import MMAP_THRESHOLD, TreeEntry, UnsafeTree, digest_bytes, digest_file, entries_from_document
 from sci.remote.stores import DirectoryRemote, Remote, write_all
 from sci.store.cas import STORE_FORMAT, Store, _reflink_or_copy
 
@@ -163,7 +163,10 @@ def _action_problem(doc: Any, key: str) -> str | None:
     for log in ("stdout", "stderr"):
         if doc.get(log) is not None and not _is_digest(doc[log]):
             return f"has a malformed {log} digest"
-    return None
+    from sci.build.keys import outputs_problem
+
+    problem = outputs_problem(doc)  # the outputs its key's definition declares, at their paths
+    return f"is refused: {problem}" if problem else None
 
 
 def _tree_entries(data: bytes, digest: str) -> list[TreeEntry] | str:
@@ -171,15 +174,11 @@ def _tree_entries(data: bytes, digest: str) -> list[TreeEntry] | str:
     if digest_bytes(data) != digest:
         return "does not match its digest"
     try:
-        entries = entries_from_document(canonical.loads(data))
+        return entries_from_document(canonical.loads(data))
+    except UnsafeTree as exc:
+        return f"lists an unsafe or malformed entry ({exc})"
     except (ValueError, KeyError, TypeError):
         return "is not a tree document"
-    for e in entries:
-        parts = e.path.split("/")
-        if (e.path.startswith("/") or any(p in ("", ".", "..") for p in parts)
-                or not _is_digest(e.digest) or not isinstance(e.size, int)):
-            return f"lists an unsafe or malformed entry {e.path!r}"
-    return entries
 
 
 def _needs(doc: dict, outputs: bool | set[str] | frozenset[str]) -> tuple[list[_Item], list[str]]:

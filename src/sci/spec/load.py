@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from sci.errors import Location, SpecError
-from sci.spec import simple_yaml
+from sci.spec import limits, simple_yaml
 from sci.spec.simple_yaml import NotSimple, plain_scalar
+
 
 class Positions:
     """Maps a path into a loaded document to the Location of its value (or its key).
@@ -165,6 +166,8 @@ def _fast_load(text: str) -> Any:
         elif kind == "MappingStartEvent" or kind == "SequenceStartEvent":
             if ev.anchor is not None or (ev.tag is not None and not ev.implicit):
                 raise NotSimple("tag or anchor")
+            if len(stack) >= limits.MAX_DEPTH:
+                raise NotSimple("deep nesting")  # the full loader reports the limit with its place
             container: Any = {} if kind == "MappingStartEvent" else []
             _put(stack, keys, container)
             if not stack and not have_root:
@@ -211,20 +214,23 @@ def _put(stack: list, keys: list, value: Any) -> None:
 
 
 def load_yaml_text(text: str, file: str, simple: bool = True) -> tuple[Any, Positions]:
-    """Parse YAML text; syntax errors become SpecError at file:line:col. `simple=False`: the
-    caller already knows the simple reader refuses it."""
+    """Parse YAML text; syntax errors become SpecError at file:line:col, and so does text past
+    one of sci's limits (spec/limits.py). `simple=False`: the caller already knows the simple
+    reader refuses it."""
+    limits.check_size(text, file)
     if simple:
         try:
             return simple_yaml.load(text), Positions(file, text)  # no ruamel import at all
         except NotSimple:
             pass
-    if _has_c_parser():
+    if _has_c_parser() and not limits.surrogate_escape(text):
         try:
             return _fast_load(text), Positions(file, text)
         except Exception:  # noqa: BLE001 - not simple, or not valid: the full loader decides and explains
             pass
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+    limits.check_events(text, file)  # before ruamel builds anything: bombs, depth, huge numbers
     try:
         # The C parser (libyaml) is several times faster; scalars resolve the same either way
         # (ruamel's YAML 1.2 resolver), but libyaml rejects a few 1.2 constructs, so a syntax
@@ -245,18 +251,17 @@ def load_yaml_text(text: str, file: str, simple: bool = True) -> tuple[Any, Posi
     except YAMLError as exc:
         raise SpecError(f"YAML error: {str(exc).splitlines()[0]}", location=Location(file),
                         hint="check the file's YAML syntax") from None
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
+        # A constructor's own objection that check_events did not foresee: still the user's file.
+        raise SpecError(f"YAML value cannot be read: {str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}",
+                        location=Location(file), hint="check tags (!!…) and numbers in the file") from None
     return _plain(doc), Positions(file, text)
 
 
 def load_yaml(path: Path, display: str | None = None) -> tuple[Any, Positions]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"file not found: {display or path}") from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
-                        location=Location(display or str(path)), hint="save the file as UTF-8") from None
-    return load_yaml_text(text, display or str(path))
+    """A YAML file: a regular file within sci's size limit (limits.read_text), parsed."""
+    display = display or str(path)
+    return load_yaml_text(limits.read_text(path, display), display)
 
 
 def parse_scalar(text: str) -> Any:
@@ -268,6 +273,9 @@ def parse_scalar(text: str) -> Any:
     else:
         return text if value is None and text.strip() not in ("null", "~") else value
     from ruamel.yaml import YAML
+
+    limits.check_size(text, "--set value")
+    limits.check_events(text, "--set value")
 
     try:
         value = YAML(typ="safe", pure=True).load(text)

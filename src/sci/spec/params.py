@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from sci.errors import Location, SpecError, UserError
-from sci.spec.load import Positions, load_yaml, load_yaml_text, parse_scalar
+from sci.spec.limits import read_text
+from sci.workspace import escape_problem
+from sci.spec.load import Positions, load_yaml_text, parse_scalar
 from sci.values import Value
 
 _MISSING = object()
@@ -69,10 +72,14 @@ def load(root: Path, spec_params: Any, spec_pos: Positions,
 
         return ParamsSource(copy.deepcopy(spec_params))
     rel = str(spec_params)
+    problem = escape_problem(rel)
+    if problem:
+        raise SpecError(f"parameters file {rel!r} {problem}", location=spec_pos.at(("params",)),
+                        hint="name a file inside the workspace, relative to it")
     path = root / rel
     if not path.is_file():
-        raise SpecError(f"parameters file {rel} not found", location=spec_pos.at(("params",)),
-                        hint="create it, or give params as an inline mapping")
+        raise SpecError(f"parameters file {rel} " + ("is not a regular file" if os.path.lexists(path) else "not found"),
+                        location=spec_pos.at(("params",)), hint="create it, or give params as an inline mapping")
     read = _read_file(path, rel, previous)
     if read.data is None:
         read.data, read.text = {}, None
@@ -85,11 +92,7 @@ def load(root: Path, spec_params: Any, spec_pos: Positions,
 def _read_file(path: Path, rel: str, previous: tuple[str, dict] | None) -> ParamsSource:
     from sci.spec import simple_yaml
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (UnicodeDecodeError, FileNotFoundError):
-        data, pos = load_yaml(path, rel)  # words the error
-        return ParamsSource(data, rel, pos)
+    text = read_text(path, rel, what="parameters file")
     if previous is not None:
         patched = simple_yaml.patch(previous[0], previous[1], text)
         if patched is not None:

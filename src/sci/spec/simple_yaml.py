@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sci.spec.limits import MAX_DEPTH, MAX_INT_DIGITS
+
 
 class NotSimple(Exception):
     """Outside the subset: the caller uses the full YAML loader."""
@@ -50,6 +52,8 @@ def plain_scalar(value: str) -> Any:
         return _WORDS[value]
     if first and first in "-+0123456789.":
         if _INT.match(value):
+            if len(value) > MAX_INT_DIGITS:
+                raise NotSimple("a huge integer")  # the full loader reports the limit with its place
             return int(value)
         if _FLOAT.match(value):
             return float(value)
@@ -151,14 +155,17 @@ def load(text: str) -> Any:
         lines.append((len(raw) - len(body), body.rstrip(_SPACE)))
     if not lines:
         return None
-    value, end = _block(lines, 0, lines[0][0])
+    value, end = _block(lines, 0, lines[0][0], 1)
     if end != len(lines):
         raise NotSimple("text after the document")
     return value
 
 
-def _block(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[Any, int]:
-    """The mapping or sequence whose entries start at line i, all indented by `indent`."""
+def _block(lines: list[tuple[int, str]], i: int, indent: int, depth: int) -> tuple[Any, int]:
+    """The mapping or sequence whose entries start at line i, all indented by `indent`, at
+    nesting level `depth` (near MAX_DEPTH the full loader decides, and reports the limit)."""
+    if depth >= MAX_DEPTH:
+        raise NotSimple("deep nesting")
     if lines[i][1].startswith("- ") or lines[i][1] == "-":
         return _sequence(lines, i, indent)
     out: dict[str, Any] = {}
@@ -176,7 +183,7 @@ def _block(lines: list[tuple[int, str]], i: int, indent: int) -> tuple[Any, int]
         if rest:
             out[key] = _value(rest)
         elif i < len(lines) and (lines[i][0] > indent or (lines[i][0] == indent and lines[i][1][:2] in ("- ", "-"))):
-            out[key], i = _block(lines, i, lines[i][0])
+            out[key], i = _block(lines, i, lines[i][0], depth + 1)
         else:
             out[key] = None
     if i < len(lines) and lines[i][0] > indent:

@@ -30,7 +30,8 @@ from sci import canonical, unique
 from sci.store.packs import (INDEX_SUFFIX, PackIndex, PackWriter, claim, index_problem, read_pack,
                               read_record)
 from sci.errors import StoreError
-from sci.store.hashing import TreeEntry, digest_bytes, digest_file, entries_from_document, tree_document
+from sci.store.hashing import (TreeEntry, UnsafeTree, check_names, digest_bytes, digest_file, entries_from_document,
+                               tree_document)
 
 # Bump when the layout changes; a store with another FORMAT is refused, never misread.
 STORE_FORMAT = "sci-store 1"
@@ -341,6 +342,7 @@ class Store:
         entries: list[TreeEntry] = []
         for dirpath, dirnames, filenames in os.walk(path):
             dirnames.sort()
+            check_names(dirnames + filenames, f"{os.path.relpath(dirpath, os.path.dirname(path))}/")
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
                 fst = os.stat(full)
@@ -397,7 +399,11 @@ class Store:
         if digest_bytes(data) != digest:
             raise StoreError(f"tree {digest[:12]} in {self.root} does not match its digest",
                              hint="run `sci fsck --repair`")
-        return entries_from_document(canonical.loads(data))
+        try:
+            return entries_from_document(canonical.loads(data))
+        except ValueError as exc:  # UnsafeTree: never materialized, wherever it came from
+            raise StoreError(f"tree {digest[:12]} in {self.root} is refused: {exc}",
+                             hint="run `sci fsck --repair` to drop it, then `sci build`") from None
 
     def action_bytes(self, key: str) -> bytes | None:
         """The stored bytes of an action result (canonical JSON), loose or packed; None if absent."""
@@ -593,7 +599,10 @@ class Store:
             if kind == "tree":
                 if digest_bytes(data) != path.name:
                     return "content does not match its digest"
-                entries_from_document(canonical.loads(data))
+                try:
+                    entries_from_document(canonical.loads(data))
+                except UnsafeTree as exc:
+                    return str(exc)
                 return None
             doc = canonical.loads(data)
             if not isinstance(doc, dict) or doc.get("key") != path.name:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import marshal
 import operator
 import os
+import re
 import stat as stat_mod
 import time
 from collections import namedtuple
@@ -19,6 +20,7 @@ from pathlib import Path
 from blake3 import blake3
 
 from sci import canonical
+from sci.errors import UserError
 from sci.store import journal
 
 # Files at least this large are hashed by mmap with BLAKE3's own threads; smaller ones are
@@ -75,10 +77,76 @@ def tree_digest(entries: list[TreeEntry]) -> str:
     return digest_bytes(canonical.dumps(tree_document(entries)))
 
 
+class NameNotText(UserError):
+    """A file whose name is not UTF-8 (Python holds its bytes as surrogates): no tree, key or
+    record can hold it. A dep or code file so named is a request sci cannot take (exit 2); a
+    step that writes one fails, naming it."""
+
+    def __init__(self, path: str):
+        super().__init__(f"{canonical.shown(path)}: the file name is not UTF-8 text",
+                         hint="rename it: sci records every path as UTF-8")
+
+
+def check_names(paths, where: str = "") -> None:
+    """NameNotText for the first of `paths` (found by a glob or a walk) that is not UTF-8."""
+    for p in paths:
+        if not p.isascii() and canonical.not_text(p):
+            raise NameNotText(f"{where}{p}")
+
+
+class UnsafeTree(ValueError):
+    """A tree listing sci could not have written: a path that is absolute, climbs out with
+    `..`, holds an empty or `.` component or a NUL, appears twice, or is both a file and a
+    directory. Materializing it would write outside the output's directory (a forged bundle
+    or remote): it is refused wherever a tree is read, and `sci fsck` names it."""
+
+
+# An empty, "." or ".." component (a leading "/" is an empty first one), or a NUL.
+_UNSAFE_PATH = re.compile(r"(?:^|/)\.{0,2}(?:/|$)|\x00")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+def is_digest(value) -> bool:
+    """A BLAKE3 digest as sci writes it: 64 lowercase hex digits."""
+    return type(value) is str and _HEX64.match(value) is not None
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` is not a normalized relative POSIX path (what trees and records hold), or None."""
+    if type(path) is not str or not path or _UNSAFE_PATH.search(path):
+        return "not a relative path inside the workspace"
+    return None
+
+
 def entries_from_document(doc: dict) -> list[TreeEntry]:
-    if doc.get("type") != TREE_TAG:
+    """A tree listing's entries, each checked (UnsafeTree, a ValueError)."""
+    if not isinstance(doc, dict) or doc.get("type") != TREE_TAG or not isinstance(doc.get("entries"), list):
         raise ValueError("not a sci tree document")
-    return [TreeEntry(p, d, s, x) for p, d, s, x in doc["entries"]]
+    try:
+        out = [TreeEntry(p, d, s, x) for p, d, s, x in doc["entries"]]
+    except (TypeError, ValueError):
+        raise UnsafeTree("a tree entry is not [path, digest, size, executable]") from None
+    seen: set[str] = set()
+    dirs: set[str] = set()
+    for e in out:
+        p = e.path
+        if path_problem(p):
+            raise UnsafeTree(f"tree entry {p!r} is not a relative path inside the tree")
+        if not is_digest(e.digest) or type(e.size) is not int or e.size < 0 or type(e.executable) is not bool:
+            raise UnsafeTree(f"tree entry {p!r} is malformed")
+        if p in seen or p in dirs:
+            raise UnsafeTree(f"tree entry {p!r} is listed twice, or as both a file and a directory")
+        seen.add(p)
+        cut = p.rfind("/")
+        while cut > 0:
+            parent = p[:cut]
+            if parent in seen:
+                raise UnsafeTree(f"tree entry {p!r} lies under {parent!r}, which is a file")
+            if parent in dirs:
+                break
+            dirs.add(parent)
+            cut = p.rfind("/", 0, cut)
+    return out
 
 
 # The stat signature of a stat result: what sci compares to tell that a file may have changed
@@ -189,6 +257,8 @@ class StatCache:
             with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
                 for entry in it:
                     rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+                    if not entry.name.isascii() and canonical.not_text(entry.name):
+                        raise NameNotText(prefix + rel)
                     st = entry.stat()
                     mode = st.st_mode
                     if stat_mod.S_ISREG(mode):
