@@ -161,13 +161,14 @@ class BuildSession:
         from sci.executors import make_executor
 
         # An unknown executor, or a cluster that cannot run some node, fails before any record.
-        ex = make_executor(opt.executor, jobs=opt.jobs or loaded.hardware.cpu or 1, pos=loaded.pos,
-                           **opt.executor_options,
-                           nodes=[graph.nodes[n] for n in to_run] if opt.executor != "local" else ())
-        hardware = ex.hardware() if hasattr(ex, "hardware") else loaded.hardware  # a cluster's, for Ray
-        jobs = opt.jobs or hardware.cpu or 1
         run_id = records.new_run_id()
         run_dir = ws.runs_dir / run_id
+        ex = make_executor(opt.executor, jobs=opt.jobs or loaded.hardware.cpu or 1, pos=loaded.pos,
+                           **opt.executor_options,
+                           nodes=[graph.nodes[n] for n in to_run] if opt.executor != "local" else (),
+                           ws=ws, yaml_bytes=yaml_bytes, run_dir=run_dir)
+        hardware = ex.hardware() if hasattr(ex, "hardware") else loaded.hardware  # a cluster's, for Ray, SLURM
+        jobs = opt.jobs or hardware.cpu or 1
         log = records.RunLog(run_dir)
 
         def emit_all(event: str, node: str | None = None, **data: Any) -> None:
