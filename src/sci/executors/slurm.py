@@ -327,8 +327,9 @@ def read_config() -> dict[str, str]:
 
 
 def read_cluster() -> list[Partition]:
-    nodes = parse_nodes(_scontrol("show", "node", "--oneliner"))
-    return parse_partitions(_scontrol("show", "partition", "--oneliner"), nodes)
+    # -a: hidden partitions too (a site may hide one that its users name explicitly)
+    nodes = parse_nodes(_scontrol("-a", "-o", "show", "node"))
+    return parse_partitions(_scontrol("-a", "-o", "show", "partition"), nodes)
 
 
 # -- what a node asks for --------------------------------------------------------------------
@@ -472,7 +473,13 @@ class SlurmExecutor:
         self._stop = self._cancelled = self._flush_now = False
         self._made_dirs = False
         self._sigterm: Any = None
-        self.stats = {"sbatch": 0, "squeue": 0, "sacct": 0, "scontrol": 0, "scancel": 0, "jobs": 0, "arrays": 0}
+        # What this build asked of SLURM, written to runs/<id>/slurm/executor.json at the end:
+        # commands run, jobs and arrays submitted, seconds spent submitting (task files,
+        # scripts and sbatch) and watching (first submission to last result).
+        self.stats: dict[str, Any] = {"sbatch": 0, "squeue": 0, "sacct": 0, "scontrol": 0, "scancel": 0, "jobs": 0,
+                                      "arrays": 0, "submit_s": 0.0, "watch_s": 0.0}
+        self._first_submit: float | None = None
+        self._job_ids: dict[str, str] = {}  # node -> its job id, for executor.json
 
     # -- what the scheduler sees ---------------------------------------------------------
     def hardware(self) -> "Hardware":
@@ -546,6 +553,13 @@ class SlurmExecutor:
                 pass
             self._sigterm = None
         self._drop_empty_outputs()
+        if self._made_dirs:
+            try:
+                doc: dict[str, Any] = {k: round(v, 6) if isinstance(v, float) else v for k, v in self.stats.items()}
+                doc["nodes"] = dict(sorted(self._job_ids.items()))
+                _write_json(self.outdir / "executor.json", doc)
+            except OSError:
+                pass
         if os.environ.get("SCI_KEEP_SCRATCH") != "1":
             shutil.rmtree(self.jobdir, ignore_errors=True)
             try:
@@ -634,11 +648,26 @@ class SlurmExecutor:
             for (step, args), items in groups.items():
                 size = self.max_array if self.cfg["arrays"] else 1
                 for i in range(0, len(items), size):
-                    if self._cancelled:
+                    if self._cancelled:  # what this batch has not submitted yet is cancelled too
+                        with self._cv:
+                            submitted = {id(j.fut) for j in self._jobs.values()}
+                            for group in groups.values():
+                                for task, fut in group:
+                                    if not fut.done() and id(fut) not in submitted:
+                                        fut.set_result(_cancelled(task.node))
                         return
                     self._submit(step, list(args), items[i:i + size])
 
     def _submit(self, step: str, args: list[str], items: list[tuple[Task, Future]]) -> None:
+        t0 = time.perf_counter()
+        if self._first_submit is None:
+            self._first_submit = t0
+        try:
+            self._submit_now(step, args, items)
+        finally:
+            self.stats["submit_s"] += time.perf_counter() - t0
+
+    def _submit_now(self, step: str, args: list[str], items: list[tuple[Task, Future]]) -> None:
         self._batches += 1
         tag = f"b{self._batches:05d}"
         array = len(items) > 1
@@ -649,7 +678,7 @@ class SlurmExecutor:
             jobs.append(job)
         script = self.outdir / f"{tag}.sh"
         script.write_text(self._script(step, tag, [t.node for t, _ in items]), encoding="utf-8")
-        out = self.outdir / ("%A_%a.out" if array else "%j.out")
+        out = str(self.outdir).replace("%", "%%") + ("/%A_%a.out" if array else "/%j.out")  # %: SLURM's patterns
         argv = ["sbatch", "--parsable", f"--job-name=sci-{step}", f"--chdir={self.workspace}", f"--output={out}",
                 *args, *self._site, *([f"--array=0-{len(items) - 1}"] if array else []), str(script)]
         proc = None
@@ -678,6 +707,7 @@ class SlurmExecutor:
                 job.base = base
                 job.job_id = f"{base}_{i}" if array else base
                 job.out = str(self.outdir / (f"{base}_{i}.out" if array else f"{base}.out"))
+                self._job_ids[job.node] = job.job_id
                 if not job.fut.done():
                     self._jobs[job.name] = job
 
@@ -728,6 +758,8 @@ class SlurmExecutor:
         return TaskResult(**data)
 
     def _settle(self, job: _Job, result: TaskResult) -> None:
+        if self._first_submit is not None:
+            self.stats["watch_s"] = time.perf_counter() - self._first_submit
         with self._cv:
             if self._jobs.get(job.name) is job:
                 del self._jobs[job.name]
