@@ -3,15 +3,18 @@
 Debian's `munged`, `slurmctld` and `slurmd` are started by this module in one scratch directory,
 on 127.0.0.1 and on ports picked free at start (so two sessions, or a cluster someone else
 runs, never collide); fake GPUs are character devices listed in gres.conf. No systemd, no
-cgroups, no accounting database: `sacct` is off, and finished jobs are found in the queue for
-`MinJobAge` seconds and in the job-completion file (`jobcomp/filetxt`) for ever.
+cgroups. By default no accounting database: `sacct` is off, and finished jobs are found in the
+queue for `MinJobAge` seconds and in the job-completion file (`jobcomp/filetxt`) for ever. With
+`accounting=True`, a MariaDB of its own (data directory and socket under $D, 127.0.0.1) and
+`slurmdbd` start first: `sacct` works, and there is no job-completion file.
 
 Only the processes started here are stopped, by PID: first every job of this cluster is
 cancelled (its `slurmstepd`s are children of our `slurmd`, not of us), then the daemons.
 
     pytest ─┬─ munged --foreground      (its own socket, key and pid file under $D/munge)
             ├─ slurmctld -D             (SLURM_CONF=$D/etc/slurm.conf)
-            └─ slurmd -D -N localhost   ──▶ slurmstepd ──▶ sci worker (one per job)
+            ├─ slurmd -D -N localhost   ──▶ slurmstepd ──▶ sci worker (one per job)
+            └─ mariadbd, slurmdbd -D    (accounting=True only)
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ OVERSUBSCRIBE = 8
 PARTITION = "debug"
 DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo")
 INSTALL = "apt-get install slurmctld slurmd slurm-client munge (.ci/setup does)"
+ACCOUNTING = ("slurmdbd", "sacct", "sacctmgr", "mariadbd", "mariadb-install-db", "mariadb")
+INSTALL_ACCOUNTING = "apt-get install slurmdbd mariadb-server-core mariadb-client-core (.ci/setup does)"
 
 SLURM_CONF = """\
 ClusterName=scitest
@@ -58,12 +63,11 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SchedulerType=sched/backfill
 SchedulerParameters=batch_sched_delay=0
-AccountingStorageType=accounting_storage/none
+{accounting}
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=5
 JobAcctGatherParams=OverMemoryKill
-JobCompType=jobcomp/filetxt
-JobCompLoc={d}/log/jobcomp.txt
+{jobcomp}
 ReturnToService=2
 InactiveLimit=0
 KillWait=2
@@ -75,6 +79,23 @@ GresTypes=gpu
 NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} Boards=1 SocketsPerBoard=1 CoresPerSocket={cpus} ThreadsPerCore=1 RealMemory={mem} Gres=gpu:fake:{gpus} State=UNKNOWN
 PartitionName={partition} Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:{over}
 PartitionName=short Nodes=localhost Default=NO MaxTime=00:01:00 State=UP OverSubscribe=FORCE:{over}
+"""
+
+SLURMDBD_CONF = """\
+AuthType=auth/munge
+AuthInfo=socket={d}/munge/run/munge.socket
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort={dbd_port}
+SlurmUser=root
+PidFile={d}/run/slurmdbd.pid
+LogFile={d}/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort={db_port}
+StorageUser=slurm
+StoragePass=sci-test
+StorageLoc=slurm_acct_db
 """
 
 GRES_CONF = """\
@@ -96,7 +117,10 @@ def _free_port() -> int:
 class SlurmCluster:
     """One controller and one compute node (`localhost`) under a scratch directory."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, accounting: bool = False) -> None:
+        """`accounting`: slurmdbd on a MariaDB of its own, so `sacct` works (and no
+        job-completion file); else neither, as on many small clusters."""
+        self.accounting = accounting
         self.dir = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="sci-slurm-"))
         self.conf = self.dir / "etc" / "slurm.conf"
         self.jobcomp = self.dir / "log" / "jobcomp.txt"
@@ -115,6 +139,11 @@ class SlurmCluster:
         missing = [c for c in DAEMONS if shutil.which(c) is None and not Path(f"/usr/sbin/{c}").exists()]
         if missing:
             raise Unavailable(f"SLURM is not installed ({', '.join(missing)} missing): {INSTALL}")
+        if self.accounting:
+            missing = [c for c in ACCOUNTING if shutil.which(c) is None and not Path(f"/usr/sbin/{c}").exists()]
+            if missing:
+                raise Unavailable(f"SLURM accounting is not installed ({', '.join(missing)} missing): "
+                                  f"{INSTALL_ACCOUNTING}")
         if os.geteuid() != 0:
             raise Unavailable("the test cluster's slurmd runs jobs as root: run the SLURM tests as root")
         d = self.dir
@@ -131,9 +160,20 @@ class SlurmCluster:
             dev = d / "fakegpu" / f"nvidia{i}"
             if not dev.exists():
                 os.mknod(dev, 0o666 | 0o020000, os.makedev(1, 3))
-        self.ctld_port, self.d_port = _free_port(), _free_port()
+        self.ctld_port, self.d_port, self.dbd_port, self.db_port = (_free_port(), _free_port(), _free_port(),
+                                                                    _free_port())
+        if self.accounting:
+            accounting = (f"AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost\n"
+                          f"AccountingStoragePort={self.dbd_port}\n"
+                          # without it the clients' munge socket for slurmdbd is /run/munge's
+                          f"AccountingStoragePass={d}/munge/run/munge.socket")
+            jobcomp = "JobCompType=jobcomp/none"
+        else:
+            accounting = "AccountingStorageType=accounting_storage/none"
+            jobcomp = f"JobCompType=jobcomp/filetxt\nJobCompLoc={self.jobcomp}"
         self.conf.write_text(SLURM_CONF.format(d=d, ctld_port=self.ctld_port, d_port=self.d_port, cpus=CPUS,
-                                               mem=MEM_MB, gpus=GPUS, partition=PARTITION, over=OVERSUBSCRIBE))
+                                               mem=MEM_MB, gpus=GPUS, partition=PARTITION, over=OVERSUBSCRIBE,
+                                               accounting=accounting, jobcomp=jobcomp))
         (d / "etc" / "gres.conf").write_text(GRES_CONF.format(d=d, last=GPUS - 1))
         log = open(d / "log" / "daemons.out", "ab")
         env = self.client_env()
@@ -143,6 +183,8 @@ class SlurmCluster:
                  f"--pid-file={d}/munge/run/munged.pid", f"--log-file={d}/munge/log/munged.log",
                  f"--seed-file={d}/munge/lib/munged.seed"], stdout=log, stderr=log, env=env)
             _wait(lambda: (d / "munge" / "run" / "munge.socket").exists(), 10, "munged did not start")
+            if self.accounting:
+                self._start_accounting(log, env)
             self.procs["slurmctld"] = subprocess.Popen([_sbin("slurmctld"), "-D", "-f", str(self.conf)],
                                                        stdout=log, stderr=log, env=env)
             self.procs["slurmd"] = subprocess.Popen([_sbin("slurmd"), "-D", "-f", str(self.conf), "-N", "localhost"],
@@ -151,6 +193,32 @@ class SlurmCluster:
         except BaseException:
             self.stop()
             raise
+
+    def _start_accounting(self, log, env: dict) -> None:
+        """MariaDB on 127.0.0.1 (its own data directory and port), then slurmdbd, then the
+        cluster's name in the accounting database."""
+        d = self.dir
+        data = d / "mysql"
+        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={data}", "--user=root",
+                        "--auth-root-authentication-method=socket", "--skip-test-db"],
+                       check=True, capture_output=True, timeout=120)
+        sock = d / "run" / "mysql.sock"
+        self.procs["mariadbd"] = subprocess.Popen(
+            [_sbin("mariadbd"), "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={self.db_port}",
+             "--bind-address=127.0.0.1", "--user=root", f"--pid-file={d}/run/mariadbd.pid",
+             f"--log-error={d}/log/mariadbd.log", "--innodb-buffer-pool-size=64M", "--skip-log-bin"],
+            stdout=log, stderr=log, env=env)
+        sql = ("CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'sci-test'; "
+               "GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;")
+        _wait(lambda: subprocess.run(["mariadb", "--no-defaults", f"--socket={sock}", "-u", "root", "-e", sql],
+                                     capture_output=True, timeout=10).returncode == 0, 60, "MariaDB did not start")
+        dbd = d / "etc" / "slurmdbd.conf"
+        dbd.write_text(SLURMDBD_CONF.format(d=d, dbd_port=self.dbd_port, db_port=self.db_port))
+        dbd.chmod(0o600)
+        self.procs["slurmdbd"] = subprocess.Popen([_sbin("slurmdbd"), "-D"], stdout=log, stderr=log, env=env)
+        _wait(lambda: self.client("sacctmgr", "-n", "list", "cluster", check=False).returncode == 0, 60,
+              "slurmdbd did not start")
+        self.client("sacctmgr", "-i", "add", "cluster", "scitest")
 
     def node_state(self) -> str:
         proc = subprocess.run(["sinfo", "-h", "-p", PARTITION, "-o", "%T"], capture_output=True, text=True,
@@ -165,7 +233,7 @@ class SlurmCluster:
                 _wait(lambda: not self.queue(), 30, "")
             except Exception:  # noqa: BLE001 - stopping anyway
                 pass
-        for name in ("slurmd", "slurmctld", "munged"):
+        for name in ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged"):
             proc = self.procs.pop(name, None)
             if proc is None or proc.poll() is not None:
                 continue
@@ -228,11 +296,11 @@ def wait_until(predicate, timeout_s: float = 30.0, step_s: float = 0.2) -> bool:
     return predicate()
 
 
-def slurm_cluster_fixture():
+def slurm_cluster_fixture(accounting: bool = False):
     """A session-scoped fixture body: skip (with the reason) where SLURM cannot run here."""
     import pytest
 
-    cluster = SlurmCluster()
+    cluster = SlurmCluster(accounting=accounting)
     try:
         cluster.start()
     except Unavailable as exc:

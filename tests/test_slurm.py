@@ -396,6 +396,11 @@ def test_a_sweep_goes_as_one_job_array_and_matches_a_local_build(cluster, tmp_pa
     assert any("5 node(s) of step gen" in s.read_text() for s in scripts)
     job = cluster.client("scontrol", "show", "job", f"{array_id}_0", "--oneliner").stdout
     assert "MinMemoryNode=256M" in job and "NumCPUs=1" in job and "Name=sci-gen" in job
+    # executor.json: what the build asked of SLURM, and each node's job id.
+    stats = json.loads((after["run"] / "slurm" / "executor.json").read_text())
+    assert stats["jobs"] == len(stats["nodes"]) and set(stats["nodes"]) <= set(keys) and stats["arrays"] >= 1
+    assert stats["sbatch"] < stats["jobs"] and stats["scancel"] == 0 and stats["submit_s"] > 0
+    assert sorted(j for n, j in stats["nodes"].items() if n.startswith("gen")) == [f"{array_id}_{i}" for i in range(5)]
     # Built again, locally: the SLURM build's records are cache hits for the local executor.
     again = Sci(root, _env(cluster)).build()
     assert again["executed"] == [] and len(again["cached"]) == 8
@@ -645,6 +650,46 @@ def test_a_job_gone_from_the_queue_is_resolved_from_the_completion_record(cluste
     result = job.fut.result(timeout=1)
     assert not result.ok and result.error == f"slurm job {job_id} FAILED (exit code 7:0)"
     ex.close()
+
+
+@pytest.fixture(scope="session")
+def accounting_cluster():
+    """A second cluster, with slurmdbd on a MariaDB of its own: `sacct` works, and there is no
+    job-completion file."""
+    yield from slurm_cluster_fixture(accounting=True)
+
+
+@on_the_cluster
+def test_with_accounting_a_build_works_and_a_job_gone_from_the_queue_is_read_from_sacct(accounting_cluster,
+                                                                                       tmp_path, monkeypatch):
+    cluster = accounting_cluster
+    root = tmp_path / "ws"
+    root.mkdir()
+    write(root, {"sci.yaml": FAILING["sci.yaml"].replace("SLEEP", "1")})
+    out = _slurm_build(cluster, root, "--keep-going", check=1, env=_env(cluster))
+    st_ = {n: v["status"] for n, v in out["by_node"].items()}
+    assert st_ == {"bad": "failed", "after_bad": "skipped", "slow": "executed", "after_slow": "executed"}
+    assert " FAILED" in out["by_node"]["bad"]["error"] and "exited with status 3" in out["by_node"]["bad"]["error"]
+
+    for k, v in cluster.env.items():
+        monkeypatch.setenv(k, v)
+    ex = sx.SlurmExecutor(settings=sx.settings(None, None, {}), workspace=tmp_path, run_dir=tmp_path / "run")
+    assert ex.accounting and ex.jobcomp is None
+    job_id = cluster.client("sbatch", "--parsable", "--output=/dev/null", "--wrap", "exit 7").stdout.strip()
+    assert wait_until(lambda: "FAILED" in cluster.client("sacct", "-n", "-X", "-j", job_id, "-o", "State").stdout)
+    assert ex._from_sacct([job_id, "999999"]) == {job_id: ("FAILED", "7:0")}
+    assert ex._from_jobcomp([job_id]) == {}
+    from concurrent.futures import Future
+
+    job = sx._Job("lost", Future(), "b00001-0")
+    job.base = job.job_id = job_id
+    ex._jobs[job.name] = job
+    ex._resolve([job])
+    assert job.fut.result(timeout=1).error == f"slurm job {job_id} FAILED (exit code 7:0)"
+    assert ex.stats["sacct"] == 2 and ex.stats["scontrol"] == 0  # sacct answered: scontrol not asked
+    ex.close()
+    doctor = json.loads(Sci(root, _env(cluster))("doctor", "--json").stdout)["slurm"]
+    assert doctor["accounting"] is True
 
 
 @on_the_cluster
