@@ -186,6 +186,22 @@ def test_cli_without_slurm_on_path_exits_2_naming_the_commands(ws):
     assert not (ws.root / "runs").exists()
 
 
+def test_a_gpu_node_on_a_driver_without_gpus_says_to_declare_the_clusters_gpus(ws):
+    from sci.build.gpu import detect_gpus
+
+    if detect_gpus():
+        pytest.skip("this machine has a GPU: its fingerprint is taken, nothing to declare")
+    sci = ws({"sci.yaml": "version: 1\nsteps:\n  t:\n    cmd: echo hi > {outs}\n    outs: [t.txt]\n"
+                          "    resources: {gpu: 1}\n"})
+    sci.env["PATH"] = str(Path(sys.executable).parent)  # no SLURM either: the GPU check comes first
+    proc = sci("build", "--executor", "slurm", check=2)
+    assert "cannot fingerprint the GPU environment" in proc.stderr and no_traceback(proc.stderr)
+    assert "declare the GPUs of the cluster's nodes in config/hardware.yaml" in proc.stderr
+    assert "run GPU steps on a machine with an NVIDIA GPU" not in proc.stderr
+    proc = sci("build", check=2)  # the local executor: this machine needs the GPU itself
+    assert "has none" in proc.stderr and "cluster" not in proc.stderr
+
+
 def test_executor_options_do_not_apply_to_the_local_executor(ws):
     sci = ws({"sci.yaml": "version: 1\nsteps:\n  a:\n    cmd: echo hi > {outs}\n    outs: [a.txt]\n"})
     proc = sci("build", "--executor-option", "partition=x", check=2)
