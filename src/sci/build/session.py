@@ -254,14 +254,15 @@ class BuildSession:
 def _environment(loaded, stat_cache: StatCache, gpu_nodes: list, executor: str) -> dict[str, dict]:
     """The environment records; under a cluster executor, a GPU fingerprint this machine cannot
     take says how to declare the cluster's GPUs instead (the driver keys every node)."""
-    from sci.build.gpu import GpuRequired
-    from sci.build.resources import HARDWARE_FILE
     from sci.plan.pipeline import environment_records
 
     try:
         return environment_records(loaded, stat_cache, gpu_nodes)
-    except GpuRequired as exc:
-        if executor == "local":
+    except SciError as exc:
+        from sci.build.gpu import GpuRequired  # here: it imports dataclasses, which a build need not
+        from sci.build.resources import HARDWARE_FILE
+
+        if executor == "local" or not isinstance(exc, GpuRequired):
             raise
         raise GpuRequired(exc.message, hint=f"GPU nodes are keyed on this machine: declare the GPUs of the "
                                              f"cluster's nodes in {HARDWARE_FILE} (docs/format.md)") from None
