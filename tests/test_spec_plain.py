@@ -121,6 +121,12 @@ envs = optional_dict({}, {"files": path_lists, "vars": st.lists(names, max_size=
 remotes = st.dictionaries(names, st.one_of(
     texts, optional_dict({"url": texts}, {"endpoint_url": st.one_of(st.none(), texts),
                                           "region": st.one_of(st.none(), texts)})), max_size=2)
+slurms = optional_dict({}, {
+    "partition": st.one_of(st.none(), texts), "account": st.one_of(st.none(), texts),
+    "qos": st.one_of(st.none(), texts), "time": st.one_of(st.none(), st.integers(0, 10**6), texts),
+    "setup": st.lists(texts, max_size=2), "options": st.lists(texts, max_size=2), "arrays": st.booleans(),
+    "poll_s": st.one_of(st.none(), st.floats(0.01, 1e3), st.integers(1, 100))})
+executors = optional_dict({}, {"slurm": st.one_of(st.none(), slurms)})
 step_common = {
     "deps": st.one_of(st.none(), path_maps), "outs": st.one_of(st.none(), path_maps), "code": path_lists,
     "params": st.lists(names, max_size=3), "seed": st.one_of(st.none(), st.integers(-2**40, 2**40)),
@@ -145,7 +151,7 @@ def valid_docs(draw) -> dict:
         steps.update(draw(st.dictionaries(names, dossier_steps, min_size=1, max_size=2)))
     optional = {"defaults": defaults, "env": envs,
                 "params": st.one_of(st.none(), paths, st.dictionaries(names, json_values, max_size=4)),
-                "store": st.one_of(st.none(), paths), "remotes": remotes}
+                "store": st.one_of(st.none(), paths), "remotes": remotes, "executors": executors}
     head = draw(optional_dict({"version": st.just(1)}, optional))
     if experiment is not None or draw(st.booleans()):
         head["experiment"] = experiment
@@ -293,6 +299,8 @@ def test_patterns_mirror_sci_spec():
     assert list(spec_plain.DEFAULTS_KEYS) == list(spec.Defaults.model_fields)
     assert list(spec_plain.ENV_KEYS) == list(spec.EnvSpec.model_fields)
     assert list(spec_plain.REMOTE_KEYS) == list(spec.RemoteSpec.model_fields)
+    assert list(spec_plain.EXECUTORS_KEYS) == list(spec.Executors.model_fields)
+    assert list(spec_plain.SLURM_KEYS) == list(spec.SlurmSpec.model_fields)
 
 
 COERCED = [
@@ -306,6 +314,8 @@ COERCED = [
     {"version": 1, "steps": {"a": {"cmd": "x", "foreach": {"n": ("a", "b")}}}},
     {"version": 1, "experiment": {"title": "T", "question": "Q", "authors": [{"name": "A", "orcid": [1]}]},
      "steps": {}},
+    {"version": 1, "executors": {"slurm": {"time": True}}, "steps": {}},
+    {"version": 1, "executors": {"slurm": {"arrays": 1}}, "steps": {}},
 ]
 
 

@@ -205,6 +205,19 @@ def lock_state(root: Path) -> dict[str, Any]:
     return state
 
 
+# -- a SLURM cluster -------------------------------------------------------------------------
+def slurm_cluster() -> dict[str, Any] | None:
+    """The SLURM cluster this machine submits to (partitions, nodes, CPUs, GPUs), where `sinfo`
+    is on PATH; None elsewhere. A controller that does not answer is reported, not raised."""
+    import shutil
+
+    if shutil.which("sinfo") is None:
+        return None
+    from sci.executors.slurm import cluster_report
+
+    return cluster_report()
+
+
 # -- the report ------------------------------------------------------------------------------
 def report(root: Path | None, store_root: Path | None) -> dict:
     """Everything `sci doctor --json` prints. `root` is the workspace (None outside one);
@@ -228,6 +241,7 @@ def report(root: Path | None, store_root: Path | None) -> dict:
         "cuda": (gpus[0].cuda_version or None) if gpus else None,
         "store": store_health(store_root) if store_root is not None else None,
         "workspace": ({"root": str(root), "lock": lock_state(Path(root))} if root is not None else None),
+        "slurm": slurm_cluster(),
     }
 
 
@@ -292,4 +306,16 @@ def render(rep: dict) -> list[str]:
             state = "free"
         lines.append(f"workspace  {ws['root']}")
         lines.append(f"  lock     {state}")
+    slurm = rep.get("slurm")
+    if slurm is not None:
+        if "error" in slurm:
+            lines.append(f"slurm      no answer: {slurm['error']}")
+        else:
+            lines.append(f"slurm      cluster {slurm['cluster']} (SLURM {slurm['version'] or '?'}): "
+                         f"{slurm['nodes']} node(s), {slurm['cpus']} CPUs, {slurm['gpus']} GPUs, accounting "
+                         f"{'on (sacct)' if slurm['accounting'] else 'off'}")
+            for p in slurm["partitions"]:
+                name = p["name"] + ("*" if p["default"] else "")
+                lines.append(f"  {name:<12} {p['state'].lower():<5} {p['nodes']} node(s), {p['cpus']} CPUs, "
+                             f"{p['gpus']} GPUs, {p['mem_gb']:g} GiB, max time {p['max_time']}")
     return lines

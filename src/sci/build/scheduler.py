@@ -291,6 +291,9 @@ class Scheduler:
                         self.outcomes.setdefault(name, Outcome(name, Status.SKIPPED, error="not started after a failure"))
                     break
                 self._write_actions()
+                flush = getattr(self.executor, "flush", None)
+                if flush is not None:  # a batching executor (SLURM) sends what this pass started, together
+                    flush()
                 done = [f for f in running if f.done()]  # a node run on this thread is done already
                 if not done:
                     from concurrent.futures import FIRST_COMPLETED, wait

@@ -126,7 +126,6 @@ class BuildSession:
         """Plan, decide every node and run what must run; the records; the no-op record."""
         from sci.build.inputs import Resolver
         from sci.build.resources import check_fits
-        from sci.plan.pipeline import environment_records
 
         ws, opt, targets = self.ws, self.opt, self.targets
         loaded = load(ws, opt.overrides, seed=opt.seed, yaml_bytes=yaml_bytes, cache_key=key)
@@ -143,7 +142,7 @@ class BuildSession:
         gpu_nodes = [graph.nodes[n] for n in selected if n in gpu] if gpu else []
         if opt.executor == "local":  # a GPU node on a machine without one: this, not a fingerprint error
             check_fits(gpu_nodes, loaded.hardware, loaded.pos)
-        env = environment_records(loaded, stat_cache, gpu_nodes)
+        env = _environment(loaded, stat_cache, gpu_nodes, opt.executor)
         last = None  # after a parameter edit: what the last build's record proves (noop.py)
         if self.shortcuts != "off" and not forced:
             from sci.build.noop import unchanged_nodes
@@ -161,13 +160,14 @@ class BuildSession:
         from sci.executors import make_executor
 
         # An unknown executor, or a cluster that cannot run some node, fails before any record.
-        ex = make_executor(opt.executor, jobs=opt.jobs or loaded.hardware.cpu or 1, pos=loaded.pos,
-                           **opt.executor_options,
-                           nodes=[graph.nodes[n] for n in to_run] if opt.executor != "local" else ())
-        hardware = ex.hardware() if hasattr(ex, "hardware") else loaded.hardware  # a cluster's, for Ray
-        jobs = opt.jobs or hardware.cpu or 1
         run_id = records.new_run_id()
         run_dir = ws.runs_dir / run_id
+        ex = make_executor(opt.executor, jobs=opt.jobs or loaded.hardware.cpu or 1, pos=loaded.pos,
+                           **opt.executor_options,
+                           nodes=[graph.nodes[n] for n in to_run] if opt.executor != "local" else (),
+                           ws=ws, yaml_bytes=yaml_bytes, run_dir=run_dir)
+        hardware = ex.hardware() if hasattr(ex, "hardware") else loaded.hardware  # a cluster's, for Ray, SLURM
+        jobs = opt.jobs or hardware.cpu or 1
         log = records.RunLog(run_dir)
 
         def emit_all(event: str, node: str | None = None, **data: Any) -> None:
@@ -251,6 +251,23 @@ class BuildSession:
         if cache is not None:
             report.remote = {"lookups": cache.looked_up, "hits": cache.hits, **cache.stats.to_json()}
         return report
+
+
+def _environment(loaded, stat_cache: StatCache, gpu_nodes: list, executor: str) -> dict[str, dict]:
+    """The environment records; under a cluster executor, a GPU fingerprint this machine cannot
+    take says how to declare the cluster's GPUs instead (the driver keys every node)."""
+    from sci.plan.pipeline import environment_records
+
+    try:
+        return environment_records(loaded, stat_cache, gpu_nodes)
+    except SciError as exc:
+        from sci.build.gpu import GpuRequired  # here: it imports dataclasses, which a build need not
+        from sci.build.resources import HARDWARE_FILE
+
+        if executor == "local" or not isinstance(exc, GpuRequired):
+            raise
+        raise GpuRequired(exc.message, hint=f"GPU nodes are keyed on this machine: declare the GPUs of the "
+                                             f"cluster's nodes in {HARDWARE_FILE} (docs/format.md)") from None
 
 
 def _compare_fast(recorded_plan: list[dict], full: BuildReport) -> None:

@@ -40,20 +40,23 @@ def cli() -> None:
 @click.option("--force", multiple=True, metavar="NODE", help="Run NODE (a node or step) even if cached.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--no-wait", is_flag=True, help="Fail at once if another sci holds the workspace lock.")
-@click.option("--executor", default="local", show_default=True, help="Where nodes run: local or ray.")
+@click.option("--executor", default="local", show_default=True, help="Where nodes run: local, ray or slurm.")
 @click.option("--address", metavar="HOST:PORT", help="Ray cluster (GCS) address for --executor ray (default: RAY_ADDRESS).")
+@click.option("--executor-option", "executor_option", multiple=True, metavar="KEY=VALUE",
+              help="An executor setting for this build (slurm: partition, account, qos, time, setup, options, "
+                   "arrays, poll_s); wins over sci.yaml's executors: and config/executors.yaml.")
 @click.option("--remote", "remote", metavar="NAME", help="Consult this remote store (default: remotes.default / SCI_REMOTE).")
 @click.option("--no-remote", is_flag=True, help="Do not consult any remote store.")
 @click.option("--remote-upload", is_flag=True, help="Push what this build produced to the remote.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list cached nodes.")
-def build(targets, jobs, keep_going, dry_run, overrides, force, as_json, no_wait, executor, address, remote,
-          no_remote, remote_upload, verbose) -> None:
+def build(targets, jobs, keep_going, dry_run, overrides, force, as_json, no_wait, executor, address, executor_option,
+          remote, no_remote, remote_upload, verbose) -> None:
     """Build TARGETS (node names, step names or output paths; default: everything)."""
     from sci.cli.run import run_build
 
     run_build(targets, jobs=jobs, keep_going=keep_going, dry_run=dry_run, overrides=overrides, force=force,
               as_json=as_json, no_wait=no_wait, executor=executor, address=address, remote=remote,
-              no_remote=no_remote, remote_upload=remote_upload, verbose=verbose)
+              no_remote=no_remote, remote_upload=remote_upload, verbose=verbose, executor_option=executor_option)
 
 
 @cli.command()

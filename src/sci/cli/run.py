@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 
 def warn(line: str) -> None:
@@ -22,7 +22,7 @@ def say(text: str) -> None:
 def run_build(targets, *, jobs: int | None = None, keep_going: bool = False, dry_run: bool = False,
               overrides=(), force=(), as_json: bool = False, no_wait: bool = False, executor: str = "local",
               address: str | None = None, remote: str | None = None, no_remote: bool = False,
-              remote_upload: bool = False, verbose: bool = False) -> None:
+              remote_upload: bool = False, verbose: bool = False, executor_option=()) -> None:
     """`sci build`, however its command line was parsed."""
     from sci import api, canonical
     from sci.cli import console
@@ -48,7 +48,7 @@ def run_build(targets, *, jobs: int | None = None, keep_going: bool = False, dry
     try:
         report = api.build(ws, list(targets), jobs=jobs, keep_going=keep_going, overrides=list(overrides),
                            force=list(force), wait=not no_wait, emit=rep, argv=["build", *sys.argv[2:]],
-                           executor=executor, executor_options={"address": address} if address else {},
+                           executor=executor, executor_options=executor_options(address, executor_option),
                            remote=remote, use_remote=not no_remote,
                            remote_upload=remote_upload)
     except Exception as exc:
@@ -71,6 +71,26 @@ def _masked(line: str) -> str:
     from sci.redact import redact
 
     return redact(line)
+
+
+def executor_options(address: str | None, pairs=()) -> dict[str, Any]:
+    """`--address` and every `--executor-option KEY=VALUE` as one mapping; a key given more than
+    once keeps all its values, in order (a list option such as `setup` takes several)."""
+    from sci.errors import UserError
+
+    out: dict[str, Any] = {"address": address} if address else {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--executor-option {pair!r} is not KEY=VALUE",
+                            hint="e.g. --executor-option partition=gpu --executor-option time=2:00:00")
+        if key in out and key != "address":
+            prev = out[key]
+            out[key] = (prev if isinstance(prev, list) else [prev]) + [value]
+        else:
+            out[key] = value
+    return out
 
 
 def guarded(call: Callable[[], None]) -> None:

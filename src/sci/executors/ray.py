@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sci.errors import ResourceError, UserError
-from sci.executors.task import Task, TaskResult
+from sci.executors.task import Task, TaskResult, identity
 
 if TYPE_CHECKING:
     from sci.build.resources import Hardware
@@ -268,11 +268,7 @@ def _failure_text(exc: BaseException | None, cancelled: bool) -> str:
     return f"Ray could not run the task ({type(exc).__name__}): {first}"
 
 
-def _driver_identity() -> dict[str, str]:
-    """What a worker must match for its results to belong under keys the driver computed."""
-    from sci import __version__
-
-    return {"sci": __version__, "python": "%d.%d.%d" % sys.version_info[:3]}
+_driver_identity = identity  # what a worker must match (sci.executors.task)
 
 
 # -- on the worker -------------------------------------------------------------------------

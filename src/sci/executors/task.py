@@ -5,6 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 
+def identity() -> dict[str, str]:
+    """What a worker on another machine must match for its results to belong under the keys
+    the driver computed: sci's version and Python's."""
+    import sys
+
+    from sci import __version__
+
+    return {"sci": __version__, "python": "%d.%d.%d" % sys.version_info[:3]}
+
+
 class Task:
     """Everything needed to run one node anywhere that can reach the workspace and the store.
 

@@ -176,7 +176,7 @@ def _common_dir(git: Path) -> Path:
 
 # Options that choose where nodes run, not what they compute: kept out of the manifest's
 # non-volatile fields (SPEC §9: the executor never enters a record), recorded under volatile.
-EXECUTOR_OPTIONS = ("--executor", "--address")
+EXECUTOR_OPTIONS = ("--executor", "--address", "--executor-option")
 
 
 def without_executor_options(argv: list[str]) -> list[str]:

@@ -72,6 +72,24 @@ class RemoteSpec(_Strict):
     region: Optional[str] = Field(None, description="S3 region, where the server needs one.")
 
 
+class SlurmSpec(_Strict):
+    """`executors: {slurm: …}`: how `sci build --executor slurm` submits jobs (SPEC §12). None of it
+    enters a key or a record: it says where nodes run, not what they compute."""
+
+    partition: Optional[str] = Field(None, description="Partition(s) to submit to, comma-separated (default: the cluster's default).")
+    account: Optional[str] = Field(None, description="Account to charge (sbatch --account).")
+    qos: Optional[str] = Field(None, description="Quality of service (sbatch --qos).")
+    time: Optional[Union[int, str]] = Field(None, description="Time limit of each job: minutes, or SLURM's form (2:00:00, 1-12:00:00).")
+    setup: list[str] = Field(default_factory=list, description="Shell lines each job runs before its node, e.g. module load cuda/12.2.")
+    options: list[str] = Field(default_factory=list, description="Extra sbatch options, one per item, e.g. --constraint=avx2.")
+    arrays: bool = Field(True, description="Submit the nodes of one step that are ready together as one job array.")
+    poll_s: Optional[float] = Field(None, gt=0, description="Seconds between two queue queries (default 2).")
+
+
+class Executors(_Strict):
+    slurm: Optional[SlurmSpec] = Field(None, description="Settings of --executor slurm.")
+
+
 PathMap = Union[list[str], dict[str, str]]
 
 
@@ -128,6 +146,7 @@ class Pipeline(_Strict):
     params: Union[str, dict[str, Any], None] = Field(None, description="A parameters file path or an inline mapping.")
     store: Optional[str] = Field(None, description="Store location (default cas/; SCI_CAS overrides).")
     remotes: dict[str, Union[str, RemoteSpec]] = Field(default_factory=dict, description="Named remote stores.")
+    executors: Executors = Field(default_factory=Executors, description="Settings of the executors (where nodes run).")
     steps: dict[str, Step] = Field(description="The steps, by name.")
 
     @field_validator("version", mode="before")
@@ -165,7 +184,8 @@ def _shown(value: Any) -> str:
 
 
 _MODELS_BY_FIELD = {"steps": Step, "experiment": Experiment, "defaults": Defaults, "env": EnvSpec,
-                    "resources": Resources, "authors": Author, "remotes": RemoteSpec}
+                    "resources": Resources, "authors": Author, "remotes": RemoteSpec,
+                    "executors": Executors, "slurm": SlurmSpec}
 
 
 def _fields_at(loc: tuple) -> list[str]:

@@ -21,13 +21,15 @@ from sci.spec.placeholders import any_lone_brace
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 FN_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
-PIPELINE_KEYS = ("version", "experiment", "defaults", "env", "params", "store", "remotes", "steps")
+PIPELINE_KEYS = ("version", "experiment", "defaults", "env", "params", "store", "remotes", "executors", "steps")
 EXPERIMENT_KEYS = ("title", "question", "authors", "license", "keywords", "description", "url", "doi")
 AUTHOR_KEYS = ("name", "orcid", "affiliation", "email")
 RESOURCES_KEYS = ("cpu", "mem_gb", "gpu", "vram_gb")
 DEFAULTS_KEYS = ("seed", "determinism", "resources")
 ENV_KEYS = ("files", "vars", "tools")
 REMOTE_KEYS = ("url", "endpoint_url", "region")
+EXECUTORS_KEYS = ("slurm",)
+SLURM_KEYS = ("partition", "account", "qos", "time", "setup", "options", "arrays", "poll_s")
 STEP_KEYS = ("cmd", "fn", "kind", "deps", "outs", "metrics", "code", "params", "seed", "resources", "determinism",
              "foreach", "sandbox", "env", "steps", "evidence")
 
@@ -38,6 +40,8 @@ _RESOURCES = frozenset(RESOURCES_KEYS)
 _DEFAULTS = frozenset(DEFAULTS_KEYS)
 _ENV = frozenset(ENV_KEYS)
 _REMOTE = frozenset(REMOTE_KEYS)
+_EXECUTORS = frozenset(EXECUTORS_KEYS)
+_SLURM = frozenset(SLURM_KEYS)
 _STEP = frozenset(STEP_KEYS)
 _DETERMINISM = ("strict", "fast")
 _FLOAT_EXACT = 2 ** 53  # ints up to here become floats exactly; larger ones are pydantic's call
@@ -234,6 +238,28 @@ def _remotes(v: Any) -> dict:
     return out
 
 
+def _executors(v: Any) -> dict:
+    _keys(v, _EXECUTORS)
+    slurm = v.get("slurm")
+    if slurm is None:
+        return {"slurm": None}
+    _keys(slurm, _SLURM)
+    g = slurm.get
+    time, arrays, poll = g("time"), g("arrays", True), g("poll_s")
+    if time is not None and type(time) is not str and type(time) is not int:
+        raise _Unsure
+    if type(arrays) is not bool:
+        raise _Unsure
+    if poll is not None:
+        poll = _amount(poll)
+        if not poll > 0:
+            raise _Unsure
+    return {"slurm": {
+        "partition": _opt_str(g("partition")), "account": _opt_str(g("account")), "qos": _opt_str(g("qos")),
+        "time": time, "setup": _str_list(slurm["setup"]) if "setup" in slurm else [],
+        "options": _str_list(slurm["options"]) if "options" in slurm else [], "arrays": arrays, "poll_s": poll}}
+
+
 def _step(body: Any) -> dict:
     if type(body) is not dict or not _STEP.issuperset(body):
         raise _Unsure
@@ -345,5 +371,6 @@ def _pipeline(data: Any) -> dict:
         "params": params,
         "store": _opt_str(data.get("store")),
         "remotes": _remotes(data["remotes"]) if "remotes" in data else {},
+        "executors": _executors(data["executors"]) if "executors" in data else {"slurm": None},
         "steps": steps,
     }
