@@ -13,6 +13,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Tests run as under `uv run pytest` (.ci/run): the test interpreter's bin/ first on PATH, so a
+# step's `python` is that interpreter (sci itself never puts it there: SPEC §10).
+_BIN = os.path.dirname(sys.executable)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", os.defpath)
+
 
 def pytest_collection_modifyitems(config, items):
     """Under SCI_SHORTCUTS=off or verify no shortcut answers a build: the tests that assert how

@@ -29,7 +29,11 @@ from typing import Any, Callable, Iterator
 
 from sci import canonical
 from sci.errors import UserError
-from sci.store.hashing import digest_bytes
+
+try:
+    from sci.store.hashing import digest_bytes
+except ImportError:  # a step's own interpreter (the fn runner, a script's apply()) may lack blake3
+    digest_bytes = None  # type: ignore[assignment]
 
 
 class Mode(str, Enum):

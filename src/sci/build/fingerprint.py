@@ -3,8 +3,10 @@
 Every component is recorded separately so `diff` can name what changed ("packages.numpy:
 1.26.4 → 2.0.0") and `sci status` can say why a node would re-run. Components:
 
-    python          "3.11.7" (platform.python_version)
-    implementation  "cpython" (sys.implementation.name)
+    python          "3.11.7": the version of the interpreter a step's `python3` is — the first
+                    python3 on the step's PATH (the caller's PATH as given, SPEC §10), which is
+                    not necessarily the one running sci; "none" when there is no python3
+    implementation  "cpython" (sys.implementation.name of that interpreter)
     os              "Linux" (platform.system) — the kernel release is left out on purpose:
                     it changes with every security update, differs between CI runners that
                     share a cache, and almost never changes a step's output bytes
@@ -14,11 +16,12 @@ Every component is recorded separately so `diff` can name what changed ("package
     sci             sci.__version__
     files           env.files: workspace path → BLAKE3 digest
     packages        installed version of every package named in a lock among env.files
-                    (uv.lock, poetry.lock, pylock*.toml, *requirements*.txt); "not-installed"
-                    for a locked package this interpreter does not have
+                    (uv.lock, poetry.lock, pylock*.toml, *requirements*.txt), as the step's
+                    python3 sees it; "not-installed" for a locked package it does not have
     vars            env.vars: name → value (None when unset); a secret-looking name
                     (`is_secret_name`) is recorded only as {"secret": true, "set": bool}
-    tools           env.tools: name → {"digest": BLAKE3 of the resolved executable,
+    tools           env.tools: name → {"digest": BLAKE3 of the executable the step runs
+                    (resolved on the step's PATH),
                     "version": first line of `NAME --version`} (the path is left out: where
                     a tool is installed differs between hosts, what it is does not)
     gpu             added by the caller for GPU steps only: `gpu_components()`
@@ -62,16 +65,16 @@ _MAPPING_COMPONENTS = ("files", "packages", "vars", "tools", "gpu")
 # Per-process memos in front of the on-disk caches (sci status then build in one process, tests).
 _lock_names_memo: dict[tuple[str, str], list[str]] = {}
 _tool_version_memo: dict[str, str] = {}
-_installed_memo: tuple[tuple, dict[str, str]] | None = None
+_installed_memo: dict[tuple, dict[str, str]] = {}
 
 
 def clear_memos() -> None:
     """Forget this process's memos (lock names, tool versions, installed versions); the
     on-disk cache in cache_dir is untouched. For long-lived processes and tests."""
-    global _installed_memo
     _lock_names_memo.clear()
     _tool_version_memo.clear()
-    _installed_memo = None
+    _installed_memo.clear()
+    _interpreter_memo.clear()
 
 
 
@@ -98,6 +101,69 @@ def _platform_components() -> dict[str, str]:
         "libc": libc,
         "machine": platform.machine(),
     }
+
+
+_PROBE = ("import json, platform, sys; print(json.dumps([platform.python_version(), "
+          "sys.implementation.name, sys.path]))")
+NO_PYTHON = "none"
+_interpreter_memo: dict[tuple, tuple[str, str, list[str]]] = {}
+
+
+def step_path() -> str:
+    """The PATH a step in the workspace's default environment gets: the caller's, as given."""
+    return os.environ.get("PATH", os.defpath)
+
+
+def find_python(path: str) -> str | None:
+    """The first `python3` (then `python`) on `path`: what `python3` in a step runs."""
+    return shutil.which("python3", path=path) or shutil.which("python", path=path)
+
+
+def interpreter(path: str, stat_cache: StatCache, cache_dir: Path | None) -> tuple[str, str, list[str]]:
+    """(version, implementation, sys.path) of the python3 a step on `path` runs.
+
+    The interpreter running sci answers for itself when it is that python3 (the usual
+    `uv run sci …`); another one is asked once — `python3 -E -s -c …`, as a step starts it:
+    no PYTHON* variables, no user site (a step's HOME is its box) — and the answer is cached
+    under the executable's digest, its path (a venv's site-packages follow from where its
+    `python` link lives) and its venv's pyvenv.cfg."""
+    exe = find_python(path)
+    if exe is None:
+        return NO_PYTHON, NO_PYTHON, []
+    here = os.path.realpath(sys.executable)
+    if os.path.realpath(exe) == here and os.path.dirname(os.path.dirname(os.path.abspath(exe))) == sys.prefix:
+        cwd = os.getcwd()  # sys.path[0] of `python -m sci`: where sci was started, not a step's
+        return platform.python_version(), sys.implementation.name, [p for p in sys.path if p and p != cwd]
+    real = os.path.realpath(exe)
+    digest = stat_cache.file_digest(real, real)
+    cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(exe))), "pyvenv.cfg")
+    try:
+        cfg_digest = stat_cache.file_digest(cfg, cfg)
+    except OSError:
+        cfg_digest = None
+    key = (exe, digest, cfg_digest)
+    hit = _interpreter_memo.get(key)
+    if hit is not None:
+        return hit
+    cache_key = digest_bytes(canonical.dumps(["sci.interpreter", *key]))
+    entry = cache_dir / CACHE_SUBDIR / "interpreters" / f"{cache_key}.json" if cache_dir else None
+    cached = _read_json(entry) if entry else None
+    if isinstance(cached, list) and len(cached) == 3:
+        found = (cached[0], cached[1], list(cached[2]))
+    else:
+        import subprocess  # only on a cache miss
+
+        try:
+            proc = subprocess.run([exe, "-E", "-s", "-c", _PROBE], stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=VERSION_TIMEOUT_S, env={"PATH": path, "LC_ALL": "C"})
+            version, impl, paths = canonical.loads(proc.stdout.strip().splitlines()[-1])
+            found = (str(version), str(impl), [str(p) for p in paths if p])
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+            found = (f"<{exe} did not answer>", "unknown", [])
+        if entry:
+            _write_json(entry, list(found))
+    _interpreter_memo[key] = found
+    return found
 
 
 def _sci_version() -> str:
@@ -227,19 +293,18 @@ def _dist_name_version(entry: str) -> tuple[str, str | None] | None:
     return normalize_name(name), version
 
 
-def installed_versions(cache_dir: Path | None = None) -> dict[str, str]:
-    """normalized name → version of every distribution visible on sys.path.
+def installed_versions(cache_dir: Path | None = None, paths: list[str] | None = None) -> dict[str, str]:
+    """normalized name → version of every distribution visible on `paths` (default: sys.path).
 
-    The first sys.path entry holding a distribution wins, as with importlib.metadata. The
-    result is cached (in the process, and in `cache_dir` when given) under the signature of
-    the sys.path directories — path, mtime, inode — which changes whenever a `*.dist-info`
-    directory is added, removed or renamed (an install, uninstall or upgrade).
+    The first entry holding a distribution wins, as with importlib.metadata. The result is
+    cached (in the process, and in `cache_dir` when given) under the signature of the
+    directories — path, mtime, inode — which changes whenever a `*.dist-info` directory is
+    added, removed or renamed (an install, uninstall or upgrade).
     """
-    global _installed_memo
     dirs = []
     now = time.time_ns()
     racy = False
-    for entry in sys.path:
+    for entry in (sys.path if paths is None else paths):
         try:
             st = os.stat(entry or ".")
         except OSError:
@@ -248,18 +313,21 @@ def installed_versions(cache_dir: Path | None = None) -> dict[str, str]:
         # Changed within the timestamp tick: it may change again unseen, so do not persist.
         racy = racy or now - st.st_mtime_ns < RACY_WINDOW_NS
     signature = tuple(dirs)
-    if _installed_memo is not None and _installed_memo[0] == signature:
-        return _installed_memo[1]
-    entry_path = cache_dir / CACHE_SUBDIR / "installed.json" if cache_dir else None
+    hit = _installed_memo.get(signature)
+    if hit is not None:
+        return hit
+    name = "installed.json" if paths is None else \
+        f"installed-{digest_bytes(canonical.dumps(sorted(set(d[0] for d in dirs))))[:16]}.json"
+    entry_path = cache_dir / CACHE_SUBDIR / name if cache_dir else None
     cached = _read_json(entry_path) if entry_path else None
     if (isinstance(cached, dict) and cached.get("signature") == [list(d) for d in dirs]
             and isinstance(cached.get("versions"), dict)):
-        _installed_memo = (signature, cached["versions"])
+        _installed_memo[signature] = cached["versions"]
         return cached["versions"]
     found = _scan_installed(dirs)
     if entry_path and not racy:
         _write_json(entry_path, {"signature": [list(d) for d in dirs], "versions": found})
-    _installed_memo = (signature, found)
+    _installed_memo[signature] = found
     return found
 
 
@@ -293,7 +361,8 @@ def _metadata_version(info_dir: str) -> str | None:
         return None
 
 
-def _packages(root: Path, file_digests: dict[str, str], cache_dir: Path | None) -> dict[str, str]:
+def _packages(root: Path, file_digests: dict[str, str], cache_dir: Path | None,
+              site: list[str] | None) -> dict[str, str]:
     locked: set[str] = set()
     for rel, digest in file_digests.items():
         kind = lock_kind(rel)
@@ -302,7 +371,7 @@ def _packages(root: Path, file_digests: dict[str, str], cache_dir: Path | None) 
             locked.update(_lock_names(kind, path, digest, cache_dir))
     if not locked:
         return {}
-    installed = installed_versions(cache_dir)
+    installed = installed_versions(cache_dir, site)
     return {name: installed.get(name, NOT_INSTALLED) for name in sorted(locked)}
 
 
@@ -316,15 +385,15 @@ def _vars(names: list[str]) -> dict[str, Any]:
 
 
 # -- tools -----------------------------------------------------------------------------------
-def _resolve_tool(root: Path, name: str) -> str:
+def _resolve_tool(root: Path, name: str, path: str) -> str:
     if os.sep in name:
         candidate = name if os.path.isabs(name) else os.fspath(root / name)
         found = candidate if os.access(candidate, os.X_OK) and os.path.isfile(candidate) else None
     else:
-        found = shutil.which(name)
+        found = shutil.which(name, path=path)
     if found is None:
         raise UserError(f"env.tools: {name} is not on PATH",
-                        hint=f"install {name} or add its directory to PATH, "
+                        hint=f"install {name} or add its directory to the PATH sci is started with, "
                              "or remove it from env.tools in sci.yaml")
     return os.path.realpath(found)
 
@@ -354,10 +423,10 @@ def tool_version(exe: str, name: str) -> str:
 
 
 def _tools(root: Path, names: list[str], stat_cache: StatCache,
-           cache_dir: Path | None) -> dict[str, dict[str, str]]:
+           cache_dir: Path | None, path: str) -> dict[str, dict[str, str]]:
     out = {}
     for name in names:
-        exe = _resolve_tool(root, name)
+        exe = _resolve_tool(root, name, path)
         digest = stat_cache.file_digest(exe, exe)  # absolute key: never clashes with workspace paths
         # argv[0] matters to multi-call binaries (busybox), so the name is part of the cache key.
         cache_key = digest_bytes(canonical.dumps(["sci.tool-version", digest, os.path.basename(name)]))
@@ -378,23 +447,29 @@ def _tools(root: Path, names: list[str], stat_cache: StatCache,
 
 # -- the fingerprint -------------------------------------------------------------------------
 def environment(root: Path, files: list[str], vars: list[str], tools: list[str], *,
-                stat_cache: StatCache | None = None, cache_dir: Path | None = None) -> dict:
-    """The fingerprint components of this process's environment for a workspace.
+                stat_cache: StatCache | None = None, cache_dir: Path | None = None,
+                path: str | None = None) -> dict:
+    """The fingerprint components of the environment a step of this workspace runs in.
 
     `files` are workspace-relative paths (env.files), `vars` variable names (env.vars), `tools`
-    executable names (env.tools). Pass the workspace's StatCache and `.sci/` cache directory so
-    that an unchanged environment costs a few stats and small reads; without them everything
-    is recomputed. Raises UserError for a missing env file or tool.
+    executable names (env.tools). `path` is the step's PATH (default: the caller's, as given):
+    the python3 and the tools found on it are the ones fingerprinted. Pass the workspace's
+    StatCache and `.sci/` cache directory so that an unchanged environment costs a few stats
+    and small reads; without them everything is recomputed. Raises UserError for a missing
+    env file or tool.
     """
     root = Path(root)
     stat_cache = stat_cache if stat_cache is not None else StatCache()
+    path = step_path() if path is None else path
     file_digests = _file_digests(root, list(files), stat_cache)
     components: dict[str, Any] = dict(_platform_components())
+    version, implementation, site = interpreter(path, stat_cache, cache_dir)
+    components["python"], components["implementation"] = version, implementation
     components["sci"] = _sci_version()
     components["files"] = file_digests
-    components["packages"] = _packages(root, file_digests, cache_dir)
+    components["packages"] = _packages(root, file_digests, cache_dir, site)
     components["vars"] = _vars(list(vars))
-    components["tools"] = _tools(root, list(tools), stat_cache, cache_dir)
+    components["tools"] = _tools(root, list(tools), stat_cache, cache_dir, path)
     return components
 
 

@@ -147,7 +147,10 @@ class Scheduler:
             outs=dict(node.outs), ctx_deps=ctx_deps, params=node.params, seed=node.seed,
             determinism=node.determinism, threads=max(1, int(node.resources["cpu"])),
             env={k: os.environ[k] for k in node.env if k in os.environ}, gpus=gpus, files=files,
-            python=self.python, materialize=self.link_mode, metrics=node.metrics,
+            # The dossier is sci's own code: sci's interpreter. An fn step runs in the first
+            # python3 on the step's PATH (run.step_python), or its environment's interpreter.
+            python=self.python if node.kind == "dossier" else "", materialize=self.link_mode,
+            metrics=node.metrics,
         )
 
     # -- the loop ------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import json
 import os
 import shlex
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -204,24 +203,77 @@ def _written(before: tuple | None, now: tuple | None) -> bool:
 
 
 def step_environment(task: Task, cwd: Path) -> dict[str, str]:
+    """The variables a step's process starts with (docs/format.md, "Sandbox", lists them).
+
+    `PATH` is the caller's as given — sci never puts its own interpreter's directory on it, so
+    `python` in a step is the caller's `python`, not sci's (SPEC §10) — unless the step's
+    software environment sets it (`task.environ`: a uv environment puts its `bin/` first).
+    `PYTHONPATH` is the working directory, then a directory holding only sci's own package
+    (`sci_shim`), so `import sci.determinism` works in any interpreter without exposing sci's
+    dependencies."""
     from sci.determinism import command_env
 
-    python_dir = os.path.dirname(task.python or sys.executable)
-    path = os.environ.get("PATH", os.defpath)
     env = {
-        "PATH": f"{python_dir}{os.pathsep}{path}" if python_dir else path,
+        "PATH": os.environ.get("PATH", os.defpath),
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
-        "PYTHONPATH": str(cwd),
+        "PYTHONPATH": f"{cwd}{os.pathsep}{sci_shim(task.scratch_root)}",
         "PYTHONDONTWRITEBYTECODE": "1",
         "SCI_NODE": task.node,
     }
     for name in PASSTHROUGH:
         if name in os.environ:
             env[name] = os.environ[name]
+    env.update(task.environ)
     env.update(task.env)
     env.update(command_env(task.seed, task.determinism, task.gpus, task.threads))
     return env
+
+
+_SHIMS: dict[str, str] = {}
+
+
+def sci_shim(scratch_root: str) -> str:
+    """A directory whose only entry is `sci`, a link to this sci's package: on a step's
+    PYTHONPATH it makes `sci` importable (the fn runner, `sci.determinism`) in whatever
+    interpreter the step runs, and nothing else of sci's environment (its site-packages, where
+    numpy or pydantic live, stays out of sight). Made once per process, beside the scratch
+    directory (`.sci/cache/pyshim/<digest of the package path>/`)."""
+    shim = _SHIMS.get(scratch_root)
+    if shim is not None:
+        return shim
+    import hashlib
+
+    import sci
+
+    package = os.path.dirname(os.path.abspath(sci.__file__))
+    tag = hashlib.sha256(package.encode()).hexdigest()[:16]
+    shim = os.path.join(os.path.dirname(scratch_root), "cache", "pyshim", tag)
+    link = os.path.join(shim, "sci")
+    if not (os.path.islink(link) and os.readlink(link) == package):
+        os.makedirs(shim, exist_ok=True)
+        tmp = f"{link}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        os.symlink(package, tmp)
+        os.replace(tmp, link)  # atomic: a concurrent build sees the old link or the new one
+    _SHIMS[scratch_root] = shim
+    return shim
+
+
+_PYTHONS: dict[str, str | None] = {}
+
+
+def step_python(path: str) -> str | None:
+    """The first `python3` on `path` (then `python`): the interpreter of an `fn` step that runs
+    in the workspace's default environment (SPEC §10). None when there is none."""
+    if path in _PYTHONS:
+        return _PYTHONS[path]
+    found = shutil.which("python3", path=path) or shutil.which("python", path=path)
+    _PYTHONS[path] = found
+    return found
 
 
 def _tail(fh, secrets: list[str], lines: int = 20) -> str:
@@ -334,7 +386,12 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
             "determinism": task.determinism, "threads": task.threads,
             "metrics": str(logs["metrics"]),
         }))
-        argv = [task.python or sys.executable, "-m", "sci.executors.fn_runner", str(logs["request"])]
+        python = task.python or step_python(env["PATH"])
+        if python is None:
+            result.error = ("found no python3 on the step's PATH: an fn step runs in the first python3 on "
+                            "the caller's PATH, or in its declared environment's interpreter")
+            return
+        argv = [python, "-m", "sci.executors.fn_runner", str(logs["request"])]
 
     result.start = utc_now()
     t0 = time.perf_counter()
