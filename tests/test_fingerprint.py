@@ -345,7 +345,7 @@ FIXED = {
 
 def test_digest_is_pinned():
     # A change here changes every cache key: bump FINGERPRINT_FORMAT and say so in the changelog.
-    assert fingerprint.digest(FIXED) == "486d03d24526060d0815827b313811dc1e7cdbdd53e30f1e606fbf172ad745df"
+    assert fingerprint.digest(FIXED) == "ce85e0ad6d88ce40f7720e83750f262443f75b222ad8aa3108f02afbced8750b"
 
 
 def test_digest_ignores_dict_order_and_sees_every_component():
@@ -402,3 +402,109 @@ def test_diff_of_gpu_and_same_version_tools():
 def test_diff_is_empty_exactly_when_digests_match(a, b):
     old, new = {**FIXED, "packages": a}, {**FIXED, "packages": b}
     assert (fingerprint.diff(old, new) == []) == (fingerprint.digest(old) == fingerprint.digest(new))
+
+
+# -- what a uv.lock contributes: the closure of the project's own dependencies ----------------
+PROJECT_LOCK = """\
+version = 1
+requires-python = ">=3.11"
+
+[[package]]
+name = "demo"
+version = "0.1.0"
+source = { virtual = "." }
+dependencies = [
+    { name = "alpha" },
+    { name = "beta", extra = ["fast"] },
+    { name = "gamma", version = "1.0", source = { registry = "https://pypi.org/simple" }, marker = "python_full_version < '3.12'" },
+    { name = "gamma", version = "2.0", source = { registry = "https://pypi.org/simple" }, marker = "python_full_version >= '3.12'" },
+]
+
+[package.optional-dependencies]
+plot = [{ name = "plotlib" }]
+
+[package.dev-dependencies]
+dev = [{ name = "pytest" }]
+
+[[package]]
+name = "alpha"
+version = "1.2.3"
+source = { registry = "https://pypi.org/simple" }
+dependencies = [{ name = "alpha-core" }]
+
+[[package]]
+name = "alpha_core"
+version = "0.9"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "beta"
+version = "4.0"
+source = { registry = "https://pypi.org/simple" }
+
+[package.optional-dependencies]
+fast = [{ name = "speedup" }]
+slow = [{ name = "never" }]
+
+[[package]]
+name = "speedup"
+version = "0.1"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "never"
+version = "0.1"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "gamma"
+version = "1.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "gamma"
+version = "2.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "plotlib"
+version = "3.3"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "pytest"
+version = "8.0"
+source = { registry = "https://pypi.org/simple" }
+dependencies = [{ name = "pluggy" }]
+
+[[package]]
+name = "pluggy"
+version = "1.5"
+source = { registry = "https://pypi.org/simple" }
+"""
+
+
+def test_a_uv_lock_contributes_what_its_project_installs_without_the_dev_group():
+    from sci.envs.locks import locked_packages
+
+    data = PROJECT_LOCK.encode()
+    base = {"alpha": "1.2.3", "alpha-core": "0.9", "beta": "4.0", "speedup": "0.1", "gamma": "1.0 | 2.0"}
+    assert locked_packages("uv", data) == base  # not pytest, pluggy (dev), plotlib (extra), never
+    assert locked_packages("uv", data, groups=("dev",)) == {**base, "pytest": "8.0", "pluggy": "1.5"}
+    assert locked_packages("uv", data, extras=("plot",)) == {**base, "plotlib": "3.3"}
+    assert fingerprint.parse_lock_names("uv", data) == sorted(base)
+
+
+def test_many_package_changes_are_summed_up_never_a_wall():
+    old = {"packages": {f"p{i:02d}": "1.0" for i in range(40)}}
+    new = {"packages": {f"p{i:02d}": fingerprint.NOT_INSTALLED for i in range(40)}}
+    assert fingerprint.diff(old, new) == ["packages: 40 locked packages not installed any more (p00, p01, p02, …)"]
+    new["packages"]["p05"] = "2.0"
+    lines = fingerprint.diff(old, new)
+    assert lines == ["packages: 39 locked packages not installed any more (p00, p01, p02, …)",
+                     "packages.p05: 1.0 → 2.0"]
+    few = {"packages": dict(old["packages"], p01="1.1", p02="1.2")}
+    assert fingerprint.diff(old, few) == ["packages.p01: 1.0 → 1.1", "packages.p02: 1.0 → 1.2"]
+    many = {"packages": {k: "9" for k in old["packages"]}}
+    lines = fingerprint.diff(old, many)
+    assert len(lines) == fingerprint.MAX_ENTRY_LINES + 1 and lines[-1] == "packages: 34 more changed"

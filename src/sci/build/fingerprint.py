@@ -15,9 +15,11 @@ Every component is recorded separately so `diff` can name what changed ("package
     machine         "x86_64" (platform.machine)
     sci             sci.__version__
     files           env.files: workspace path → BLAKE3 digest
-    packages        installed version of every package named in a lock among env.files
-                    (uv.lock, poetry.lock, pylock*.toml, *requirements*.txt), as the step's
-                    python3 sees it; "not-installed" for a locked package it does not have
+    packages        installed version of every package a lock among env.files (uv.lock,
+                    poetry.lock, pylock*.toml, *requirements*.txt) installs without its dev
+                    group (envs/locks.py: for uv.lock the closure of the project's own
+                    dependencies, so a dev tool changes nothing), as the step's python3 sees
+                    it; "not-installed" for a locked package it does not have
     vars            env.vars: name → value (None when unset); a secret-looking name
                     (`is_secret_name`) is recorded only as {"secret": true, "set": bool}
     tools           env.tools: name → {"digest": BLAKE3 of the executable the step runs
@@ -47,16 +49,17 @@ from pathlib import Path
 from typing import Any
 
 from sci import canonical
+from sci.envs.locks import lock_kind, normalize_name, parse_lock_names  # noqa: F401  (re-exported)
 from sci.errors import UserError
 from sci.redact import SECRET_MARKERS, env_value, is_secret_name  # noqa: F401 - sci.redact decides what is secret
 from sci.store.hashing import RACY_WINDOW_NS, StatCache, digest_bytes
 
 # Bump when a component's meaning or encoding changes: the digest of every environment
 # changes with it, so every cache key does too (sci.KEY_FORMAT need not move as well).
-FINGERPRINT_FORMAT = 1
+FINGERPRINT_FORMAT = 2  # 2: python/packages/tools of the step's PATH; a lock's packages are its closure
 FINGERPRINT_TAG = "sci.env"
 # Bump when the layout or content of the files under cache_dir/<CACHE_SUBDIR> changes.
-CACHE_SUBDIR = "fingerprint-v1"
+CACHE_SUBDIR = "fingerprint-v2"
 NOT_INSTALLED = "not-installed"
 VERSION_TIMEOUT_S = 20.0
 
@@ -76,11 +79,6 @@ def clear_memos() -> None:
     _installed_memo.clear()
     _interpreter_memo.clear()
 
-
-
-def normalize_name(name: str) -> str:
-    """A package name in PEP 503 normal form: `Ruamel.YAML` and `ruamel_yaml` are `ruamel-yaml`."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 # -- built-in components ---------------------------------------------------------------------
@@ -192,56 +190,7 @@ def _file_digests(root: Path, files: list[str], stat_cache: StatCache) -> dict[s
 
 
 # -- packages --------------------------------------------------------------------------------
-def lock_kind(path: str) -> str | None:
-    """Which lock format a file of env.files is, by its name; None when it is not a lock."""
-    name = os.path.basename(path)
-    if name == "uv.lock":
-        return "uv"
-    if name == "poetry.lock":
-        return "poetry"
-    if name.startswith("pylock.") and name.endswith(".toml"):
-        return "pylock"
-    if "requirements" in name and name.endswith(".txt"):
-        return "requirements"
-    return None
-
-
-_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)")
-
-
-def parse_lock_names(kind: str, data: bytes) -> list[str]:
-    """The normalized package names a lock file pins, sorted and without duplicates.
-
-    requirements files: one requirement a line; options (`-r`, `-c`, `-e`, `--hash` …) and
-    comments are skipped. `-r other.txt` is not followed on purpose: the names would then
-    depend on a file whose digest is not in the fingerprint, so list it in env.files too.
-    """
-    text = data.decode("utf-8")
-    names: set[str] = set()
-    if kind in ("uv", "poetry", "pylock"):
-        import tomllib  # only when a lock changed: the warm path never parses one
-
-        try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise UserError(f"cannot parse the {kind} lock file: {exc}") from None
-        table = doc.get("packages" if kind == "pylock" else "package", [])
-        for pkg in table if isinstance(table, list) else []:
-            if isinstance(pkg, dict) and isinstance(pkg.get("name"), str):
-                names.add(normalize_name(pkg["name"]))
-    elif kind == "requirements":
-        for raw in text.splitlines():
-            line = raw.split(" #", 1)[0].strip()
-            if not line or line.startswith(("#", "-")):
-                continue
-            match = _REQ_NAME.match(line)
-            if match and "://" not in line.split("@", 1)[0]:
-                names.add(normalize_name(match.group(1)))
-    else:
-        raise ValueError(f"unknown lock kind {kind!r}")
-    return sorted(names)
-
-
+# What a lock contributes is the packages an environment synced from it installs (envs/locks.py).
 def _read_json(path: Path) -> Any:
     try:
         return canonical.loads(path.read_bytes())
@@ -522,12 +471,53 @@ def _diff_entry(component: str, name: str, old: Any, new: Any) -> str:
     return f"{label}: {_show(old)} → {_show(new)}"
 
 
+# A component whose entries changed more than this is summed up, not listed entry by entry:
+# after a new interpreter, 80 `not-installed → 1.2.3` lines say less than one.
+MAX_ENTRY_LINES = 6
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+
+
+def _entries(component: str, a: dict, b: dict) -> list[str]:
+    """One line per changed entry of a mapping component; many changes summed up."""
+    pairs, came, gone = [], set(), set()
+    for name in sorted(set(a) | set(b)):
+        if name not in a:
+            pairs.append((name, f"{component}.{name}: added"
+                          + ("" if component == "files" else f" ({_show(b[name])})")))
+        elif name not in b:
+            pairs.append((name, f"{component}.{name}: removed"))
+        elif a[name] != b[name]:
+            if component == "packages" and b[name] == NOT_INSTALLED:
+                gone.add(name)
+            elif component == "packages" and a[name] == NOT_INSTALLED:
+                came.add(name)
+            pairs.append((name, _diff_entry(component, name, a[name], b[name])))
+    if len(pairs) <= MAX_ENTRY_LINES:
+        return [line for _, line in pairs]
+    out = []
+    if gone:
+        out.append(f"{component}: {len(gone)} locked packages not installed any more ({_names(sorted(gone))})")
+    if came:
+        out.append(f"{component}: {len(came)} locked packages installed now ({_names(sorted(came))})")
+    rest = [line for name, line in pairs if name not in gone and name not in came]
+    room = MAX_ENTRY_LINES - len(out)
+    out.extend(rest[:room])
+    if len(rest) > room:
+        out.append(f"{component}: {len(rest) - room} more changed")
+    return out
+
+
 def diff(old: dict, new: dict) -> list[str]:
     """What changed between two fingerprints, one line per changed entry, sorted.
 
     Mapping components are compared entry by entry ("packages.numpy: 1.26.4 → 2.0.0",
     "files.uv.lock", "vars.MY_FLAG: 1 → 2", "tools.bwa: …"); an entry only on one side is
-    "added"/"removed". Secret variables show only set/unset. Empty when nothing changed.
+    "added"/"removed"; more than MAX_ENTRY_LINES changed entries of one component are summed
+    up (never a wall of `not-installed`). Secret variables show only set/unset. Empty when
+    nothing changed.
     """
     lines: list[str] = []
     for component in sorted(set(old) | set(new)):
@@ -539,14 +529,7 @@ def diff(old: dict, new: dict) -> list[str]:
             if not a or not b:
                 lines.append(f"{component}: {'added' if b else 'removed'}")
                 continue
-            for name in sorted(set(a) | set(b)):
-                if name not in a:
-                    lines.append(f"{component}.{name}: added"
-                                 + ("" if component == "files" else f" ({_show(b[name])})"))
-                elif name not in b:
-                    lines.append(f"{component}.{name}: removed")
-                elif a[name] != b[name]:
-                    lines.append(_diff_entry(component, name, a[name], b[name]))
+            lines.extend(_entries(component, a, b))
         elif a is None:
             lines.append(f"{component}: added ({_show(b)})")
         elif b is None:

@@ -1,0 +1,2 @@
+"""Software environments (SPEC §10): locks read as package sets, declared environments, their
+identities and their preparation."""
