@@ -42,11 +42,11 @@ def write_workspace(root, n: int) -> Workspace:
 
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory, sizes):
-    """(loaded pipeline, its store, environment digest): the state `sci status` keys from."""
+    """(loaded pipeline, its store, environment records): the state `sci status` keys from."""
     ws = write_workspace(tmp_path_factory.mktemp("keys"), sizes.store_files)
     loaded = pipeline.load(ws)
     env = pipeline.environment_records(loaded, StatCache(), [])
-    return loaded, pipeline.store_of(loaded), env["cpu"]["digest"]
+    return loaded, pipeline.store_of(loaded), env
 
 
 def key_all(resolver: Resolver, order: list[str]) -> list[str]:
@@ -56,8 +56,8 @@ def key_all(resolver: Resolver, order: list[str]) -> list[str]:
 
 
 def resolver_for(planned, stat_cache: StatCache) -> Resolver:
-    loaded, store, env_digest = planned
-    return Resolver(loaded.ws.root, loaded.graph, stat_cache, store, env_digest)
+    loaded, store, env = planned
+    return Resolver(loaded.ws.root, loaded.graph, stat_cache, store, env)
 
 
 @pytest.fixture(scope="module")

@@ -135,7 +135,7 @@ def scheduler_factory(planned):
         def emit(event, node=None, **data):
             log.write(event, node, level="error" if event == "node_failed" else "info", **data)
 
-        resolver = Resolver(root, graph, stat_cache, store, env["cpu"]["digest"])
+        resolver = Resolver(root, graph, stat_cache, store, env)
         sched = Scheduler(root=root, graph=graph, resolver=resolver, store=store,
                           state=records.State(here / "state.json"), stat_cache=stat_cache,
                           executor=FakeExecutor(store), pools=Pools(loaded.hardware, loaded.hardware.cpu),

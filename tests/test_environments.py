@@ -229,3 +229,173 @@ def test_the_readme_quick_start_keeps_its_cache(tmp_path):
     assert "would run" not in status and "env changed" not in status, status
     assert status.count("up to date") == 15
     assert "15 cached" in sh("uv run --frozen --no-sync sci build dossier")
+
+
+# -- declared environments: a uv project, a PEP 723 script -----------------------------------
+DECLARED = {
+    "sci.yaml": """
+        version: 1
+        environments:
+          analysis: {python: envs/analysis}
+          plot: {script: rules/plot.py}
+        steps:
+          shell:
+            environment: analysis
+            cmd: python -c "import sys, tabulate; print(sys.prefix); print(tabulate.__version__)" > {outs.out}
+            outs: {out: shell.txt}
+          py:
+            environment: analysis
+            fn: rules.where:where
+            outs: {out: py.txt}
+          plot:
+            environment: plot
+            cmd: python rules/plot.py > {outs.out}
+            code: [rules/plot.py]
+            outs: {out: plot.txt}
+          plain:
+            cmd: python3 -c "import sys; print(sys.prefix)" > {outs.out}
+            outs: {out: plain.txt}
+        """,
+    "rules/__init__.py": "",
+    "rules/where.py": PIPELINE["rules/where.py"],
+    "rules/plot.py": """
+        # /// script
+        # requires-python = ">=3.11"
+        # dependencies = ["termcolor==2.4.0"]
+        # ///
+        import sys
+        import termcolor
+        print(sys.prefix, termcolor.__name__)
+        """,
+}
+
+
+def declared_workspace(ws, tabulate: str = "0.9.0") -> Sci:
+    sci = ws(DECLARED)
+    project = sci.root / "envs" / "analysis"
+    project.mkdir(parents=True)
+    uv_project(project, [f"tabulate=={tabulate}"], ["termcolor"], name="analysis")
+    return sci
+
+
+def test_steps_run_in_their_declared_environments(ws):
+    """A cmd and an fn step import a package of a uv project environment, a script step one of
+    its PEP 723 metadata; none of them is sci's, and a step without an environment runs the
+    caller's python3. Nothing runs the second time, and `sci env list` says where they are."""
+    sci = declared_workspace(ws)
+    out = sci.build()
+    assert out["executed"] == ["plain", "plot", "py", "shell"]
+    assert "prepared  environment analysis" in out["stderr"] and "prepared  environment plot" in out["stderr"]
+    shell = (sci.root / "shell.txt").read_text().split()
+    py = (sci.root / "py.txt").read_text().split()
+    envs_dir = sci.root / ".sci" / "envs"
+    assert shell[0].startswith(str(envs_dir / "analysis-")) and shell[1] == "0.9.0"
+    assert py[0].startswith(str(envs_dir / "analysis-")) and py[1] == "0.9.0"
+    assert (sci.root / "plot.txt").read_text().split()[0].startswith(str(envs_dir / "plot-"))
+    assert not (sci.root / "plain.txt").read_text().startswith(str(envs_dir))
+    # the dev group is not in the environment (nor in its identity)
+    venv_python = Path(py[0])
+    assert subprocess.run([str(venv_python), "-c", "import termcolor"], capture_output=True).returncode != 0
+    assert sci.build()["executed"] == []
+    listed = json.loads(sci("env", "list", "--json").stdout)["environments"]
+    by_name = {e["name"]: e for e in listed}
+    assert by_name["analysis"]["packages"] == {"tabulate": "0.9.0"}
+    assert by_name["plot"]["requirements"] == ["termcolor==2.4.0"]
+    assert all(e["prepared"] for e in listed)
+    # each StepResult names the environment its node ran in
+    manifest = json.loads((sorted((sci.root / "runs").iterdir())[-2] / "manifest.json").read_text())
+    assert {p["node"] for p in manifest["plan"]} == {"plain", "plot", "py", "shell"}
+
+
+def test_bumping_a_locked_version_reruns_exactly_that_environments_nodes(ws):
+    sci = declared_workspace(ws)
+    sci.build()
+    project = sci.root / "envs" / "analysis"
+    text = (project / "pyproject.toml").read_text()
+    (project / "pyproject.toml").write_text(text.replace("tabulate==0.9.0", "tabulate==0.8.10"))
+    proc = sci("status", check=2)  # the lock no longer matches its pyproject.toml: never re-resolved
+    assert "envs/analysis/uv.lock does not match envs/analysis/pyproject.toml" in proc.stderr
+    assert "uv lock" in proc.stderr and "Traceback" not in proc.stderr
+    subprocess.run([UV, "lock", "-q", "--python", sys.executable], cwd=project, check=True)
+    status = sci("status").stdout
+    assert "would run   shell: env changed: environment analysis: tabulate 0.9.0 → 0.8.10" in status
+    assert "would run   py: env changed: environment analysis: tabulate 0.9.0 → 0.8.10" in status
+    assert "up to date  plot" in status and "up to date  plain" in status
+    out = sci.build()
+    assert out["executed"] == ["py", "shell"]
+    assert (sci.root / "shell.txt").read_text().split()[1] == "0.8.10"
+    # the environment of the old identity is unused now: gc removes it, and only it
+    envs_dir = sci.root / ".sci" / "envs"
+    before = sorted(p.name for p in envs_dir.iterdir() if p.is_dir())
+    assert len([n for n in before if n.startswith("analysis-")]) == 2
+    gc = json.loads(sci("gc", "--json").stdout)
+    gone = [o["object"] for o in gc["objects"] if o["kind"] == "environment"]
+    assert len(gone) == 1 and gone[0].startswith("analysis-")
+    after = sorted(p.name for p in envs_dir.iterdir() if p.is_dir())
+    assert after == sorted(set(before) - set(gone))
+    assert sci.build()["executed"] == []  # what gc kept is what the pipeline uses
+
+
+def test_a_prepared_environment_needs_no_network_and_no_uv(ws, tmp_path):
+    """Prepared once: later builds neither call uv nor reach the index (uv is off the PATH and
+    every proxy points nowhere), even after the outputs are deleted and the nodes re-run."""
+    sci = declared_workspace(ws)
+    assert sci("env", "prepare").stdout.count("prepared in") == 2
+    assert sci("env", "prepare").stdout.count("ready") == 2
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("sh", "python3", "cat", "env"):  # what the steps need, and no uv
+        found = shutil.which(tool)
+        if found:
+            os.symlink(found, bare / tool)
+    offline = Sci(sci.root, {"PATH": str(bare), "UV_OFFLINE": "1", "HTTPS_PROXY": "http://127.0.0.1:9",
+                             "HTTP_PROXY": "http://127.0.0.1:9"})
+    out = offline.build()
+    assert out["executed"] == ["plain", "plot", "py", "shell"]
+    assert "prepared  environment" not in out["stderr"]
+
+
+def test_two_builds_preparing_one_environment_one_waits(ws):
+    """Two processes preparing the same environment at once: one prepares it, the other waits
+    for it and finds it ready (never two half-made venvs in one place)."""
+    sci = declared_workspace(ws)
+    procs = [subprocess.Popen([sys.executable, "-m", "sci.cli", "env", "prepare", "analysis", "--json"],
+                              cwd=sci.root, env=sci.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        results.append(json.loads(out)["environments"][0])
+    assert sorted(r["prepared"] for r in results) == [False, True]
+    assert results[0]["directory"] == results[1]["directory"]
+    assert sci.build()["executed"] == ["plain", "plot", "py", "shell"]
+
+
+def test_environment_mistakes_are_one_line_exit_2(ws):
+    sci = ws({"sci.yaml": """
+        version: 1
+        environments:
+          analysis: {python: envs/analysis}
+        steps:
+          a:
+            environment: analysiss
+            cmd: echo > {outs}
+            outs: [a.txt]
+        """})
+    proc = sci("build", check=2)
+    assert "sci.yaml:6:18: step a: unknown environment 'analysiss' (hint: environments declared: analysis)" \
+        in proc.stderr
+    (sci.root / "sci.yaml").write_text((sci.root / "sci.yaml").read_text().replace("analysiss", "analysis"))
+    proc = sci("build", check=2)
+    assert "envs/analysis/pyproject.toml does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    (sci.root / "sci.yaml").write_text("version: 1\nenvironments:\n  x: {python: a, script: b.py}\n"
+                                       "steps:\n  a:\n    cmd: echo > {outs}\n    outs: [a.txt]\n")
+    proc = sci("build", check=2)
+    assert "exactly one of python, script or container" in proc.stderr
+    (sci.root / "sci.yaml").write_text("version: 1\nenvironments:\n  box: {container: 'debian:bookworm'}\n"
+                                       "steps:\n  a:\n    environment: box\n    cmd: echo > {outs}\n"
+                                       "    outs: [a.txt]\n")
+    proc = sci("build", check=2)
+    assert "sci.yaml:3:20: environment box: container 'debian:bookworm' is given by tag, not by digest" \
+        in proc.stderr

@@ -115,9 +115,12 @@ experiments = optional_dict({"title": texts, "question": texts, "authors": st.li
                             {"keywords": st.lists(texts, max_size=3), "description": texts,
                              "url": st.one_of(st.none(), texts), "doi": texts})
 defaults = optional_dict({}, {"seed": st.integers(-2**40, 2**70), "determinism": determinisms,
-                              "resources": resources})
+                              "resources": resources, "environment": st.one_of(st.none(), names)})
 envs = optional_dict({}, {"files": path_lists, "vars": st.lists(names, max_size=3),
                           "tools": st.lists(names, max_size=3)})
+environment_decls = st.dictionaries(names, st.one_of(
+    optional_dict({"python": paths}, {"groups": st.lists(names, max_size=2), "extras": st.lists(names, max_size=2)}),
+    st.fixed_dictionaries({"script": paths}), st.fixed_dictionaries({"container": texts})), max_size=2)
 remotes = st.dictionaries(names, st.one_of(
     texts, optional_dict({"url": texts}, {"endpoint_url": st.one_of(st.none(), texts),
                                           "region": st.one_of(st.none(), texts)})), max_size=2)
@@ -132,7 +135,7 @@ step_common = {
     "params": st.lists(names, max_size=3), "seed": st.one_of(st.none(), st.integers(-2**40, 2**40)),
     "resources": resources, "determinism": st.one_of(st.none(), determinisms),
     "foreach": st.one_of(st.none(), st.dictionaries(names, st.lists(json_values, max_size=3), max_size=2)),
-    "sandbox": st.booleans(), "env": st.lists(names, max_size=2),
+    "sandbox": st.booleans(), "env": st.lists(names, max_size=2), "environment": st.one_of(st.none(), names),
 }
 metrics_maps = {"metrics": st.one_of(st.none(), path_maps)}  # cmd and fn steps only
 cmd_steps = optional_dict({"cmd": templates}, {**step_common, **metrics_maps, "fn": st.none(), "kind": st.none(),
@@ -149,7 +152,7 @@ def valid_docs(draw) -> dict:
     experiment = draw(st.one_of(st.none(), experiments))
     if experiment is not None and draw(st.booleans()):
         steps.update(draw(st.dictionaries(names, dossier_steps, min_size=1, max_size=2)))
-    optional = {"defaults": defaults, "env": envs,
+    optional = {"defaults": defaults, "env": envs, "environments": environment_decls,
                 "params": st.one_of(st.none(), paths, st.dictionaries(names, json_values, max_size=4)),
                 "store": st.one_of(st.none(), paths), "remotes": remotes, "executors": executors}
     head = draw(optional_dict({"version": st.just(1)}, optional))
@@ -298,6 +301,7 @@ def test_patterns_mirror_sci_spec():
     assert list(spec_plain.RESOURCES_KEYS) == list(spec.Resources.model_fields)
     assert list(spec_plain.DEFAULTS_KEYS) == list(spec.Defaults.model_fields)
     assert list(spec_plain.ENV_KEYS) == list(spec.EnvSpec.model_fields)
+    assert list(spec_plain.ENVIRONMENT_KEYS) == list(spec.Environment.model_fields)
     assert list(spec_plain.REMOTE_KEYS) == list(spec.RemoteSpec.model_fields)
     assert list(spec_plain.EXECUTORS_KEYS) == list(spec.Executors.model_fields)
     assert list(spec_plain.SLURM_KEYS) == list(spec.SlurmSpec.model_fields)

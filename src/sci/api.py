@@ -82,9 +82,11 @@ def fsck(ws: Workspace, *, repair: bool = False):
 
 
 def gc(ws: Workspace, *, keep_runs: int = 5, dry_run: bool = False):
-    from sci.store.maintenance import gc as run_gc, keys_to_keep
-
+    """Store objects nothing keeps, repro-check scratch left behind, and prepared environments
+    no declared environment has now."""
+    from sci.envs.prepare import remove_unused
     from sci.evidence.repro import leftovers
+    from sci.store.maintenance import gc as run_gc, keys_to_keep
 
     with ws.lock():  # no build runs meanwhile; a running repro-check holds its scratch's own lock
         scratch = leftovers(ws, remove=not dry_run)  # first: they need no plan (the pipeline may not load)
@@ -93,7 +95,72 @@ def gc(ws: Workspace, *, keep_runs: int = 5, dry_run: bool = False):
         keep = keys_to_keep(ws.root, ws.runs_dir, state.nodes, set(loaded.graph.nodes), keep_runs)
         rep = run_gc(_store(loaded), keep, dry_run=dry_run)
         rep.scratch = scratch
+        for where, size in remove_unused(ws.state_dir, _environments_in_use(ws, loaded), dry_run=dry_run):
+            rep.deleted.append(("environment", where.name, size))
         return rep
+
+
+def _environments_in_use(ws: Workspace, loaded) -> set[str]:
+    """The directory names (.sci/envs/) of the environments the pipeline declares now; for one
+    whose identity cannot be read now (a lock being edited), every one of its name."""
+    from sci.envs.prepare import location, prepared_dirs
+    from sci.plan.pipeline import environments_of
+    from sci.store.hashing import StatCache
+
+    envs = environments_of(loaded, StatCache(ws.state_dir / "statcache"))
+    keep = set()
+    for name in envs.declared:
+        try:
+            keep.add(location(ws.state_dir, envs.resolved(name)).name)
+        except SciError:
+            keep.update(p.name for p in prepared_dirs(ws.state_dir) if p.name.startswith(f"{name}-"))
+    return keep
+
+
+# -- software environments (SPEC §10) -----------------------------------------------------------
+def environments(ws: Workspace) -> list[dict]:
+    """Each declared environment: its kind and source, its identity, where it is prepared."""
+    from sci.envs.prepare import identity_digest, location, ready
+    from sci.plan.pipeline import environments_of
+    from sci.store.hashing import StatCache
+
+    loaded = load(ws)
+    envs = environments_of(loaded, StatCache(ws.state_dir / "statcache"))
+    out = []
+    for name, decl in envs.declared.items():
+        resolved = envs.resolved(name)
+        found = ready(ws.state_dir, resolved)
+        out.append({"name": name, "kind": decl.kind, "source": decl.image or decl.path,
+                    "identity": identity_digest(resolved.identity), "python": resolved.identity.get("python"),
+                    "packages": resolved.identity.get("packages", {}),
+                    "requirements": resolved.identity.get("requirements", []),
+                    "prepared": found.directory if found else None,
+                    "directory": str(location(ws.state_dir, resolved))})
+    return out
+
+
+def prepare_environments(ws: Workspace, names: list[str] | None = None) -> list[dict]:
+    """Prepare the declared environments (all, or `names`) now, ahead of a build."""
+    import time
+
+    from sci.errors import UserError
+    from sci.envs.prepare import prepare
+    from sci.plan.pipeline import environments_of
+    from sci.store.hashing import StatCache
+
+    loaded = load(ws)
+    envs = environments_of(loaded, StatCache(ws.state_dir / "statcache"))
+    for name in names or []:
+        if name not in envs.declared:
+            raise UserError(f"no environment named {name!r}",
+                            hint=f"declared: {', '.join(envs.declared) or 'none (see environments: in docs/format.md)'}")
+    out = []
+    for name in names or list(envs.declared):
+        t0 = time.perf_counter()
+        prepared, made = prepare(ws.state_dir, ws.root, envs.resolved(name))
+        out.append({"name": name, "directory": prepared.directory, "prepared": made,
+                    "seconds": round(time.perf_counter() - t0, 3)})
+    return out
 
 
 def repro_check(ws: Workspace, target: str, **kw):

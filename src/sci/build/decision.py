@@ -151,9 +151,11 @@ def store_again(store: Store, root: str, decision: Decision) -> bool:
 
 
 def explain_miss(name: str, comp: dict[str, Any], prev: dict | None, store: Store,
-                 env_components: dict | None) -> list[str]:
+                 env_record: dict | None) -> list[str]:
     """Why a node with these key components has no stored result: the differences from the
-    result it had last time in this workspace (`prev`: its `.sci/state` entry), or never built."""
+    result it had last time in this workspace (`prev`: its `.sci/state` entry), or never built.
+    `env_record`: the fingerprint record the node's key took now (its components, and the
+    name of its declared environment)."""
     from sci.build import fingerprint, keys
 
     old = store.get_action(prev["key"]) if prev else None
@@ -163,9 +165,9 @@ def explain_miss(name: str, comp: dict[str, Any], prev: dict | None, store: Stor
         return ["never built"]
     env_diff = None
     old_env = old.get("environment", {}).get("components")
-    if old_env is not None and env_components is not None \
+    if old_env is not None and env_record is not None \
             and old["components"].get("environment") != comp["environment"]:
-        env_diff = fingerprint.diff(old_env, env_components)
+        env_diff = fingerprint.diff(old_env, env_record["components"], env_record.get("name"))
     return [str(r) for r in keys.explain(old["components"], comp, env_diff)] or [
         "the store holds no result for this key any more (removed by gc, or lost)"]
 

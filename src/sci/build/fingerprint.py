@@ -63,7 +63,7 @@ CACHE_SUBDIR = "fingerprint-v2"
 NOT_INSTALLED = "not-installed"
 VERSION_TIMEOUT_S = 20.0
 
-_MAPPING_COMPONENTS = ("files", "packages", "vars", "tools", "gpu")
+_MAPPING_COMPONENTS = ("files", "packages", "vars", "tools", "gpu", "environment")
 
 # Per-process memos in front of the on-disk caches (sci status then build in one process, tests).
 _lock_names_memo: dict[tuple[str, str], list[str]] = {}
@@ -118,16 +118,22 @@ def find_python(path: str) -> str | None:
 
 
 def interpreter(path: str, stat_cache: StatCache, cache_dir: Path | None) -> tuple[str, str, list[str]]:
-    """(version, implementation, sys.path) of the python3 a step on `path` runs.
-
-    The interpreter running sci answers for itself when it is that python3 (the usual
-    `uv run sci …`); another one is asked once — `python3 -E -s -c …`, as a step starts it:
-    no PYTHON* variables, no user site (a step's HOME is its box) — and the answer is cached
-    under the executable's digest, its path (a venv's site-packages follow from where its
-    `python` link lives) and its venv's pyvenv.cfg."""
+    """(version, implementation, sys.path) of the python3 a step on `path` runs (probe_python);
+    ("none", "none", []) when there is none."""
     exe = find_python(path)
     if exe is None:
         return NO_PYTHON, NO_PYTHON, []
+    return probe_python(exe, stat_cache, cache_dir)
+
+
+def probe_python(exe: str, stat_cache: StatCache, cache_dir: Path | None) -> tuple[str, str, list[str]]:
+    """(version, implementation, sys.path) of the interpreter `exe`.
+
+    The interpreter running sci answers for itself when it is `exe` (the usual `uv run sci …`);
+    another one is asked once — `python3 -E -s -c …`, as a step starts it: no PYTHON* variables,
+    no user site (a step's HOME is its box) — and the answer is cached under the executable's
+    digest, its path (a venv's site-packages follow from where its `python` link lives) and its
+    venv's pyvenv.cfg."""
     here = os.path.realpath(sys.executable)
     if os.path.realpath(exe) == here and os.path.dirname(os.path.dirname(os.path.abspath(exe))) == sys.prefix:
         cwd = os.getcwd()  # sys.path[0] of `python -m sci`: where sci was started, not a step's
@@ -153,7 +159,7 @@ def interpreter(path: str, stat_cache: StatCache, cache_dir: Path | None) -> tup
 
         try:
             proc = subprocess.run([exe, "-E", "-s", "-c", _PROBE], stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=VERSION_TIMEOUT_S, env={"PATH": path, "LC_ALL": "C"})
+                                  timeout=VERSION_TIMEOUT_S, env={"PATH": os.pathsep.join([os.path.dirname(exe), step_path()]), "LC_ALL": "C"})
             version, impl, paths = canonical.loads(proc.stdout.strip().splitlines()[-1])
             found = (str(version), str(impl), [str(p) for p in paths if p])
         except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
@@ -397,28 +403,42 @@ def _tools(root: Path, names: list[str], stat_cache: StatCache,
 # -- the fingerprint -------------------------------------------------------------------------
 def environment(root: Path, files: list[str], vars: list[str], tools: list[str], *,
                 stat_cache: StatCache | None = None, cache_dir: Path | None = None,
-                path: str | None = None) -> dict:
+                path: str | None = None, identity: dict | None = None) -> dict:
     """The fingerprint components of the environment a step of this workspace runs in.
 
     `files` are workspace-relative paths (env.files), `vars` variable names (env.vars), `tools`
     executable names (env.tools). `path` is the step's PATH (default: the caller's, as given):
-    the python3 and the tools found on it are the ones fingerprinted. Pass the workspace's
-    StatCache and `.sci/` cache directory so that an unchanged environment costs a few stats
-    and small reads; without them everything is recomputed. Raises UserError for a missing
-    env file or tool.
+    the python3 and the tools found on it are the ones fingerprinted. `identity`: a declared
+    environment's (envs/declared.py) — its interpreter and locked packages stand in for the
+    caller's python3 and the installed packages; a container's image digest for the
+    interpreter, the C library, the packages and the tools (all inside the image). Pass the
+    workspace's StatCache and `.sci/` cache directory so that an unchanged environment costs a
+    few stats and small reads; without them everything is recomputed. Raises UserError for a
+    missing env file or tool.
     """
     root = Path(root)
     stat_cache = stat_cache if stat_cache is not None else StatCache()
     path = step_path() if path is None else path
     file_digests = _file_digests(root, list(files), stat_cache)
     components: dict[str, Any] = dict(_platform_components())
-    version, implementation, site = interpreter(path, stat_cache, cache_dir)
-    components["python"], components["implementation"] = version, implementation
     components["sci"] = _sci_version()
     components["files"] = file_digests
-    components["packages"] = _packages(root, file_digests, cache_dir, site)
     components["vars"] = _vars(list(vars))
-    components["tools"] = _tools(root, list(tools), stat_cache, cache_dir, path)
+    if identity is None:
+        version, implementation, site = interpreter(path, stat_cache, cache_dir)
+        components["python"], components["implementation"] = version, implementation
+        components["packages"] = _packages(root, file_digests, cache_dir, site)
+        components["tools"] = _tools(root, list(tools), stat_cache, cache_dir, path)
+    elif identity["kind"] == "container":
+        for name in ("python", "implementation", "libc"):
+            del components[name]
+        components["environment"] = dict(identity)
+    else:
+        components["python"], components["implementation"] = identity["python"], identity["implementation"]
+        components["packages"] = dict(identity["packages"])
+        components["tools"] = _tools(root, list(tools), stat_cache, cache_dir, path)
+        components["environment"] = {k: v for k, v in identity.items()
+                                     if k not in ("python", "implementation", "packages")}
     return components
 
 
@@ -510,8 +530,11 @@ def _entries(component: str, a: dict, b: dict) -> list[str]:
     return out
 
 
-def diff(old: dict, new: dict) -> list[str]:
+def diff(old: dict, new: dict, name: str | None = None) -> list[str]:
     """What changed between two fingerprints, one line per changed entry, sorted.
+
+    `name`: the declared environment both belong to; what is its own (packages, interpreter,
+    image) is then said of it: "environment analysis: numpy 2.1.0 → 2.1.1".
 
     Mapping components are compared entry by entry ("packages.numpy: 1.26.4 → 2.0.0",
     "files.uv.lock", "vars.MY_FLAG: 1 → 2", "tools.bwa: …"); an entry only on one side is
@@ -536,4 +559,18 @@ def diff(old: dict, new: dict) -> list[str]:
             lines.append(f"{component}: removed")
         else:
             lines.append(f"{component}: {_show(a)} → {_show(b)}")
-    return lines
+    return lines if name is None else [_of_environment(name, line) for line in lines]
+
+
+_OWN = ("packages", "python", "implementation", "environment")
+
+
+def _of_environment(name: str, line: str) -> str:
+    """`packages.numpy: 1 → 2` of a declared environment → `environment NAME: numpy 1 → 2`."""
+    head, sep, rest = line.partition(": ")
+    component, _, entry = head.partition(".")
+    if component not in _OWN:
+        return line
+    if component in ("packages", "environment"):
+        return f"environment {name}: {entry} {rest}" if entry else f"environment {name}: {rest}"
+    return f"environment {name}: {component} {rest}" if sep else f"environment {name}: {line}"

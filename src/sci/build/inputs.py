@@ -17,6 +17,7 @@ from sci.plan.nodes import GLOB_CHARS, Node
 from sci.store.cas import Store
 
 from sci.redact import env_value  # secrets never enter a key by value (SPEC §7)
+from sci.envs.runtime import record_key
 
 
 def key_env_value(name: str) -> str | None:
@@ -28,10 +29,11 @@ class Resolver:
     """Turns a ready node into its key pre-image; shared by build, status and repro-check.
     (A plain class: a dataclass costs ~0.3 ms of every build's start-up.)"""
 
-    def __init__(self, root: Path, graph: Graph, stat_cache: StatCache, store: Store, env_digest: str,
-                 gpu_env_digest: str | None = None):
+    def __init__(self, root: Path, graph: Graph, stat_cache: StatCache, store: Store, environments: dict[str, dict]):
         self.root, self.graph, self.stat_cache, self.store = root, graph, stat_cache, store
-        self.env_digest, self.gpu_env_digest = env_digest, gpu_env_digest
+        # The fingerprint records (pipeline.environment_records): a node's key takes the digest
+        # of the one its environment and GPU need name (envs.runtime.record_key).
+        self.environments = environments
         self.outputs: dict[str, dict[str, dict]] = {}  # node -> out name -> record
         # Nodes taken unchanged from the last build's record (Scheduler.preset): node -> plan
         # entry, whose outputs stand in for `outputs` without being copied there.
@@ -114,5 +116,5 @@ class Resolver:
         for src in self.graph.sources[node.name]:
             deps[src.path] = self.dep_digest(node, src.path, src.producer, src.out_path)
         code = {f: self.stat_cache.file_digest(self.root / f, f) for f in self.code_files(node)}
-        env = self.gpu_env_digest if (node.needs_gpu and self.gpu_env_digest) else self.env_digest
+        env = self.environments[record_key(node)]["digest"]
         return keys.components(node, keys.definition(node, self.env_values(node)), deps, code, env, extra)

@@ -431,7 +431,7 @@ def fast_answer(ws, targets, *, plan_key: str, record: Record | None) -> dict | 
     from sci.store.hashing import StatCache
 
     doc = check(record, ws.root, plan_key=plan_key, targets=targets)
-    if doc is None or set(doc["env"]) != {"cpu"}:
+    if doc is None or "cpu" not in doc["env"] or any(k == "gpu" or k.endswith("+gpu") for k in doc["env"]):
         return None  # GPU nodes re-detect their GPUs on the normal path
     spec = doc["env_spec"]
     stat_cache = StatCache(ws.state_dir / "statcache")
@@ -439,6 +439,12 @@ def fast_answer(ws, targets, *, plan_key: str, record: Record | None) -> dict | 
                                     cache_dir=ws.state_dir / "cache")
     if fingerprint.digest(comps) != doc["env"]["cpu"]:
         return None
+    if len(doc["env"]) > 1:  # declared environments: their identities, from their locks (no uv when warm)
+        from sci.envs.runtime import Environments
+
+        records = Environments(ws.root, ws.state_dir, spec, stat_cache).records()
+        if any(records.get(k, {}).get("digest") != v for k, v in doc["env"].items() if k != "cpu"):
+            return None
     stat_cache.save()
     return doc
 

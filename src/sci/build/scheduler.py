@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from sci.build import keys
 from sci.build.decision import Decision, agree, decide, disagreement, recorded, store_again
+from sci.envs.runtime import record_key
 from sci.records import run as records
 from sci.errors import SciError, StoreError, WorkFailed
 from sci.executors import Executor, Task, TaskResult
@@ -53,10 +54,13 @@ class Scheduler:
                  environment: dict[str, dict], keep_going: bool = False, force: set[str] | None = None,
                  prepare: Callable[[Node, Any], tuple[dict, dict]] | None = None, link_mode: str = "copy",
                  python: str = "", remote: Any = None, requested: set[str] | None = None,
-                 last: LastBuild | None = None, shortcuts: str = "on", display: Emit | None = None):
+                 last: LastBuild | None = None, shortcuts: str = "on", display: Emit | None = None,
+                 environments: Any = None):
         self.root, self.graph, self.resolver, self.store, self.state = root, graph, resolver, store, state
         self.stat_cache, self.executor, self.pools, self.emit = stat_cache, executor, pools, emit
-        self.environment = environment  # "cpu" / "gpu" -> {"digest", "components"}
+        self.environment = environment  # envs.runtime.record_key(node) -> {"digest", "components"[, "name"]}
+        self.environments = environments  # envs.runtime.Environments: declared ones, prepared on first run
+        self._setups: dict[str, Any] = {}  # node -> its environment, prepared (envs.prepare.Prepared)
         self.keep_going = keep_going
         self.force = force if force is not None else set()
         self.prepare = prepare
@@ -140,6 +144,9 @@ class Scheduler:
 
             ctx_deps[dname] = paths if GLOB_CHARS.search(pattern) else paths[0]
         root = str(self.root)
+        setup = self._setups.pop(node.name, None)
+        if setup is None and node.environment is not None:  # _rebuild_now: not through the loop
+            setup = self.environments.setup(node.environment, self.emit)
         return Task(
             node=node.name, kind=node.kind, cmd=node.cmd, fn=node.fn, workspace=root,
             store=self._store_root, scratch_root=f"{root}/.sci/scratch",
@@ -149,8 +156,9 @@ class Scheduler:
             env={k: os.environ[k] for k in node.env if k in os.environ}, gpus=gpus, files=files,
             # The dossier is sci's own code: sci's interpreter. An fn step runs in the first
             # python3 on the step's PATH (run.step_python), or its environment's interpreter.
-            python=self.python if node.kind == "dossier" else "", materialize=self.link_mode,
-            metrics=node.metrics,
+            python=self.python if node.kind == "dossier" else (setup.python or "" if setup else ""),
+            materialize=self.link_mode, metrics=node.metrics, environ=setup.environ if setup else None,
+            container=({"engine": setup.engine, "image": setup.image} if setup and setup.image else None),
         )
 
     # -- the loop ------------------------------------------------------------------------
@@ -258,6 +266,14 @@ class Scheduler:
                         self.emit("node_cached", name, key=key)
                         finish(name, Outcome(name, Status.CACHED, key=key, outputs=outs))
                         continue
+                    if node.environment is not None:  # prepared once, before its first node runs
+                        try:
+                            self._setups[name] = self.environments.setup(node.environment, self.emit)
+                        except SciError as exc:
+                            self.emit("node_failed", name, error=exc.one_line())
+                            finish(name, Outcome(name, Status.FAILED, key=key, error=exc.one_line()))
+                            stopping = stopping or not self.keep_going
+                            continue
                     pending[name] = (key, comp, files)
                     heapq.heappush(runnable, (-g.priority[name], name))
 
@@ -401,7 +417,7 @@ class Scheduler:
                       exit_status=res.exit_status, stdout=res.stdout or None, stderr=res.stderr or None)
             return Outcome(node.name, Status.FAILED, key=key, error=res.error, stderr_tail=res.stderr_tail,
                            duration_s=res.duration_s)
-        env = self.environment["gpu" if node.needs_gpu and "gpu" in self.environment else "cpu"]
+        env = self.environment[record_key(node)]
         result = records.step_result(
             key=key, node=node, components=comp, outputs=res.outputs, exit_status=res.exit_status,
             stdout=res.stdout, stderr=res.stderr, metrics=res.metrics, environment=env,

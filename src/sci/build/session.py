@@ -142,7 +142,10 @@ class BuildSession:
         gpu_nodes = [graph.nodes[n] for n in selected if n in gpu] if gpu else []
         if opt.executor == "local":  # a GPU node on a machine without one: this, not a fingerprint error
             check_fits(gpu_nodes, loaded.hardware, loaded.pos)
-        env = _environment(loaded, stat_cache, gpu_nodes, opt.executor)
+        from sci.plan.pipeline import environments_of
+
+        envs = environments_of(loaded, stat_cache)
+        env = _environment(loaded, stat_cache, gpu_nodes, opt.executor, envs)
         last = None  # after a parameter edit: what the last build's record proves (noop.py)
         if self.shortcuts != "off" and not forced:
             from sci.build.noop import unchanged_nodes
@@ -175,8 +178,7 @@ class BuildSession:
             opt.emit(event, node, **data)
 
         emit_all("build_started", None, targets=targets, nodes=len(selected), jobs=jobs)
-        resolver = Resolver(ws.root, graph, stat_cache, store, env["cpu"]["digest"],
-                            env.get("gpu", {}).get("digest"))
+        resolver = Resolver(ws.root, graph, stat_cache, store, env)
         state = records.state_of(ws, hint=last.entries if use_last else None)
 
         def prepare(node, outcomes):
@@ -199,7 +201,7 @@ class BuildSession:
                           stat_cache=stat_cache, executor=ex, pools=Pools(hardware, jobs), emit=emit_all,
                           environment=env, keep_going=opt.keep_going, force=forced, prepare=prepare,
                           link_mode=mode, python=sys.executable, last=last, shortcuts=self.shortcuts,
-                          display=opt.emit)
+                          display=opt.emit, environments=envs)
         if use_last:  # one event for them all, not a node_cached each
             emit_all("unchanged", None, nodes=len(last.known),
                      reason="only parameters changed, and these nodes read none of them")
@@ -253,13 +255,14 @@ class BuildSession:
         return report
 
 
-def _environment(loaded, stat_cache: StatCache, gpu_nodes: list, executor: str) -> dict[str, dict]:
-    """The environment records; under a cluster executor, a GPU fingerprint this machine cannot
-    take says how to declare the cluster's GPUs instead (the driver keys every node)."""
+def _environment(loaded, stat_cache: StatCache, gpu_nodes: list, executor: str, envs=None) -> dict[str, dict]:
+    """The environment records (`envs`: the build's declared environments); under a cluster
+    executor, a GPU fingerprint this machine cannot take says how to declare the cluster's GPUs
+    instead (the driver keys every node)."""
     from sci.plan.pipeline import environment_records
 
     try:
-        return environment_records(loaded, stat_cache, gpu_nodes)
+        return environment_records(loaded, stat_cache, gpu_nodes, envs)
     except SciError as exc:
         from sci.build.gpu import GpuRequired  # here: it imports dataclasses, which a build need not
         from sci.build.resources import HARDWARE_FILE

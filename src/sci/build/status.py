@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from sci.build.decision import Decision, Verdict, decide, explain_miss, waits
+from sci.envs.runtime import record_key
 from sci.errors import SciError
 from sci.plan.pipeline import environment_records, load, store_of
 from sci.records import run as records
@@ -55,7 +56,7 @@ def decisions(ws: Workspace, targets: list[str], *, overrides: list[str]) -> lis
     store = store_of(loaded)
     stat_cache = StatCache(ws.state_dir / "statcache")
     env = environment_records(loaded, stat_cache, [])
-    resolver = Resolver(ws.root, graph, stat_cache, store, env["cpu"]["digest"], None)
+    resolver = Resolver(ws.root, graph, stat_cache, store, env)
     state = records.state_of(ws)
     root = str(ws.root)
     out: list[Decision] = []
@@ -68,10 +69,9 @@ def decisions(ws: Workspace, targets: list[str], *, overrides: list[str]) -> lis
             unknown.add(name)
             out.append(waits(name, blocked, built_before=state.get(name) is not None))
             continue
-        if node.needs_gpu:
+        if node.needs_gpu and record_key(node) not in env:
             try:
-                env.setdefault("gpu", environment_records(loaded, stat_cache, [node])["gpu"])
-                resolver.gpu_env_digest = env["gpu"]["digest"]
+                env[record_key(node)] = environment_records(loaded, stat_cache, [node])[record_key(node)]
             except SciError as exc:
                 unknown.add(name)
                 out.append(Decision(name, Verdict.RUN, reasons=[f"env changed: {exc.message}"]))
@@ -86,9 +86,9 @@ def decisions(ws: Workspace, targets: list[str], *, overrides: list[str]) -> lis
 
         key = keys.key_of(comp)
         known_keys[name] = KeyOnly(key)
-        env_components = env.get("gpu" if node.needs_gpu else "cpu", env["cpu"])["components"]
+        env_record = env[record_key(node)]
         decision = decide(name, key, root=root, store=store, stat_cache=stat_cache,
-                          explain=lambda: explain_miss(name, comp, state.get(name), store, env_components))
+                          explain=lambda: explain_miss(name, comp, state.get(name), store, env_record))
         if decision.cached:
             resolver.outputs[name] = decision.outputs
         else:

@@ -239,6 +239,48 @@ def gc(keep_runs, dry_run, as_json) -> None:
                                           f"({sum(b for _, b in scratch)} bytes)" if scratch else ""), err=True)
 
 
+@cli.group()
+def env() -> None:
+    """The declared software environments (environments: in sci.yaml)."""
+
+
+@env.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def env_list(as_json) -> None:
+    """Each declared environment: kind, source, identity, and where it is prepared."""
+    from sci import api
+
+    rows = api.environments(_ws())
+    if as_json:
+        _print_json({"environments": rows})
+        return
+    if not rows:
+        click.echo("no environments declared: steps run in the workspace's own (the caller's PATH)")
+    for r in rows:
+        where = r["prepared"] or "not prepared (sci env prepare)"
+        python = f"python {r['python']}, " if r["python"] else ""
+        what = (f"{len(r['packages'])} locked packages" if r["packages"] or not r["requirements"]
+                else f"{len(r['requirements'])} requirements (no lock)")
+        click.echo(f"  {r['name']:<12} {r['kind']:<9} {r['source']}  {python}{what}, "
+                   f"identity {r['identity'][:12]}  {where}")
+
+
+@env.command("prepare")
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def env_prepare(names, as_json) -> None:
+    """Prepare environments NAMES (default: every declared one) ahead of a build."""
+    from sci import api
+
+    rows = api.prepare_environments(_ws(), list(names))
+    if as_json:
+        _print_json({"environments": rows})
+        return
+    for r in rows:
+        verb = f"prepared in {r['seconds']:.2f}s" if r["prepared"] else "ready"
+        click.echo(f"  {r['name']:<12} {verb}  {r['directory']}")
+
+
 @cli.command("repro-check")
 @click.argument("target")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), help="Nodes run at once (default: CPUs).")

@@ -55,6 +55,8 @@ class PlainReporter:
             from sci.redact import redact
 
             _err(f"sci: warning: {redact(str(data.get('message')))}")
+        elif event == "environment_prepared":
+            _err(f"  prepared  environment {data.get('environment')} ({data.get('duration_s', 0):.2f}s)")
 
     def close(self) -> None:
         pass
@@ -105,7 +107,7 @@ class RichReporter(PlainReporter):
             else:
                 self.done -= 1
                 PlainReporter.__call__(self, event, node, **data)
-        elif event == "node_skipped":
+        elif event in ("node_skipped", "environment_prepared", "warning"):
             PlainReporter.__call__(self, event, node, **data)
         elif event == "build_finished":
             self.progress.stop()

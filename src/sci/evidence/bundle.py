@@ -149,7 +149,9 @@ def _workspace_members(ws: Workspace, loaded, actions: dict[str, dict], roots: l
         wanted.add(doc["params"])
     if (root / "config" / "hardware.yaml").is_file():
         wanted.add("config/hardware.yaml")
-    wanted.update(loaded.env_spec.get("files") or [])
+    from sci.envs.declared import workspace_files
+
+    wanted.update(workspace_files(loaded.env_spec, root))
     # Every node's source deps, not only the closure's: the pipeline must load, and loading
     # checks that each declared source exists.
     for sources in loaded.graph.sources.values():

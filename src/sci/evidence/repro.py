@@ -173,7 +173,9 @@ def scratch_workspace(ws: Workspace, loaded, selected: list[str], results: dict[
     params = _params_path(ws, (ws.root / "sci.yaml").read_bytes())
     if params is not None:
         _place(ws.root, dest, params.relative_to(ws.root).as_posix(), placed, link=False)
-    for rel in loaded.env_spec.get("files", []):
+    from sci.envs.declared import workspace_files
+
+    for rel in workspace_files(loaded.env_spec, ws.root):  # env.files, declared environments' locks
         _place(ws.root, dest, rel, placed, link=False)
     produced = set(loaded.graph.producer_of)
     for name in selected:

@@ -276,6 +276,32 @@ def step_python(path: str) -> str | None:
     return found
 
 
+# Variables a container step does not get from sci: the image's own PATH stands, and the host's
+# library paths mean nothing inside it.
+_NOT_INTO_CONTAINER = ("PATH", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "CUDA_HOME", "CUDA_PATH", "SSL_CERT_FILE")
+
+
+def container_command(task: Task, argv: list[str], env: dict[str, str], cwd: Path, scratch_root: Path,
+                      ws: Path) -> str:
+    """`ENGINE run …` for a step in a container (SPEC §10): no network; the workspace mounted at
+    its own path (read-only for a sandboxed step, whose deps are links into it), the scratch
+    directory (the box, the fn step's request and metrics) read-write, sci's own package
+    read-only (the shim on PYTHONPATH points there); the step's variables but PATH."""
+    import sci
+
+    package = os.path.dirname(os.path.abspath(sci.__file__))
+    engine = shutil.which(task.container["engine"]) or task.container["engine"]
+    parts = [engine, "run", "--rm", "--network=none", "--workdir", str(cwd),
+             "--volume", f"{ws}:{ws}:{'ro' if task.sandbox else 'rw'}",
+             "--volume", f"{scratch_root}:{scratch_root}:rw",
+             "--volume", f"{package}:{package}:ro"]
+    for name, value in sorted(env.items()):
+        if name not in _NOT_INTO_CONTAINER:
+            parts += ["--env", f"{name}={value}"]
+    parts += [task.container["image"], *argv]
+    return "exec " + " ".join(shlex.quote(p) for p in parts)
+
+
 def _tail(fh, secrets: list[str], lines: int = 20) -> str:
     """The last lines of an open log file, known secret values masked (sci.redact)."""
     try:
@@ -379,6 +405,14 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
 
     if task.kind == "cmd":
         argv = ["/bin/sh", "-c", (task.cmd or "").replace(GPUS_MARK, ",".join(map(str, task.gpus)))]
+    elif task.container:
+        logs["request"].write_text(json.dumps({
+            "node": task.node, "fn": task.fn, "deps": task.ctx_deps, "outs": task.outs,
+            "params": task.params, "seed": task.seed, "gpus": task.gpus,
+            "determinism": task.determinism, "threads": task.threads,
+            "metrics": str(logs["metrics"]),
+        }))
+        argv = ["python3", "-m", "sci.executors.fn_runner", str(logs["request"])]
     else:
         logs["request"].write_text(json.dumps({
             "node": task.node, "fn": task.fn, "deps": task.ctx_deps, "outs": task.outs,
@@ -393,10 +427,13 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
             return
         argv = [python, "-m", "sci.executors.fn_runner", str(logs["request"])]
 
+    if task.container:  # the engine runs the step: `engine run … IMAGE argv`, in a shell like a cmd step's
+        argv = ["/bin/sh", "-c", container_command(task, argv, env, cwd, scratch_root, ws)]
+        env = {k: v for k, v in os.environ.items()}  # the engine's own (its config, its storage)
     result.start = utc_now()
     t0 = time.perf_counter()
     out, err = _log_files(scratch_root)
-    if task.kind == "cmd":
+    if task.kind == "cmd" or task.container:
         pid = _spawn_shell(argv[2], str(cwd), env, out, err)
         wait = _waiter(pid)
     else:

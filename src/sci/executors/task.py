@@ -27,21 +27,22 @@ class Task:
     `metrics`: the outputs (name -> path, each in `outs` too) whose numbers are read as the
     step's metrics once it succeeded (records/metrics.py).
     `python`: the interpreter of a Python step ("" for the first python3 on the step's PATH);
-    `environ`: the variables its software environment sets (PATH, VIRTUAL_ENV), if any.
+    `environ`: the variables its software environment sets (PATH, VIRTUAL_ENV), if any;
+    `container`: {"engine", "image"} when it runs in a container (envs/prepare.py).
 
     A plain class, not a dataclass: making a dataclass costs ~0.5 ms of every build's start-up.
     """
 
     __slots__ = ("node", "kind", "cmd", "fn", "workspace", "store", "scratch_root", "sandbox", "deps", "code",
                  "outs", "ctx_deps", "params", "seed", "determinism", "threads", "env", "gpus", "files", "python",
-                 "materialize", "metrics", "environ")
+                 "materialize", "metrics", "environ", "container")
 
     def __init__(self, *, node: str, kind: str, cmd: str | None, fn: str | None, workspace: str, store: str,
                  scratch_root: str, sandbox: bool, deps: list[str], code: list[str], outs: dict[str, str],
                  ctx_deps: dict[str, Any], params: dict[str, Any], seed: int, determinism: str, threads: int,
                  env: dict[str, str], gpus: list[int] | None = None, files: dict[str, str] | None = None,
                  python: str = "", materialize: str | None = None, metrics: dict[str, str] | None = None,
-                 environ: dict[str, str] | None = None):
+                 environ: dict[str, str] | None = None, container: dict[str, str] | None = None):
         self.node, self.kind, self.cmd, self.fn = node, kind, cmd, fn
         self.workspace, self.store, self.scratch_root, self.sandbox = workspace, store, scratch_root, sandbox
         self.deps, self.code, self.outs, self.ctx_deps = deps, code, outs, ctx_deps
@@ -51,6 +52,7 @@ class Task:
         self.python, self.materialize = python, materialize
         self.metrics = metrics if metrics is not None else {}
         self.environ = environ if environ is not None else {}
+        self.container = container
 
     def __repr__(self) -> str:
         return f"Task(node={self.node!r}, kind={self.kind!r})"

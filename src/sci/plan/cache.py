@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 # The file's format (store/journal.py frames it). Bump whenever a pickled class or a section
 # changes, and PLAN_CACHE_FORMAT in plan/pipeline.py with it (it enters the structure key).
-CACHE_FORMAT = "sci-plan-17"
+CACHE_FORMAT = "sci-plan-18"
 _MARSHAL, _PICKLE = b"m", b"p"
 _ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, IndexError, pickle.UnpicklingError, AttributeError,
            ImportError)

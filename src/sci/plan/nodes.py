@@ -30,19 +30,21 @@ class Node(Value):
     path); graph building resolves globs into `dep_paths`. `outs` maps names to normalized
     workspace-relative POSIX paths. `origin` is the step's path in sci.yaml, for errors.
     `kind` is "cmd", "fn" or "dossier". `metrics` maps the names of the outputs that are metrics
-    files (SPEC §11) to their paths: each is in `outs` too, under the same name.
+    files (SPEC §11) to their paths: each is in `outs` too, under the same name. `environment`
+    names the declared software environment it runs in (SPEC §10), None for the workspace's own
+    (the caller's PATH).
     """
 
     __slots__ = _FIELDS = ("name", "step", "kind", "template", "fn", "deps", "deps_named", "outs", "outs_named",
                            "code", "params", "seed", "resources", "determinism", "sandbox", "env", "item", "origin",
-                           "dossier_steps", "evidence", "dep_paths", "cmd", "metrics")
+                           "dossier_steps", "evidence", "dep_paths", "cmd", "metrics", "environment")
 
     def __init__(self, name: str, step: str, kind: str, template: str | None, fn: str | None,
                  deps: dict[str, str], deps_named: bool, outs: dict[str, str], outs_named: bool, code: list[str],
                  params: dict[str, Any], seed: int, resources: dict[str, float], determinism: str, sandbox: bool,
                  env: list[str], item: dict[str, Any], origin: tuple, dossier_steps: list[str] | None = None,
                  evidence: list[str] | None = None, dep_paths: dict[str, list[str]] | None = None,
-                 cmd: str | None = None, metrics: dict[str, str] | None = None):
+                 cmd: str | None = None, metrics: dict[str, str] | None = None, environment: str | None = None):
         self.name, self.step, self.kind, self.template, self.fn = name, step, kind, template, fn
         self.deps, self.deps_named, self.outs, self.outs_named = deps, deps_named, outs, outs_named
         self.code, self.params, self.seed, self.resources = code, params, seed, resources
@@ -52,6 +54,7 @@ class Node(Value):
         self.dep_paths = dep_paths if dep_paths is not None else {}
         self.cmd = cmd
         self.metrics = metrics if metrics is not None else {}
+        self.environment = environment  # a name under `environments:`, or None: the workspace's own
 
     @property
     def needs_gpu(self) -> bool:
@@ -208,6 +211,9 @@ def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str,
     nodes: list[Node] = []
     defaults = pipeline["defaults"]
     all_steps = pipeline["steps"]
+    envs = pipeline.get("environments")  # None when replan.patch re-expands a few steps
+    if envs is not None:
+        _check_default_environment(defaults, envs, pos)
     for step_name, step_data in all_steps.items():
         step = _Fields(step_data)
         origin = ("steps", step_name)
@@ -232,6 +238,11 @@ def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str,
         else:
             combos = [{}]
         kind = "cmd" if step.cmd is not None else "fn" if step.fn is not None else "dossier"
+        environment = None if kind == "dossier" else (step.environment or defaults.get("environment"))
+        if environment is not None and envs is not None and environment not in envs:
+            where = origin + ("environment",) if step.environment else ("defaults", "environment")
+            raise SpecError(f"step {step_name}: unknown environment {environment!r}", location=pos.at(where),
+                            hint=_environments_hint(envs))
         resources = _resources(defaults["resources"], step.resources)
         determinism = step.determinism or defaults["determinism"]
         step_outs: dict[str, str] = {}
@@ -305,9 +316,22 @@ def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str,
                 deps=deps, deps_named=deps_named, outs=outs, outs_named=outs_named, code=code,
                 params=declared, seed=seed, resources=resources, determinism=determinism,
                 sandbox=step.sandbox, env=list(step.env), item=item, origin=origin,
-                dossier_steps=list(step.steps or []), evidence=evidence, metrics=metrics,
+                dossier_steps=list(step.steps or []), evidence=evidence, metrics=metrics, environment=environment,
             ))
     return nodes
+
+
+def _environments_hint(declared: dict) -> str:
+    if declared:
+        return f"environments declared: {', '.join(declared)}"
+    return "declare it under environments: (python: DIR, script: FILE or container: IMAGE@sha256:…)"
+
+
+def _check_default_environment(defaults: dict, declared: dict, pos: Positions) -> None:
+    name = defaults.get("environment")
+    if name is not None and name not in declared:
+        raise SpecError(f"defaults: unknown environment {name!r}", location=pos.at(("defaults", "environment")),
+                        hint=_environments_hint(declared))
 
 
 def render_commands(nodes: list[Node], params: dict, pos: Positions) -> None:

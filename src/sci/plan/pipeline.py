@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # for annotations only: the no-op path never imports the plan
     from sci.spec.load import Positions
 
 PLAN_CACHE = "plan.pickle"
-PLAN_CACHE_FORMAT = 17  # plan/cache.py CACHE_FORMAT's number, changed together; 16: journal frames; 17: Node.metrics
+PLAN_CACHE_FORMAT = 18  # plan/cache.py CACHE_FORMAT's number, changed together; 16: journal frames; 17: Node.metrics; 18: environments
 
 
 def read_bytes(path: Path) -> bytes:
@@ -51,7 +51,7 @@ def read_bytes(path: Path) -> bytes:
 PIPELINE_CACHE = "pipeline.pickle"
 # Its format (store/journal.py frames it: one frame, a pickle of (key, doc, positions)). Bump
 # when the validated document's shape or Positions changes.
-PIPELINE_CACHE_FORMAT = "sci-pipeline-2"
+PIPELINE_CACHE_FORMAT = "sci-pipeline-3"  # 3: environments
 
 
 def _pipeline_doc(ws: Workspace, yaml_bytes: bytes) -> tuple[dict, Positions]:
@@ -133,13 +133,17 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
         nodes = scoped_nodes(nodes, ws, pos, reserved)
     graph = build_graph(nodes, ws.root, pos, reserved=reserved)
     check_code(nodes, ws.root, pos)
+    if doc.get("environments"):
+        from sci.envs.declared import check as check_environments
+
+        check_environments(doc["environments"], nodes, pos, reserved)
     render_commands(list(graph.nodes.values()), params, pos)
     return Loaded(
         ws=ws, graph=graph, pos=pos, params=params,
         params_digest=digest_bytes(canonical.dumps(params)),
         pipeline_digest=yaml_digest(yaml_bytes),
         experiment=doc["experiment"],
-        env_spec=doc["env"],
+        env_spec=dict(doc["env"], environments=doc.get("environments") or {}),
         root_seed=doc["defaults"]["seed"], determinism=doc["defaults"]["determinism"],
         store_config=store_cfg,
         remotes={k: (v if isinstance(v, str) else {a: b for a, b in v.items() if b is not None})
@@ -290,18 +294,39 @@ def _still_valid(loaded: Loaded) -> bool:
 
 
 # -- environment ---------------------------------------------------------------------------
-def environment_records(loaded: Loaded, stat_cache: StatCache, nodes) -> dict[str, dict]:
-    """{"cpu": {digest, components}} plus "gpu" when a selected node needs a GPU."""
+def environment_records(loaded: Loaded, stat_cache: StatCache, nodes, envs=None) -> dict[str, dict]:
+    """The fingerprint records (envs/runtime.py names their keys): "cpu", the workspace's own
+    environment; "gpu" when one of `nodes` needs a GPU; "env:NAME" for every declared
+    environment, and "env:NAME+gpu" for one a GPU node of `nodes` runs in. `envs`: the
+    build's envs.runtime.Environments (one is made when not given)."""
     from sci.build import fingerprint
 
     spec = loaded.env_spec
     comps = fingerprint.environment(loaded.ws.root, spec["files"], spec["vars"], spec["tools"],
                                     stat_cache=stat_cache, cache_dir=loaded.ws.state_dir / "cache")
     out = {"cpu": {"digest": fingerprint.digest(comps), "components": comps}}
-    if any(n.needs_gpu for n in nodes):
-        gcomps = dict(comps, gpu=_gpu_components(loaded.hardware))
-        out["gpu"] = {"digest": fingerprint.digest(gcomps), "components": gcomps}
+    if spec.get("environments"):
+        if envs is None:
+            envs = environments_of(loaded, stat_cache)
+        out.update(envs.records())
+    gpu_nodes = [n for n in nodes if n.needs_gpu]
+    if gpu_nodes:
+        gpu = _gpu_components(loaded.hardware)
+        for key in sorted({"cpu" if n.environment is None else f"env:{n.environment}" for n in gpu_nodes}):
+            base = out[key]
+            gcomps = dict(base["components"], gpu=gpu)
+            record = {"digest": fingerprint.digest(gcomps), "components": gcomps}
+            if "name" in base:
+                record["name"] = base["name"]
+            out["gpu" if key == "cpu" else f"{key}+gpu"] = record
     return out
+
+
+def environments_of(loaded: Loaded, stat_cache: StatCache):
+    """The declared environments of `loaded`, resolved and prepared on first need."""
+    from sci.envs.runtime import Environments
+
+    return Environments(loaded.ws.root, loaded.ws.state_dir, loaded.env_spec, stat_cache)
 
 
 def _gpu_components(hw: Hardware) -> dict:

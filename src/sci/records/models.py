@@ -125,6 +125,8 @@ class EnvironmentFingerprint(_Record):
 
     components: dict[str, Any] = Field(description="Component name -> value (versions, digests, ...).")
     digest: Digest = Field(description="BLAKE3 of the canonical components.")
+    name: Optional[str] = Field(None, description="The declared software environment (environments: in sci.yaml) "
+                                                  "the node ran in; absent for the workspace's own.")
 
 
 class StepRecord(_Record):

@@ -58,6 +58,30 @@ class Defaults(_Strict):
     seed: int = Field(0, description="Root seed; each node's seed derives from it and the node name.")
     determinism: Literal["strict", "fast"] = Field("strict", description="Default determinism mode.")
     resources: Resources = Field(default_factory=Resources, description="Default resources of a step.")
+    environment: Optional[str] = Field(None, description="The software environment of a step that names none "
+                                                         "(default: the workspace's own, the caller's PATH).")
+
+
+class Environment(_Strict):
+    """One entry of `environments:` (SPEC §10): exactly one of python, script, container."""
+
+    python: Optional[str] = Field(None, description="A uv project directory (pyproject.toml + uv.lock), synced frozen.")
+    script: Optional[str] = Field(None, description="A PEP 723 script: its inline metadata (and its .lock) make the environment.")
+    container: Optional[str] = Field(None, description="A container image, by digest (IMAGE@sha256:...).")
+    groups: list[str] = Field(default_factory=list, description="uv project: dependency groups to include (dev only if named).")
+    extras: list[str] = Field(default_factory=list, description="uv project: optional extras to include.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Environment":
+        given = [k for k in ("python", "script", "container") if getattr(self, k) is not None]
+        if len(given) != 1:
+            if not given:
+                raise ValueError("an environment needs exactly one of python (a uv project directory), "
+                                 "script (a PEP 723 script) or container (an image by digest)")
+            raise ValueError(f"an environment takes exactly one of python, script or container, not {' and '.join(given)}")
+        if (self.groups or self.extras) and self.python is None:
+            raise ValueError("groups and extras belong to a uv project environment (python:)")
+        return self
 
 
 class EnvSpec(_Strict):
@@ -114,6 +138,7 @@ class Step(_Strict):
     env: list[str] = Field(default_factory=list, description="Extra environment variables passed to the step.")
     steps: Optional[list[str]] = Field(None, description="kind: dossier — the steps it indexes.")
     evidence: list[str] = Field(default_factory=list, description="kind: dossier — files shown inline.")
+    environment: Optional[str] = Field(None, description="The software environment the step runs in (a name under environments:).")
 
     @model_validator(mode="after")
     def _one_action(self) -> "Step":
@@ -143,6 +168,7 @@ class Pipeline(_Strict):
     experiment: Optional[Experiment] = Field(None, description="The ExperimentRequest.")
     defaults: Defaults = Field(default_factory=Defaults, description="Defaults for every step.")
     env: EnvSpec = Field(default_factory=EnvSpec, description="What makes up the environment fingerprint.")
+    environments: dict[str, Environment] = Field(default_factory=dict, description="Declared software environments, by name.")
     params: Union[str, dict[str, Any], None] = Field(None, description="A parameters file path or an inline mapping.")
     store: Optional[str] = Field(None, description="Store location (default cas/; SCI_CAS overrides).")
     remotes: dict[str, Union[str, RemoteSpec]] = Field(default_factory=dict, description="Named remote stores.")
@@ -185,7 +211,7 @@ def _shown(value: Any) -> str:
 
 _MODELS_BY_FIELD = {"steps": Step, "experiment": Experiment, "defaults": Defaults, "env": EnvSpec,
                     "resources": Resources, "authors": Author, "remotes": RemoteSpec,
-                    "executors": Executors, "slurm": SlurmSpec}
+                    "executors": Executors, "slurm": SlurmSpec, "environments": Environment}
 
 
 def _fields_at(loc: tuple) -> list[str]:
@@ -204,7 +230,7 @@ def _fields_at(loc: tuple) -> list[str]:
             return list(model.model_fields)
         model = nxt
         # steps.<name>, authors.<index> are containers: skip the container key
-        if part in ("steps", "authors", "remotes") and i + 1 < len(parts):
+        if part in ("steps", "authors", "remotes", "environments") and i + 1 < len(parts):
             i += 1
         i += 1
     return list(model.model_fields)
@@ -212,7 +238,7 @@ def _fields_at(loc: tuple) -> list[str]:
 
 def _clean_loc(loc: tuple) -> tuple:
     """Drop pydantic's union-branch markers (e.g. 'list[str]', 'str') from an error location."""
-    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool", "RemoteSpec")) and p not in ("steps",)))
+    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool", "RemoteSpec", "Environment")) and p not in ("steps",)))
 
 
 def spec_error_from_validation(exc: ValidationError, pos: Positions) -> SpecError:

@@ -21,17 +21,19 @@ from sci.spec.placeholders import any_lone_brace
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 FN_PATTERN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
-PIPELINE_KEYS = ("version", "experiment", "defaults", "env", "params", "store", "remotes", "executors", "steps")
+PIPELINE_KEYS = ("version", "experiment", "defaults", "env", "environments", "params", "store", "remotes", "executors",
+                 "steps")
 EXPERIMENT_KEYS = ("title", "question", "authors", "license", "keywords", "description", "url", "doi")
 AUTHOR_KEYS = ("name", "orcid", "affiliation", "email")
 RESOURCES_KEYS = ("cpu", "mem_gb", "gpu", "vram_gb")
-DEFAULTS_KEYS = ("seed", "determinism", "resources")
+DEFAULTS_KEYS = ("seed", "determinism", "resources", "environment")
+ENVIRONMENT_KEYS = ("python", "script", "container", "groups", "extras")
 ENV_KEYS = ("files", "vars", "tools")
 REMOTE_KEYS = ("url", "endpoint_url", "region")
 EXECUTORS_KEYS = ("slurm",)
 SLURM_KEYS = ("partition", "account", "qos", "time", "setup", "options", "arrays", "poll_s")
 STEP_KEYS = ("cmd", "fn", "kind", "deps", "outs", "metrics", "code", "params", "seed", "resources", "determinism",
-             "foreach", "sandbox", "env", "steps", "evidence")
+             "foreach", "sandbox", "env", "steps", "evidence", "environment")
 
 _PIPELINE = frozenset(PIPELINE_KEYS)
 _EXPERIMENT = frozenset(EXPERIMENT_KEYS)
@@ -39,6 +41,7 @@ _AUTHOR = frozenset(AUTHOR_KEYS)
 _RESOURCES = frozenset(RESOURCES_KEYS)
 _DEFAULTS = frozenset(DEFAULTS_KEYS)
 _ENV = frozenset(ENV_KEYS)
+_ENVIRONMENT = frozenset(ENVIRONMENT_KEYS)
 _REMOTE = frozenset(REMOTE_KEYS)
 _EXECUTORS = frozenset(EXECUTORS_KEYS)
 _SLURM = frozenset(SLURM_KEYS)
@@ -214,12 +217,31 @@ def _defaults(v: Any) -> dict:
     if type(determinism) is not str or determinism not in _DETERMINISM:
         raise _Unsure
     return {"seed": _int(v["seed"]) if "seed" in v else 0, "determinism": determinism,
-            "resources": _resources(v["resources"]) if "resources" in v else _no_resources()}
+            "resources": _resources(v["resources"]) if "resources" in v else _no_resources(),
+            "environment": _opt_str(v.get("environment"))}
 
 
 def _env(v: Any) -> dict:
     _keys(v, _ENV)
     return {k: _str_list(v[k]) if k in v else [] for k in ENV_KEYS}
+
+
+def _environments(v: Any) -> dict:
+    if type(v) is not dict:
+        raise _Unsure
+    out: dict[str, Any] = {}
+    for name, e in v.items():
+        if type(name) is not str:
+            raise _Unsure
+        _keys(e, _ENVIRONMENT)
+        kinds = [k for k in ("python", "script", "container") if e.get(k) is not None]
+        groups = _str_list(e["groups"]) if "groups" in e else []
+        extras = _str_list(e["extras"]) if "extras" in e else []
+        if len(kinds) != 1 or ((groups or extras) and kinds[0] != "python"):
+            raise _Unsure
+        out[name] = {"python": _opt_str(e.get("python")), "script": _opt_str(e.get("script")),
+                     "container": _opt_str(e.get("container")), "groups": groups, "extras": extras}
+    return out
 
 
 def _remotes(v: Any) -> dict:
@@ -314,6 +336,7 @@ def _step(body: Any) -> dict:
         "env": _str_list(body["env"]) if "env" in body else [],
         "steps": steps,
         "evidence": evidence,
+        "environment": _opt_str(g("environment")),
     }
 
 
@@ -366,8 +389,9 @@ def _pipeline(data: Any) -> dict:
         "version": 1,
         "experiment": experiment,
         "defaults": _defaults(data["defaults"]) if "defaults" in data else
-        {"seed": 0, "determinism": "strict", "resources": _no_resources()},
+        {"seed": 0, "determinism": "strict", "resources": _no_resources(), "environment": None},
         "env": _env(data["env"]) if "env" in data else {"files": [], "vars": [], "tools": []},
+        "environments": _environments(data["environments"]) if "environments" in data else {},
         "params": params,
         "store": _opt_str(data.get("store")),
         "remotes": _remotes(data["remotes"]) if "remotes" in data else {},
