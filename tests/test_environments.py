@@ -399,3 +399,78 @@ def test_environment_mistakes_are_one_line_exit_2(ws):
     proc = sci("build", check=2)
     assert "sci.yaml:3:20: environment box: container 'debian:bookworm' is given by tag, not by digest" \
         in proc.stderr
+
+
+# -- containers ------------------------------------------------------------------------------
+PODMAN = shutil.which("podman")
+BUSYBOX = shutil.which("busybox")
+# The recipe that works on these machines (cgroup v1 hybrid, root, no registry): runc, the
+# cgroupfs manager, no default ulimits (docs/environments.md).
+CONTAINERS_CONF = '[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\n'
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Two tiny local images (a busybox rootfs, then one with a marker file), by digest."""
+    if PODMAN is None or BUSYBOX is None:
+        pytest.skip("podman or busybox is not installed (.ci/setup installs them on Debian)")
+    base = tmp_path_factory.mktemp("images")
+    conf = base / "containers.conf"
+    conf.write_text(CONTAINERS_CONF)
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    tag = f"localhost/sci-test-{os.getpid()}"
+    digests = []
+    for version in (1, 2):
+        rootfs = base / f"rootfs{version}"
+        (rootfs / "bin").mkdir(parents=True)
+        shutil.copy2(BUSYBOX, rootfs / "bin" / "busybox")
+        for tool in ("sh", "cat", "echo", "ls"):
+            os.symlink("busybox", rootfs / "bin" / tool)
+        (rootfs / "etc").mkdir()
+        (rootfs / "etc" / "image-version").write_text(f"{version}\n")
+        tar = base / f"rootfs{version}.tar"
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
+        imported = subprocess.run([PODMAN, "import", "-q", str(tar), f"{tag}:{version}"], env=env,
+                                  capture_output=True, text=True)
+        if imported.returncode != 0:
+            pytest.skip(f"podman cannot import an image here: {imported.stderr.strip()[-200:]}")
+        digest = subprocess.run([PODMAN, "images", "--digests", "--format", "{{.Digest}}", f"{tag}:{version}"],
+                                env=env, capture_output=True, text=True, check=True).stdout.split()[0]
+        digests.append(f"{tag}@{digest}")
+    probe = subprocess.run([PODMAN, "run", "--rm", "--network=none", digests[0], "/bin/cat", "/etc/image-version"],
+                           env=env, capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"podman cannot run a container here: {probe.stderr.strip()[-200:]}")
+    yield digests, str(conf)
+    subprocess.run([PODMAN, "rmi", "-f", f"{tag}:1", f"{tag}:2"], env=env, capture_output=True)
+
+
+def test_a_step_runs_in_a_container_by_digest(ws, images):
+    """A cmd step in a container: it reads its dep through the read-only workspace mount, sees
+    the image's files, writes its output into its box; a new image digest re-runs it, named."""
+    (first, second), conf = images
+    sci = ws({"sci.yaml": f"""
+        version: 1
+        environments:
+          box: {{container: "{first}"}}
+        steps:
+          inside:
+            environment: box
+            deps: [in.txt]
+            cmd: cat {{deps}} /etc/image-version > {{outs}}
+            outs: [out.txt]
+          outside:
+            cmd: echo host > {{outs}}
+            outs: [host.txt]
+        """, "in.txt": "hello\n"}, env={"CONTAINERS_CONF": conf})
+    out = sci.build()
+    assert out["executed"] == ["inside", "outside"]
+    assert (sci.root / "out.txt").read_text() == "hello\n1\n"
+    assert sci.build()["executed"] == []
+    text = (sci.root / "sci.yaml").read_text()
+    (sci.root / "sci.yaml").write_text(text.replace(first, second))
+    status = sci("status").stdout
+    assert f"would run   inside: env changed: environment box: image {first} → {second}" in status
+    assert "up to date  outside" in status
+    assert sci.build()["executed"] == ["inside"]
+    assert (sci.root / "out.txt").read_text() == "hello\n2\n"

@@ -259,7 +259,8 @@ def env_list(as_json) -> None:
     for r in rows:
         where = r["prepared"] or "not prepared (sci env prepare)"
         python = f"python {r['python']}, " if r["python"] else ""
-        what = (f"{len(r['packages'])} locked packages" if r["packages"] or not r["requirements"]
+        what = ("image by digest" if r["kind"] == "container"
+                else f"{len(r['packages'])} locked packages" if r["packages"] or not r["requirements"]
                 else f"{len(r['requirements'])} requirements (no lock)")
         click.echo(f"  {r['name']:<12} {r['kind']:<9} {r['source']}  {python}{what}, "
                    f"identity {r['identity'][:12]}  {where}")
