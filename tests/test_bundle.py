@@ -27,7 +27,7 @@ from sci.errors import UserError, WorkFailed
 from sci.store.hashing import digest_bytes
 from sci.workspace import Workspace
 
-INVESTIGATION = ["sci.yaml", "params.yaml", "uv.lock", "rules"]
+INVESTIGATION = ["sci.yaml", "params.yaml", "uv.lock", "pyproject.toml", "rules"]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -582,6 +582,8 @@ def test_sci_yaml_has_the_spec_shape():
     assert all({"name", "orcid"} <= set(author) for author in experiment["authors"])
     assert spec["defaults"]["determinism"] == "strict" and isinstance(spec["defaults"]["seed"], int)
     assert spec["env"] == {"files": ["uv.lock"]}
+    assert spec["environments"] == {"project": {"python": "."}}  # SPEC §10: the bundled one declares itself
+    assert spec["defaults"]["environment"] == "project"
     assert spec["params"] == "params.yaml"
     for name, step in spec["steps"].items():
         assert sum(key in step for key in ("cmd", "fn", "kind")) == 1, name

@@ -116,7 +116,7 @@ def test_bundled_investigation_reproduces_dossier_included(tmp_path):
 
     root = tmp_path / "inv"
     root.mkdir()
-    for name in ("sci.yaml", "params.yaml", "uv.lock"):
+    for name in ("sci.yaml", "params.yaml", "uv.lock", "pyproject.toml"):
         shutil.copy2(REPO / name, root / name)
     shutil.copytree(REPO / "rules", root / "rules", ignore=shutil.ignore_patterns("__pycache__"))
     sci = Sci(root)
