@@ -50,7 +50,8 @@ def dag(ws: Workspace, targets: list[str] | None = None, fmt: str = "text") -> s
     g = loaded.graph
     selected = g.select(list(targets or []), ws.root)
     sel = set(selected)
-    edges = [(u, n) for n in selected for u in g.upstream[n] if u in sel]
+    rank = {n: i for i, n in enumerate(selected)}  # the graph's order: a sweep as declared, never string order
+    edges = [(u, n) for n in selected for u in sorted((u for u in g.upstream[n] if u in sel), key=rank.__getitem__)]
     if fmt == "json":
         return canonical.dumps_text({"nodes": [{"name": n, "step": g.nodes[n].step, "kind": g.nodes[n].kind,
                                                 "outs": g.nodes[n].outs} for n in selected],
@@ -68,7 +69,7 @@ def dag(ws: Workspace, targets: list[str] | None = None, fmt: str = "text") -> s
         return "\n".join(lines)
     lines = []
     for n in selected:
-        ups = [u for u in g.upstream[n] if u in sel]
+        ups = sorted((u for u in g.upstream[n] if u in sel), key=rank.__getitem__)
         lines.append(f"{n}" + (f"  <- {', '.join(ups)}" if ups else ""))
     return "\n".join(lines)
 
@@ -254,3 +255,71 @@ def cite(ws: Workspace, target: str | None = None, fmt: str = "bibtex") -> str:
         return citation.cff(exp, version, parents)
     return citation.markdown(exp, version, parents)
 
+
+
+# -- logs ------------------------------------------------------------------------------------
+def log(ws: Workspace, node: str, *, run: str | None = None) -> dict:
+    """The captured stdout and stderr of `node`'s latest execution (SPEC §7), or of its
+    execution in run `run`: {"node", "run", "status", "key", "stdout", "stderr"} (bytes).
+
+    The runs are read newest first for the node's `node_executed` or `node_failed` event (a
+    failed node has no action result; its event holds the digests). Without a run that ran it
+    (the runs were removed, or a restored store), the action result of the node's last key
+    (`.sci/state`) answers."""
+    import json
+
+    from sci.errors import TargetError, UserError
+
+    loaded = load(ws)
+    if node not in loaded.graph.nodes:
+        from difflib import get_close_matches
+
+        close = get_close_matches(node, list(loaded.graph.nodes), n=1)
+        raise TargetError(f"no node named {node!r}",
+                          hint=f"did you mean {close[0]!r}?" if close else "run `sci dag` to list the nodes")
+    store = _store(loaded)
+    runs_dir = ws.runs_dir
+    if run is not None and not (runs_dir / run).is_dir():
+        raise UserError(f"no run {run!r} in {runs_dir}", hint="`ls runs/` lists the runs, newest last")
+    candidates = [run] if run is not None else sorted((p.name for p in runs_dir.iterdir() if p.is_dir()),
+                                                       reverse=True) if runs_dir.is_dir() else []
+    for run_id in candidates:
+        try:
+            lines = (runs_dir / run_id / "logs.jsonl").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue
+        for line in reversed(lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a torn last line
+            if event.get("node") != node or event.get("event") not in ("node_executed", "node_failed"):
+                continue
+            data = event.get("data") or {}
+            if event["event"] == "node_failed":
+                return _log_of(store, node, run_id, "failed", data.get("key"), data.get("stdout"),
+                               data.get("stderr"))
+            action = store.get_action(data.get("key", ""))
+            if action is not None:
+                return _log_of(store, node, run_id, "executed", data["key"], action.get("stdout"),
+                               action.get("stderr"))
+    if run is not None:
+        raise UserError(f"{node} did not run in run {run}", hint="without --run: its latest execution")
+    entry = records.state_of(ws).get(node)
+    action = store.get_action(entry["key"]) if entry else None
+    if action is None:
+        raise UserError(f"{node} has no recorded execution", hint=f"run `sci build {node}`")
+    return _log_of(store, node, None, "executed", entry["key"], action.get("stdout"), action.get("stderr"))
+
+
+def _log_of(store, node: str, run: str | None, status: str, key: str | None, out: str | None,
+            err: str | None) -> dict:
+    def read(digest: str | None) -> bytes:
+        if not digest:
+            return b""
+        try:
+            return store.read_blob(digest)
+        except (OSError, SciError):
+            return f"<the log {digest[:12]} is not in the store any more (sci gc?)>\n".encode()
+
+    return {"node": node, "run": run, "status": status, "key": key, "stdout": read(out), "stderr": read(err)}

@@ -2,7 +2,8 @@
 
 Loop: key every ready node (its inputs' digests are known once its upstream finished); a key
 the store already holds is a cache hit whose outputs are restored in the workspace; the rest
-wait in priority order (graph order: longest path to a sink, then name) until the CPU, RAM,
+wait in priority order (graph order: longest path to a sink, then the graph's order, which is
+declaration order among equals) until the CPU, RAM,
 GPU, VRAM and `-j` pools admit them. A failed node stops its dependants only; without
 keep-going nothing new starts after a failure and the running nodes are cancelled (their
 process groups get SIGTERM), so a failed build ends promptly.
@@ -26,6 +27,7 @@ from sci.store.hashing import StatCache
 from sci.build.inputs import Resolver
 from sci.plan.nodes import Node
 from sci.build.resources import Pools
+from sci.values import NameIndex
 from sci.store.cas import OutputRecord, Store
 
 
@@ -193,7 +195,8 @@ class Scheduler:
         g = self.graph
         sel = set(selected)
         waiting = {n: len([u for u in g.upstream[n] if u in sel]) for n in selected}
-        ready = [(-g.priority[n], n) for n in selected if waiting[n] == 0]
+        rank = NameIndex(g.order).find  # ties: the graph's order (declaration order, plan/graph.py)
+        ready = [(-g.priority[n], rank(n), n) for n in selected if waiting[n] == 0]
         heapq.heapify(ready)
         runnable: list[tuple[int, str]] = []  # heap of nodes keyed and waiting for resources
         pending: dict[str, tuple[str, dict, dict]] = {}  # name -> (key, components, files)
@@ -213,13 +216,13 @@ class Scheduler:
                 if m in sel and m not in self.outcomes:
                     waiting[m] -= 1
                     if waiting[m] == 0:
-                        heapq.heappush(ready, (-g.priority[m], m))
+                        heapq.heappush(ready, (-g.priority[m], rank(m), m))
 
         known = self.known
         try:
             while True:
                 while ready:
-                    _, name = heapq.heappop(ready)
+                    name = heapq.heappop(ready)[-1]
                     if name in self.outcomes:
                         continue
                     if stopping:
@@ -275,13 +278,13 @@ class Scheduler:
                             stopping = stopping or not self.keep_going
                             continue
                     pending[name] = (key, comp, files)
-                    heapq.heappush(runnable, (-g.priority[name], name))
+                    heapq.heappush(runnable, (-g.priority[name], rank(name), name))
 
                 if not stopping:
                     kept = []
                     while runnable and self.pools.slots > 0:  # no free slot: nothing can start
                         item = heapq.heappop(runnable)
-                        node = g.nodes[item[1]]
+                        node = g.nodes[item[-1]]
                         if self._ensure_inputs(node):  # an input was rebuilt: key the node again
                             pending.pop(node.name, None)
                             heapq.heappush(ready, item)
@@ -306,7 +309,7 @@ class Scheduler:
                         continue  # a node went back to be keyed again
 
                 if not running:
-                    for _, name in runnable:
+                    for *_, name in runnable:
                         self.outcomes.setdefault(name, Outcome(name, Status.SKIPPED, error="not started after a failure"))
                     break
                 self._write_actions()
@@ -413,7 +416,7 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - an executor crash is this node's failure
             res = TaskResult(node=node.name, ok=False, exit_status=-1, error=f"executor error: {exc}")
         if not res.ok:
-            self.emit("node_failed", node.name, error=res.error, stderr_tail=res.stderr_tail,
+            self.emit("node_failed", node.name, key=key, error=res.error, stderr_tail=res.stderr_tail,
                       exit_status=res.exit_status, stdout=res.stdout or None, stderr=res.stderr or None)
             return Outcome(node.name, Status.FAILED, key=key, error=res.error, stderr_tail=res.stderr_tail,
                            duration_s=res.duration_s)

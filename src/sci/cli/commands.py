@@ -239,6 +239,30 @@ def gc(keep_runs, dry_run, as_json) -> None:
                                           f"({sum(b for _, b in scratch)} bytes)" if scratch else ""), err=True)
 
 
+@cli.command()
+@click.argument("node")
+@click.option("--run", "run_id", metavar="ID", help="The execution in this run (a runs/ folder), not the latest.")
+@click.option("--stdout", "only", flag_value="stdout", help="Only the captured stdout, as it was written.")
+@click.option("--stderr", "only", flag_value="stderr", help="Only the captured stderr, as it was written.")
+def log(node, run_id, only) -> None:
+    """The captured stdout and stderr of NODE's latest execution (successful or not)."""
+    from sci import api
+
+    got = api.log(_ws(), node, run=run_id)
+    if only:
+        sys.stdout.buffer.write(got[only])
+        sys.stdout.flush()
+        return
+    where = f"run {got['run']}" if got["run"] else "its last recorded result"
+    for stream in ("stdout", "stderr"):
+        data = got[stream]
+        click.echo(f"== {node} {stream} ({got['status']}, {where}; {len(data)} bytes) ==")
+        if data:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data if data.endswith(b"\n") else data + b"\n")
+            sys.stdout.flush()
+
+
 @cli.group()
 def env() -> None:
     """The declared software environments (environments: in sci.yaml)."""

@@ -15,7 +15,9 @@ def _err(line: str) -> None:
 
 
 class PlainReporter:
-    """One line per executed, failed or skipped node; cached nodes only in the summary."""
+    """One line per executed, failed or skipped node as it finishes, with how far the build is
+    (`[done/total]`, cached nodes counted): what a CI log shows while a long build runs. Cached
+    nodes only in the summary (or one line each with -v)."""
 
     def __init__(self, verbose: bool = False):
         self.verbose = verbose
@@ -38,12 +40,12 @@ class PlainReporter:
                 _err(f"  start     {node}")
         elif event == "node_executed":
             self.done += 1
-            _err(f"  executed  {node} ({data.get('duration_s', 0):.2f}s)")
+            _err(f"  executed  {node} ({data.get('duration_s', 0):.2f}s)  {self._progress()}")
         elif event == "node_failed":
             from sci.redact import redact  # a tail made on another machine (Ray) is masked here too
 
             self.done += 1
-            _err(f"  FAILED    {node}: {redact(str(data.get('error')))}")
+            _err(f"  FAILED    {node}: {redact(str(data.get('error')))}  {self._progress()}")
             tail = redact(data.get("stderr_tail") or "")
             if tail:
                 for line in tail.splitlines():
@@ -57,6 +59,9 @@ class PlainReporter:
             _err(f"sci: warning: {redact(str(data.get('message')))}")
         elif event == "environment_prepared":
             _err(f"  prepared  environment {data.get('environment')} ({data.get('duration_s', 0):.2f}s)")
+
+    def _progress(self) -> str:
+        return f"[{self.done}/{self.total}]" if self.total else ""
 
     def close(self) -> None:
         pass
@@ -81,7 +86,10 @@ class RichReporter(PlainReporter):
     def _refresh(self) -> None:
         if self.task is None:
             return
-        names = ", ".join(list(self.running)[:3]) + (" …" if len(self.running) > 3 else "")
+        from rich.markup import escape
+
+        # node names, escaped: `slow[i=1]` would otherwise read as a markup tag and show as `slow`
+        names = escape(", ".join(list(self.running)[:3])) + (" …" if len(self.running) > 3 else "")
         info = f"cached {self.cached} · running {len(self.running)}" + (f": {names}" if names else "")
         self.progress.update(self.task, completed=self.done, info=info)
 

@@ -20,14 +20,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sci import canonical
 from sci.errors import SpecError, UserError
 from sci.store.hashing import StatCache, digest_bytes
 from sci.values import Value
+
+if TYPE_CHECKING:
+    import subprocess
 
 KINDS = ("python", "script", "container")
 # Bump when an identity's meaning or the cached resolution's layout changes.
@@ -205,6 +207,8 @@ def uv_env() -> dict[str, str]:
 
 
 def run_uv(args: list[str], *, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    import subprocess  # only when uv runs: a warm build spawns nothing
+
     try:
         return subprocess.run(args, cwd=cwd, env=env or uv_env(), capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=UV_TIMEOUT_S)

@@ -13,10 +13,12 @@ the record is what the node's StepResult keeps.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sci.envs.declared import Declared, Resolved, declared, resolve
-from sci.envs.prepare import Prepared, prepare
-from sci.store.hashing import StatCache
+if TYPE_CHECKING:  # the build's hot modules import record_key: the rest loads when an environment is declared
+    from sci.envs.declared import Declared, Resolved
+    from sci.envs.prepare import Prepared
+    from sci.store.hashing import StatCache
 
 
 def record_key(node) -> str:
@@ -31,14 +33,18 @@ class Environments:
     """Declared environments of a workspace, resolved and prepared at most once each."""
 
     def __init__(self, root: Path, state_dir: Path, env_spec: dict, stat_cache: StatCache):
+        from sci.envs.declared import declared
+
         self.root, self.state_dir, self.env_spec, self.stat_cache = root, state_dir, env_spec, stat_cache
-        self.declared: dict[str, Declared] = declared(env_spec)
+        self.declared: dict[str, Declared] = declared(env_spec) if env_spec.get("environments") else {}
         self._resolved: dict[str, Resolved] = {}
         self._prepared: dict[str, Prepared] = {}
 
     def resolved(self, name: str) -> Resolved:
         hit = self._resolved.get(name)
         if hit is None:
+            from sci.envs.declared import resolve
+
             hit = self._resolved[name] = resolve(self.root, self.declared[name], self.stat_cache,
                                                  self.state_dir / "cache")
         return hit
@@ -62,6 +68,8 @@ class Environments:
         hit = self._prepared.get(name)
         if hit is None:
             import time
+
+            from sci.envs.prepare import prepare
 
             t0 = time.perf_counter()
             hit, made = prepare(self.state_dir, self.root, self.resolved(name))

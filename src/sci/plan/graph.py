@@ -6,7 +6,9 @@
 
 An edge exists when a dep lies at or under another node's output, or contains one. Order among
 ready nodes (the dispatch and listing order): longest path to a sink first (the critical path
-starts early), then node name — ninja's rule, written down because the scheduler relies on it.
+starts early), then declaration order — steps as sci.yaml lists them, a sweep's nodes in the
+order of its items (`noise=0.0` before `noise=0.05` before `noise=0.1`, never string order) —
+written down because the scheduler relies on it.
 """
 
 from __future__ import annotations
@@ -359,16 +361,19 @@ def _order(nodes: dict[str, Node], up: dict[str, tuple[str, ...]], down: dict[st
     for n in reversed(topo):
         priority[n] = 1 + max((priority[m] for m in down[n]), default=0)
     indeg = {n: len(v) for n, v in up.items()}
-    heap = [(-priority[n], n) for n, d in indeg.items() if d == 0]
+    declared = {n: i for i, n in enumerate(nodes)}  # `nodes` is in declaration order (plan.expand)
+    heap = [(-priority[n], declared[n]) for n, d in indeg.items() if d == 0]
     heapq.heapify(heap)
+    names = list(nodes)
     order: list[str] = []
     while heap:
-        _, n = heapq.heappop(heap)
+        _, i = heapq.heappop(heap)
+        n = names[i]
         order.append(n)
         for m in down[n]:
             indeg[m] -= 1
             if indeg[m] == 0:
-                heapq.heappush(heap, (-priority[m], m))
+                heapq.heappush(heap, (-priority[m], declared[m]))
     return order, priority
 
 

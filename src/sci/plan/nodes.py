@@ -13,7 +13,7 @@ from sci.errors import SpecError
 from sci.spec.limits import check_plan_size
 from sci.spec.load import Positions
 from sci.spec.placeholders import TOKEN as PLACEHOLDER
-from sci.spec.placeholders import lone_brace_error
+from sci.spec.placeholders import FOREACH_PARAM, lone_brace_error
 from sci.values import Value
 from sci.workspace import owns
 
@@ -190,6 +190,10 @@ class _Fields:
 def param_reads(step: dict) -> list[str]:
     """The dotted parameter keys a step's expansion reads: its `params:` and `{params.…}` placeholders."""
     reads = list(step["params"])
+    for items in (step["foreach"] or {}).values():
+        match = FOREACH_PARAM.match(items) if isinstance(items, str) else None
+        if match is not None:
+            reads.append(match.group(1))  # a sweep over a parameter's list: re-planned when it changes
     texts = [step["cmd"] or "", *step["code"]]
     for table in (step["deps"], step["outs"], step.get("metrics")):
         if table:
@@ -228,13 +232,14 @@ def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str,
         if step.foreach:
             keys = list(step.foreach)
             count = 1
+            lists = {k: _foreach_items(step_name, k, step.foreach[k], params, pos, origin) for k in keys}
             for k in keys:
-                if not step.foreach[k]:
+                if not lists[k]:
                     raise SpecError(f"step {step_name}: foreach list '{k}' is empty",
                                     location=pos.at(origin + ("foreach", k)), hint="give at least one value")
-                count *= len(step.foreach[k])
+                count *= len(lists[k])
             check_plan_size(len(nodes) + count, step_name, pos.at(origin + ("foreach",)))
-            combos = [dict(zip(keys, vals)) for vals in itertools.product(*(step.foreach[k] for k in keys))]
+            combos = [dict(zip(keys, vals)) for vals in itertools.product(*(lists[k] for k in keys))]
         else:
             combos = [{}]
         kind = "cmd" if step.cmd is not None else "fn" if step.fn is not None else "dossier"
@@ -319,6 +324,26 @@ def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str,
                 dossier_steps=list(step.steps or []), evidence=evidence, metrics=metrics, environment=environment,
             ))
     return nodes
+
+
+def _foreach_items(step_name: str, k: str, items: Any, params: dict, pos: Positions, origin: tuple) -> list:
+    """A foreach list: as written, or the parameters' list that `"{params.KEY}"` names."""
+    if not isinstance(items, str):
+        return items
+    match = FOREACH_PARAM.match(items)
+    where = pos.at(origin + ("foreach", k))
+    if match is None:  # the validators refuse this first
+        raise SpecError(f"step {step_name}: foreach {k}: give a list or \"{{params.KEY}}\"", location=where)
+    key = match.group(1)
+    try:
+        value = params_mod.lookup(params, key)
+    except KeyError:
+        raise SpecError(f"step {step_name}: foreach {k}: parameter '{key}' is not defined", location=where,
+                        hint=params_mod.missing_key_hint(params, key)) from None
+    if not isinstance(value, list):
+        raise SpecError(f"step {step_name}: foreach {k}: parameter '{key}' is a {type(value).__name__}, not a list",
+                        location=where, hint=f"make {key} a list in the parameters (--set '{key}=[a, b]')")
+    return value
 
 
 def _environments_hint(declared: dict) -> str:

@@ -12,6 +12,7 @@ from sci import canonical
 from sci.errors import Location, SpecError
 from sci.spec.load import Positions
 from sci.spec.placeholders import FIELDS as PLACEHOLDER_FIELDS
+from sci.spec.placeholders import FOREACH_PARAM
 from sci.spec.placeholders import lone_brace, lone_brace_error, step_values
 
 SPEC_VERSION = 1
@@ -133,12 +134,22 @@ class Step(_Strict):
     seed: Optional[int] = Field(None, description="Explicit seed (else derived).")
     resources: Resources = Field(default_factory=Resources, description="Resources the step needs.")
     determinism: Optional[Literal["strict", "fast"]] = Field(None, description="strict or fast.")
-    foreach: Optional[dict[str, list[Any]]] = Field(None, description="name → list; one node per combination.")
+    foreach: Optional[dict[str, Union[list[Any], str]]] = Field(
+        None, description="name → list, or \"{params.KEY}\" naming a list in the parameters; one node per combination.")
     sandbox: bool = Field(True, description="Run in a scratch directory with only declared deps and code.")
     env: list[str] = Field(default_factory=list, description="Extra environment variables passed to the step.")
     steps: Optional[list[str]] = Field(None, description="kind: dossier — the steps it indexes.")
     evidence: list[str] = Field(default_factory=list, description="kind: dossier — files shown inline.")
     environment: Optional[str] = Field(None, description="The software environment the step runs in (a name under environments:).")
+
+    @field_validator("foreach")
+    @classmethod
+    def _foreach_lists(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        for name, items in (v or {}).items():
+            if isinstance(items, str) and not FOREACH_PARAM.match(items):
+                raise ValueError(f"foreach {name}: give a list, or a list in the parameters as "
+                                 f"\"{{params.KEY}}\", not {items!r}")
+        return v
 
     @model_validator(mode="after")
     def _one_action(self) -> "Step":

@@ -70,3 +70,7 @@ def step_values(body: dict) -> list[tuple[tuple, str]]:
         elif type(value) is dict:
             out.extend(((field, str(k)), v) for k, v in value.items() if type(v) is str)
     return out
+
+
+# `foreach: {sample: "{params.samples}"}`: a sweep's items named in the parameters (SPEC §2).
+FOREACH_PARAM = re.compile(r"^\{\s*params\.([A-Za-z0-9_][A-Za-z0-9_.-]*)\s*\}$")
