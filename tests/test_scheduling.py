@@ -93,9 +93,11 @@ def test_memory_semaphore(ws):
     assert _max_overlap(_intervals(ws.root, [f"out/{i}.txt" for i in (1, 2, 3)])) == 1
 
 
-def test_dispatch_order_is_critical_path_first_then_name(ws):
+def test_dispatch_order_is_critical_path_first_then_declaration_order(ws):
     #   a0 ─▶ a1 ─▶ a2        (longest path: a0 first)
     #   b0, c0                 (independent, one node each)
+    # Among equals (c0, b0, a2: one node left to a sink each) the one declared first: SPEC §2
+    # lists a sweep's nodes in declaration order, never string order.
     sci = ws({
         "sci.yaml": """
             version: 1
@@ -110,7 +112,7 @@ def test_dispatch_order_is_critical_path_first_then_name(ws):
     out = sci.build("-j", "1")
     run = ws.root / "runs" / out["run_id"] / "logs.jsonl"
     started = [e["node"] for e in map(json.loads, run.read_text().splitlines()) if e["event"] == "node_started"]
-    assert started == ["a0", "a1", "a2", "b0", "c0"]
+    assert started == ["a0", "a1", "c0", "b0", "a2"]
     assert sci("dag").stdout.split("\n")[0] == "a0"
 
 
