@@ -324,6 +324,7 @@ def test_bumping_a_locked_version_reruns_exactly_that_environments_nodes(ws):
     out = sci.build()
     assert out["executed"] == ["py", "shell"]
     assert (sci.root / "shell.txt").read_text().split()[1] == "0.8.10"
+    assert "environment analysis: tabulate 0.9.0 → 0.8.10" in sci("diff").stdout  # the last two builds
     # the environment of the old identity is unused now: gc removes it, and only it
     envs_dir = sci.root / ".sci" / "envs"
     before = sorted(p.name for p in envs_dir.iterdir() if p.is_dir())

@@ -78,6 +78,16 @@ def diff_runs(a_line: dict, b_line: dict, man_a: dict, man_b: dict, store,
     env_a = (man_a.get("environment") or {}).get("components") or {}
     env_b = (man_b.get("environment") or {}).get("components") or {}
     environment = fingerprint.diff(env_a, env_b) if env_a != env_b else []
+    declared_a, declared_b = man_a.get("environments") or {}, man_b.get("environments") or {}
+    for name in sorted(set(declared_a) | set(declared_b)):
+        ea, eb = declared_a.get(name), declared_b.get(name)
+        if ea is None or eb is None:
+            environment.append(f"environment {name}: {'added' if ea is None else 'removed'}")
+        elif ea.get("digest") != eb.get("digest"):  # its own lines only: the shared ones are said above
+            own = f"environment {name}:"
+            environment.extend(line for line in fingerprint.diff(ea.get("components") or {},
+                                                                  eb.get("components") or {}, name)
+                               if line.startswith(own))
     # nodes, outputs, metrics
     plan_a = {e["node"]: e for e in man_a.get("plan") or []}
     plan_b = [e for e in man_b.get("plan") or []]

@@ -204,6 +204,9 @@ class RunManifest(_Record):
     params: dict[str, Any] | None = Field(
         default=None, description="The parameters in effect, --set overrides applied (values of secret-looking "
                                   "keys redacted); what `sci diff` compares.")
+    environments: dict[str, EnvironmentFingerprint] | None = Field(
+        default=None, description="The declared software environments (environments: in sci.yaml), by name: "
+                                  "each one's fingerprint, its identity included; absent when none is declared.")
     volatile: RunVolatile = Field(description="Run id, times, host, executor, durations.")
 
 

@@ -244,7 +244,8 @@ def manifest_bytes(manifest: dict, plan_json: list[bytes]) -> bytes:
 def manifest(*, root: Path, pipeline_digest: str, params_digest: str, environment: dict,
              determinism: str, root_seed: int, command: list[str], targets: list[str], plan: list[dict],
              run_id: str, started: str, started_clock: float, executor: str, durations: dict[str, float],
-             kind: str = "build", with_git: bool = True, params: dict | None = None) -> dict[str, Any]:
+             kind: str = "build", with_git: bool = True, params: dict | None = None,
+             environments: dict[str, dict] | None = None) -> dict[str, Any]:
     man = {
         "format": RECORD_FORMAT,
         "type": "sci.run_manifest",
@@ -272,6 +273,8 @@ def manifest(*, root: Path, pipeline_digest: str, params_digest: str, environmen
     }
     if params is not None:  # the parameters in effect, --set overrides applied (sci diff compares them)
         man["params"] = redact.redact_params(params)
+    if environments:  # the declared environments' fingerprints, by name (sci diff names their changes)
+        man["environments"] = environments
     return man
 
 
