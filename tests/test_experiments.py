@@ -179,8 +179,8 @@ def test_runs_lists_newest_first_with_overrides_counts_and_headline(built):
     assert newest["overrides"] == ["sim.scale=2"] and oldest["overrides"] == []
     assert oldest["counts"] == {"executed": 5, "cached": 0, "failed": 0, "skipped": 0}
     assert newest["counts"]["executed"] == 4 and newest["counts"]["cached"] == 1  # table reads no parameter
-    # the last node in plan order with metrics (total: table and total tie, table sorts first)
-    assert newest["headline"] == {"files.count": 3, "mean": pytest.approx(26 / 3), "spread.max": 20.0}
+    # the last node in plan order with metrics (table: table and total tie, total is declared first)
+    assert newest["headline"] == {"done": True, "rows": 3, "share": 0.25}
     text = built("runs", "-n", "1")
     lines = text.stdout.splitlines()
     assert len(lines) == 2 and lines[1].startswith(newest["run"]) and "--set sim.scale=2" in lines[1]

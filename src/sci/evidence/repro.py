@@ -234,8 +234,9 @@ def _freed_bytes(path: str) -> int:
     """What removing the tree at `path` frees: a file counts once, and only when every link to
     it is inside the tree (a source hard-linked from the workspace frees nothing)."""
     seen: dict[tuple[int, int], list] = {}
-    for d, _, names in os.walk(path):
-        for name in names:
+    for d, dirs, names in os.walk(path):
+        # a link to a directory is listed with the directories (and never followed): it is a file here
+        for name in names + [x for x in dirs if os.path.islink(os.path.join(d, x))]:
             st = os.lstat(os.path.join(d, name))
             entry = seen.setdefault((st.st_dev, st.st_ino), [st.st_nlink, st.st_size, 0])
             entry[2] += 1
