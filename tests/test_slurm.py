@@ -292,7 +292,7 @@ def _arrays(cluster, job_name: str, root: Path) -> dict[str, list[str]]:
     return out
 
 
-INVESTIGATION = ["sci.yaml", "params.yaml", "uv.lock", "rules"]
+INVESTIGATION = ["sci.yaml", "params.yaml", "uv.lock", "pyproject.toml", "rules"]
 
 
 @pytest.fixture(scope="module")

@@ -139,7 +139,8 @@ def resolve(root: Path, decl: Declared, stat_cache: StatCache, cache_dir: Path |
         return Resolved(decl, {"kind": "container", "image": decl.image}, None)
     if decl.kind == "uv":
         base = "" if decl.path == "." else f"{decl.path}/"
-        hint = f"environment {decl.name} is a uv project: put pyproject.toml and uv.lock (`uv lock`) in {decl.path}/"
+        where = "the workspace root" if decl.path == "." else f"{decl.path}/"
+        hint = f"environment {decl.name} is a uv project: put pyproject.toml and uv.lock (`uv lock`) in {where}"
         inputs = [_digest_of(root, f"{base}pyproject.toml", stat_cache, required=True, hint=hint),
                   _digest_of(root, f"{base}uv.lock", stat_cache, required=True, hint=hint),
                   _digest_of(root, f"{base}.python-version", stat_cache, required=False)]
