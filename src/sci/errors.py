@@ -74,8 +74,18 @@ class StepFailed(WorkFailed):
     """One or more nodes failed."""
 
 
+class OutputError(WorkFailed):
+    """A step's output is not what an output may be (a regular file, or a directory of them),
+    or lies where sci may not write it (behind a symbolic link out of the workspace)."""
+
+
 class StoreError(WorkFailed):
     """The store is damaged or an object does not match its digest."""
+
+
+class DamagedObject(StoreError):
+    """A store object that is not what its name says (bytes that do not hash to it, or no
+    regular file at all). It has been dropped from the store; whatever needs it is rebuilt."""
 
 
 class LockHeld(WorkFailed):

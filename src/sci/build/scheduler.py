@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from sci.build import keys
 from sci.build.decision import Decision, agree, decide, disagreement, recorded, store_again
 from sci.records import run as records
-from sci.errors import SciError, StoreError, WorkFailed
+from sci.errors import DamagedObject, SciError, StoreError, WorkFailed
 from sci.executors import Executor, Task, TaskResult
 from sci.plan.graph import Graph
 from sci.store.hashing import StatCache
@@ -26,6 +26,7 @@ from sci.build.inputs import Resolver
 from sci.plan.nodes import Node
 from sci.build.resources import Pools
 from sci.store.cas import OutputRecord, Store
+from sci.workspace import Workspace
 
 
 if TYPE_CHECKING:
@@ -90,8 +91,8 @@ class Scheduler:
         # for a node): writing them then keeps them off the path from one node's end to the next's.
         self._unwritten: list[tuple[str, dict]] = []
         self._write_error: str | None = None
-        self._store_root = str(store.root)
-        self._root_str = str(root)
+        self._store_root, self._root_str = str(store.root), str(root)
+        self._scratch_root = str(Workspace(root).scratch_dir)  # outside the workspace (docs/security.md)
 
     # -- carrying out a decision ----------------------------------------------------------
     def _take_stored(self, decision: Decision) -> bool:
@@ -103,6 +104,9 @@ class Scheduler:
                 self.materialize(decision.outputs)
             if decision.lost and not store_again(self.store, self._root_str, decision):
                 return False
+        except DamagedObject as exc:  # dropped from the store: the node runs, never served
+            self.emit("warning", decision.node, message=f"{exc.message}; {decision.node} runs again")
+            return False
         except StoreError as exc:
             self.emit("store_damaged", decision.node, error=exc.one_line())
             return False
@@ -119,7 +123,7 @@ class Scheduler:
                 pass
             ws = self.root / path
             out = OutputRecord.from_json(rec)
-            self.store.materialize(out, ws, self.link_mode)
+            self.store.materialize(out, ws, self.link_mode, within=self._root_str)
             self._remember(out, path)
 
     def _remember(self, out: OutputRecord, path: str) -> None:
@@ -142,7 +146,7 @@ class Scheduler:
         root = str(self.root)
         return Task(
             node=node.name, kind=node.kind, cmd=node.cmd, fn=node.fn, workspace=root,
-            store=self._store_root, scratch_root=f"{root}/.sci/scratch",
+            store=self._store_root, scratch_root=self._scratch_root,
             sandbox=node.sandbox, deps=node.all_dep_paths(), code=self.resolver.code_files(node),
             outs=dict(node.outs), ctx_deps=ctx_deps, params=node.params, seed=node.seed,
             determinism=node.determinism, threads=max(1, int(node.resources["cpu"])),

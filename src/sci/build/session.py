@@ -171,7 +171,7 @@ class BuildSession:
         log = records.RunLog(run_dir)
 
         def emit_all(event: str, node: str | None = None, **data: Any) -> None:
-            log.write(event, node, level="error" if event == "node_failed" else "info", **data)
+            log.write(event, node, level=records.LEVELS.get(event, "info"), **data)
             opt.emit(event, node, **data)
 
         emit_all("build_started", None, targets=targets, nodes=len(selected), jobs=jobs)

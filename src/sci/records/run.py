@@ -194,6 +194,10 @@ def without_executor_options(argv: list[str]) -> list[str]:
     return out
 
 
+# The level of an event in logs.jsonl, where it is not "info".
+LEVELS = {"node_failed": "error", "warning": "warning"}
+
+
 class RunLog:
     """runs/<run_id>/logs.jsonl: one JSON object per line (time, level, node, event, data)."""
 
