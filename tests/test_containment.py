@@ -18,9 +18,8 @@ import os
 from pathlib import Path
 
 import pytest
-from blake3 import blake3
 
-from conftest import Sci, no_traceback
+from conftest import no_traceback
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import Sci, write
+from sci.store.cas import Store
 
 PIPELINE = {
     "sci.yaml": """
@@ -213,7 +213,7 @@ def test_stray_staging_files_never_enter_a_tree_and_do_not_survive_a_rebuild(bui
     (root / "dir" / "1.txt").unlink()
     built.build()
     assert sorted(p.name for p in (root / "dir").iterdir()) == ["1.txt", "2.txt"]
-    out = built("fsck", "--repair")
+    built("fsck", "--repair")
     assert built.build()["executed"] == []
     assert sorted(p.name for p in (root / "dir").iterdir()) == ["1.txt", "2.txt"]
 
@@ -251,3 +251,37 @@ def test_any_damage_to_any_object_is_never_served(tmp_path_factory, data):
     assert api.fsck(ws).ok
     for rel, want in reference.items():
         assert (root / rel).read_bytes() == want, rel
+
+
+# -- results restored from a remote --------------------------------------------------------------
+from servers import aws_env, dav_server, s3_endpoint, site  # noqa: E402,F401 - fixtures: real remotes
+
+REMOTE_PIPELINE = """
+version: 1
+steps:
+  quiet:
+    cmd: printf q > {outs}
+    outs: [quiet.txt]
+  chatty:
+    cmd: echo talking; echo warned >&2; cat {deps} > {outs}
+    deps: [quiet.txt]
+    outs: [chatty.txt]
+"""
+
+
+def test_results_restored_from_a_remote_bring_their_logs_and_leave_a_sound_store(tmp_path, site):  # noqa: F811
+    """Issue 15 case 3: an action result admitted from a remote names its stdout and stderr
+    blobs (the empty one for a quiet step): they come with it, so fsck finds nothing missing."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        root.mkdir()
+        spec = site.spec if isinstance(site.spec, dict) else str(site.spec)
+        write(root, {"sci.yaml": REMOTE_PIPELINE + f"remotes:\n  default: {json.dumps(spec)}\n"})
+    Sci(a).build()
+    Sci(a)("push")
+    out = Sci(b).build()
+    assert out["executed"] == [] and len(out["cached"]) == 2, out["stderr"]
+    assert json.loads(Sci(b)("fsck", "--json").stdout)["ok"] is True
+    key = next(n["key"] for n in out["nodes"] if n["node"] == "chatty")
+    action = Store(b / "cas", create=False).get_action(key)
+    assert (b / "cas" / "blobs" / action["stdout"][:2] / action["stdout"]).read_bytes() == b"talking\n"
