@@ -33,7 +33,7 @@ from sci import canonical, unique
 from sci.workspace import symlink_on_path
 from sci.store.packs import (INDEX_SUFFIX, PackIndex, PackWriter, claim, index_problem, read_pack,
                               read_record)
-from sci.errors import DamagedObject, OutputError, StoreError
+from sci.errors import DamagedObject, OutputError, StoreError, at_path
 from sci.store.hashing import (MMAP_THRESHOLD, NameNotText, NotRegularFile, TreeEntry, UnsafeTree, digest_bytes,
                                digest_file, entries_from_document, is_staging_name, tree_document)
 
@@ -182,6 +182,8 @@ def _reflink_or_copy(src: str, dst: str, mode: int = 0o644) -> None:
     fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
         _copy_fd(src, fout)
+    except OSError as exc:
+        raise at_path(exc, dst) from None
     finally:
         os.close(fout)
 
@@ -379,9 +381,11 @@ class Store:
         fd, tmp = self._create_tmp(mode)
         try:
             fill(fd)
-        except BaseException:
+        except BaseException as exc:
             os.close(fd)
             os.unlink(tmp)
+            if isinstance(exc, OSError):  # a full disk: say where (os.write names no file)
+                raise at_path(exc, final) from None
             raise
         os.close(fd)
         self._replace(tmp, final)
@@ -900,9 +904,11 @@ class Store:
         fout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
             problem = _copy_verified(src, fout, digest)
-        except BaseException:
+        except BaseException as exc:
             os.close(fout)
             os.unlink(tmp)
+            if isinstance(exc, OSError):  # a full disk: say where (os.write names no file)
+                raise at_path(exc, tmp) from None
             raise
         os.close(fout)
         if problem is not None:

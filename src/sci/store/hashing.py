@@ -338,6 +338,9 @@ class StatCache:
             self._changed[key] = None
 
     def save(self) -> None:
+        """Write what changed. The cache is a hint: where it cannot be written (a full disk, a
+        read-only `.sci/`) it is not (journal.write says False), and the next command hashes
+        again; a torn append is cut off by its checksum at the next load."""
         if self.path is None or not self._changed:
             return
         if self._rewrite or not journal.append(self.path, self.FORMAT, [marshal.dumps(self._changed)], end=self._end):
