@@ -236,7 +236,9 @@ class Scheduler:
                         continue
                     key = keys.key_of(comp)
                     decision = decide(name, key, root=self._root_str, store=self.store, stat_cache=self.stat_cache,
-                                      forced=name in self.force)
+                                      forced=name in self.force, drop_damaged=True)
+                    for message in decision.damaged:  # dropped from the store: never served
+                        self.emit("warning", name, message=f"{message}; {name} runs again")
                     if self.shortcuts == "verify" and self.last is not None:
                         self._verify(name, answer if answer is not None else self.last.known.get(name), decision)
                     outs = decision.outputs if decision.cached and self._take_stored(decision) else None
