@@ -192,6 +192,7 @@ class Scheduler:
         pending: dict[str, tuple[str, dict, dict]] = {}  # name -> (key, components, files)
         running: dict[Future, tuple[str, list[int]]] = {}
         stopping = False
+        cancelled_by: str | None = None  # the failed node whose failure cancelled the running ones
 
         def finish(name: str, outcome: Outcome) -> None:
             self.outcomes[name] = outcome
@@ -309,10 +310,11 @@ class Scheduler:
                     name, gpus = running.pop(fut)
                     node = g.nodes[name]
                     self.pools.release(node.resources, gpus)
-                    outcome = self._complete(node, pending.pop(name), fut)
+                    outcome = self._complete(node, pending.pop(name), fut, cancelled_by)
                     if outcome.status is Status.FAILED:
                         if not stopping and not self.keep_going:
                             self.executor.cancel_all()  # SPEC §9: without keep-going a failure cancels the rest
+                            cancelled_by = name
                         stopping = stopping or not self.keep_going
                     finish(name, outcome)
         except KeyboardInterrupt:
@@ -393,13 +395,19 @@ class Scheduler:
                 self.emit("node_skipped", m, because=name)
                 stack.extend(self.graph.downstream[m])
 
-    def _complete(self, node: Node, pending: tuple[str, dict, dict], fut: Future) -> Outcome:
+    def _complete(self, node: Node, pending: tuple[str, dict, dict], fut: Future,
+                  cancelled_by: str | None = None) -> Outcome:
+        """The node's outcome from its finished task. `cancelled_by`: the failed node after
+        which sci cancelled the running ones; a node then killed by a signal says so, so that
+        no summary names it as the cause."""
         key, comp, _files = pending
         try:
             res: TaskResult = fut.result()
         except Exception as exc:  # noqa: BLE001 - an executor crash is this node's failure
             res = TaskResult(node=node.name, ok=False, exit_status=-1, error=f"executor error: {exc}")
         if not res.ok:
+            if cancelled_by is not None and (res.error or "").startswith("killed by signal"):
+                res.error = f"{records.CANCELLED} {cancelled_by} failed ({res.error})"
             self.emit("node_failed", node.name, error=res.error, stderr_tail=res.stderr_tail,
                       exit_status=res.exit_status, stdout=res.stdout or None, stderr=res.stderr or None)
             return Outcome(node.name, Status.FAILED, key=key, error=res.error, stderr_tail=res.stderr_tail,

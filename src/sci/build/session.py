@@ -295,6 +295,8 @@ def _compare_fast(recorded_plan: list[dict], full: BuildReport) -> None:
 def _failure(report: BuildReport) -> StepFailed:
     outcomes = report.outcomes
     failed = [n for n in report.order if outcomes[n].status is records.NodeStatus.FAILED]
+    # The first failure that was no cancellation by sci (a sibling it stopped after the cause)
+    failed.sort(key=lambda n: (outcomes[n].error or "").startswith(records.CANCELLED))
     first = outcomes[failed[0]] if failed else None
     msg = (f"{len(failed)} node(s) failed; first: {failed[0]}: {first.error}" if failed
            else "some nodes did not run")

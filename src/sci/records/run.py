@@ -34,6 +34,11 @@ class NodeStatus(str, Enum):
     SKIPPED = "skipped"
 
 
+# How the error of a node begins that sci itself stopped (SIGTERM) after another node failed:
+# a failure summary names the node that failed first, never one of these.
+CANCELLED = "cancelled after"
+
+
 class Outcome(Value):
     """What happened to one node in one run, as the scheduler reports it."""
 
