@@ -194,6 +194,29 @@ def test_status_and_fsck_handle_a_directory_in_place_of_an_object(built):
     assert json.loads(built("fsck", "--json").stdout)["ok"] is True
 
 
+@pytest.mark.parametrize("shortcuts", ["on", "verify"])
+def test_a_damaged_tree_is_a_run_in_the_one_decision_never_a_restore(built, shortcuts):
+    """decision.py: a tree that does not hash to its name counts as absent. `sci status` and
+    `sci build -n` say the node runs (never "restore") and leave the store as it is; the build
+    drops the tree with a warning naming it, runs the node and stores the tree anew."""
+    root = built.root
+    tree = object_path(root, "trees", tree_digest_of(root, "d"))
+    damage(tree, "flip")
+    shutil.rmtree(root / "dir")
+    env = {"SCI_SHORTCUTS": shortcuts}
+    for look in (["status"], ["build", "-n"]):
+        shown = Sci(root, env)(*look).stdout
+        assert "restore" not in shown and "d" in shown, shown
+    states = {n["node"]: n["state"] for n in json.loads(Sci(root, env)("status", "--json").stdout)["nodes"]}
+    assert states["d"] == "would run", states
+    assert tree.exists()  # a look writes nothing
+    out = Sci(root, env).build()
+    assert out["executed"] == ["d"]
+    assert f"warning: tree {tree.name[:12]}" in out["stderr"] and "damaged" in out["stderr"], out["stderr"]
+    assert blake3(tree.read_bytes()).hexdigest() == tree.name  # stored anew, sound
+    assert json.loads(built("fsck", "--json").stdout)["ok"] is True
+
+
 def test_a_directory_in_place_of_a_blob_is_replaced_when_the_node_runs_again(built):
     root = built.root
     blob = object_path(root, "blobs", digest_of(root / "a.txt"))
