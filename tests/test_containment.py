@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,35 @@ def test_a_reused_sandbox_gives_the_next_node_a_fresh_copy(ws):
     for i in range(1, 5):
         assert (ws.root / f"out/{i}.txt").read_text() == "clean\n"
     assert (ws.root / "shared.txt").read_text() == "clean\n"
+
+
+@pytest.mark.parametrize("dep", ["shared.txt", "made.txt"])
+def test_a_same_size_overwrite_of_a_kept_copy_is_never_seen_by_the_next_node(ws, dep):
+    """A write that keeps the copy's size changes only its mtime (and ctime): the next node in
+    the same box must still get the source's bytes, for a source written long ago
+    (shared.txt, its mtime set back an hour) and for an upstream output made a moment before
+    the fan-out starts (made.txt: the racily clean case, compared by digest)."""
+    sci = ws({
+        "shared.txt": "clean\n",
+        "sci.yaml": """
+            version: 1
+            steps:
+              make:
+                cmd: printf 'clean\\n' > {outs}
+                outs: [made.txt]
+              fan:
+                foreach: {i: [1, 2, 3, 4]}
+                cmd: cat {deps} > {outs} && printf 'DIRTY\\n' > {deps}
+                deps: [%s]
+                outs: ["out/{item.i}.txt"]
+            """ % dep,
+    })
+    old = time.time() - 3600
+    os.utime(ws.root / "shared.txt", (old, old))
+    sci.build("-j", "1")
+    for i in range(1, 5):
+        assert (ws.root / f"out/{i}.txt").read_text() == "clean\n", i
+    assert (ws.root / dep).read_text() == "clean\n"
 
 
 def test_an_unsandboxed_step_that_writes_to_its_dep_fails_naming_it(ws):

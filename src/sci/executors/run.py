@@ -45,12 +45,14 @@ class _Box:
     object (SPEC §2; the cost is measured in docs/security.md). Creating directory entries and
     copying bytes are the slow part of a sandbox, so the box keeps the directories and copies
     the last task had and the next one needs too — in a fan-out every node reads the same
-    source — and only adds or removes the difference. A kept copy is reused only while both
-    its source and the copy itself have the stat signature they had when it was made (a step
-    that wrote to its copy changed the copy's mtime and ctime, so the next task gets a fresh
-    one). A write within one timestamp tick of the copy's making leaves its signature as it
-    was ("racily clean", as in the stat cache): a copy used by a task that started that soon
-    is compared byte for byte (by digest) with its source before its next reuse. After every
+    source — and only adds or removes the difference. A copy is given its source's mtime (as
+    `cp -p`: a `make` inside a step sees the times it would see in the workspace). A kept copy
+    is reused only while both its source and the copy itself have the stat signature they had
+    when it was made (a step that wrote to its copy set the copy's mtime to the time of the
+    write, so the next task gets a fresh one). Only a source written within one timestamp tick
+    of a task's start (an upstream output just made) could hide such a write ("racily clean",
+    as in the stat cache): a copy of one is compared byte for byte (by digest) with its source
+    before its next reuse. After every
     task the box must hold nothing but its kept entries; a step that left anything else gets
     its box removed whole.
     """
@@ -107,11 +109,12 @@ class _Box:
             else:
                 src, st = want
                 _reflink_or_copy(src, dest, stat_mod.S_IMODE(st.st_mode) | 0o600)
+                os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))  # as the source's, as cp -p
                 self.kept[rel] = [src, signature(st), _lsig(dest), False]
-        starting = time.time_ns()  # the task starts after this: a write of its can hide if
-        for entry in self.kept.values():  # its copy was made less than a tick before
+        starting = time.time_ns()  # the task starts after this: a write of its sets the copy's
+        for entry in self.kept.values():  # mtime to now, which hides only if the source's is as recent
             if entry is not None:
-                entry[3] = starting - entry[2][2] <= RACY_WINDOW_NS
+                entry[3] = starting - entry[2][1] <= RACY_WINDOW_NS
         for rel, text in files.items():
             with open(f"{root}/{rel}", "w", encoding="utf-8") as fh:
                 fh.write(text)
