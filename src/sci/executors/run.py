@@ -383,8 +383,9 @@ def run_task_then_tidy(task: Task, track: Callable[[str, int | None], None] | No
 
     try:
         _execute(task, track, store, ws, sandbox, box, cwd, logs, scratch_root, result)
-    except OSError as exc:
-        result.error = f"could not run: {exc}"
+    except OSError as exc:  # a full disk, a read-only store: the path and the cause, as the CLI says them
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        result.error = f"could not run: {where}{exc.strerror or exc}"
     except BaseException:
         tidy()
         raise
