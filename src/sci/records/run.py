@@ -209,7 +209,8 @@ class RunLog:
 
     Each line goes to the file as it is written, with one `write` on an append-only descriptor
     (no buffer in this process): a build killed at any moment leaves every event before the
-    kill, and at most a torn last line (readers skip it). Measured in docs/security.md."""
+    kill, and at most a torn last line (a reader skips a last line that does not parse; a write of
+    a few hundred bytes to a local file is not torn by SIGKILL). tests/test_faults.py checks it."""
 
     def __init__(self, run_dir: Path):
         run_dir.mkdir(parents=True, exist_ok=True)
