@@ -211,19 +211,17 @@ class Workspace:
 
 
 def _scratch_base(root: Path) -> Path:
-    import tempfile
-
     chosen = os.environ.get("SCI_SCRATCH")
     if chosen:
         return Path(os.path.abspath(os.path.expanduser(chosen)))
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    candidates = [Path(cache) / "sci" / "scratch", Path(tempfile.gettempdir()) / f"sci-scratch-{os.getuid()}"]
-    real_root = os.path.realpath(root)
-    for base in candidates:
-        real = os.path.realpath(base)
-        if os.path.isabs(real) and not (real == real_root or real.startswith(real_root.rstrip("/") + "/")):
-            return base
-    return candidates[-1]
+    base = Path(cache) / "sci" / "scratch"
+    real, real_root = os.path.realpath(base), os.path.realpath(root)
+    if os.path.isabs(real) and not (real == real_root or real.startswith(real_root.rstrip("/") + "/")):
+        return base
+    import tempfile  # only here: it pulls in random (a build's edit path imports neither)
+
+    return Path(tempfile.gettempdir()) / f"sci-scratch-{os.getuid()}"
 
 
 def symlink_on_path(root: str, rel: str) -> str | None:
