@@ -664,10 +664,12 @@ class Store:
                 else:
                     try:
                         return entries_from_document(canonical.loads(data))
-                    except UnsafeTree as exc:  # never materialized, wherever it came from
-                        problem = f"refused: {exc}"
-                    except (ValueError, KeyError, TypeError):
-                        problem = "not a tree document"
+                    except (ValueError, KeyError, TypeError) as exc:  # UnsafeTree: its bytes are its
+                        # name's, so it is no damage but a forgery: refused wherever it is read, never
+                        # materialized, left for `sci fsck` to name (and --repair to drop)
+                        refused = exc if isinstance(exc, UnsafeTree) else "not a tree document"
+                        raise StoreError(f"tree {digest[:12]} in {self.root} is refused: {refused}",
+                                         hint="run `sci fsck --repair` to drop it, then `sci build`") from None
         except OSError as exc:
             if exc.errno not in (errno.EIO, errno.EISDIR, errno.EINVAL):
                 raise
