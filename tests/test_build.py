@@ -12,6 +12,7 @@ import json
 
 from conftest import no_traceback
 from sci.store.cas import Store
+from sci.workspace import Workspace
 
 PIPELINE = {
     "sci.yaml": """
@@ -357,7 +358,7 @@ def test_steps_run_where_they_should_even_under_an_awkward_path(tmp_path):
     out = Sci(root).build("--keep-going", check=1)
     assert out["executed"] == ["boxed", "here"]
     assert (root / "here.txt").read_text() == f"{root}\n"
-    assert (root / "boxed.txt").read_text().startswith(f"{root}/.sci/scratch/n-")
+    assert (root / "boxed.txt").read_text().startswith(f"{Workspace(root).scratch_dir}/n-")  # outside the workspace
     assert "killed: killed by signal 9" in out["stderr"] and "failing: exited with status 3" in out["stderr"]
 
 

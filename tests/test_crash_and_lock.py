@@ -15,6 +15,7 @@ import pytest
 
 from conftest import Sci
 from sci.store.cas import Store
+from sci.workspace import Workspace
 
 N = 8
 PIPELINE = {
@@ -134,7 +135,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    assert not list((ws.root / ".sci" / "scratch").glob("n-*")), "sandboxes are cleaned up"
+    assert not list(Workspace(ws.root).scratch_dir.glob("n-*")), "sandboxes are cleaned up"
     run = sorted((ws.root / "runs").iterdir())[-1]
     manifest = json.loads((run / "manifest.json").read_text())  # the interrupted run is recorded too
     assert any(p["status"] == "failed" for p in manifest["plan"]) or len(manifest["plan"]) < N + 1

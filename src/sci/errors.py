@@ -6,6 +6,7 @@ Exit codes (SPEC §7): a wrong request (`UserError` and subclasses) exits 2; wor
 
 from __future__ import annotations
 
+import errno
 from collections import namedtuple
 
 
@@ -74,9 +75,54 @@ class StepFailed(WorkFailed):
     """One or more nodes failed."""
 
 
+class OutputError(WorkFailed):
+    """A step's output is not what an output may be (a regular file, or a directory of them),
+    or lies where sci may not write it (behind a symbolic link out of the workspace)."""
+
+
 class StoreError(WorkFailed):
     """The store is damaged or an object does not match its digest."""
 
 
+class DamagedObject(StoreError):
+    """A store object that is not what its name says (bytes that do not hash to it, or no
+    regular file at all). It has been dropped from the store; whatever needs it is rebuilt."""
+
+
 class LockHeld(WorkFailed):
     """The workspace lock is held by another sci process and `--no-wait` was given."""
+
+
+# What the machine refuses, as opposed to a bug in sci: a full disk or quota, a read-only or
+# unwritable folder, a failing disk, no file descriptors left. The CLI reports these as work
+# that failed (exit 1) in one line naming the path; the store stays consistent (every write is
+# a temporary file renamed into place), so running sci again once the cause is gone resumes.
+_ENVIRONMENT_HINTS = {
+    errno.ENOSPC: "free space on that disk, then run sci again: the store is consistent and the work resumes",
+    errno.EDQUOT: "free space within your quota, then run sci again: the store is consistent and the work resumes",
+    errno.EFBIG: "the file is larger than that filesystem allows; put the store or workspace on another",
+    errno.EROFS: "that filesystem is mounted read-only; make it writable, or point sci elsewhere (SCI_CAS for the store)",
+    errno.EACCES: "make that path readable and writable for you, or point sci elsewhere (SCI_CAS for the store)",
+    errno.EPERM: "make that path readable and writable for you, or point sci elsewhere (SCI_CAS for the store)",
+    errno.EIO: "the disk failed to read or write; check it (dmesg), then run `sci fsck`",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n) or run with fewer jobs (-j)",
+    errno.ENFILE: "too many open files on this machine: raise the limit or run with fewer jobs (-j)",
+}
+
+
+def environment_error(exc: BaseException) -> WorkFailed | None:
+    """The one-line error for an OSError the machine caused (see above), or None when `exc`
+    is no such error (then it is a bug in sci, reported as one)."""
+    if not isinstance(exc, OSError) or exc.errno not in _ENVIRONMENT_HINTS:
+        return None
+    where = exc.filename if exc.filename is not None else "a file sci was writing"
+    return WorkFailed(f"{where}: {exc.strerror}", hint=_ENVIRONMENT_HINTS[exc.errno])
+
+
+def at_path(exc: OSError, path) -> OSError:
+    """`exc`, naming `path` when it names no file (a failed os.write names none)."""
+    if exc.filename is not None:
+        return exc
+    import os
+
+    return OSError(exc.errno, exc.strerror, os.fspath(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat as stat_mod
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -131,9 +132,18 @@ class Workspace:
 
     @property
     def scratch_dir(self) -> Path:
-        """Where sandboxes are made: inside the workspace, so outputs move into the store
-        by rename when the store is on the same filesystem."""
-        return self.state_dir / "scratch"
+        """Where this workspace's sandboxes are made: outside it, so that no relative path a
+        step reads or writes (`../../../f`) reaches the workspace (SPEC §2; docs/security.md).
+        `SCI_SCRATCH` names the base folder; else the user's cache folder
+        (`$XDG_CACHE_HOME/sci/scratch`, `~/.cache/sci/scratch`), else the system's temporary
+        folder, whichever first lies outside the workspace. On the workspace's filesystem,
+        outputs move into the workspace by rename; on another, they are copied."""
+        from sci.store.hashing import digest_bytes
+
+        base = _scratch_base(self.root)
+        tag = digest_bytes(os.fsencode(str(self.root)))[:16]
+        name = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in self.root.name[:40])
+        return base / f"{name}-{tag}"
 
     def store_root(self, configured: str | None = None) -> Path:
         """SCI_CAS wins over `store:` in sci.yaml, which wins over `cas/`."""
@@ -198,6 +208,37 @@ class Workspace:
             yield
         finally:
             os.close(fd)
+
+
+def _scratch_base(root: Path) -> Path:
+    chosen = os.environ.get("SCI_SCRATCH")
+    if chosen:
+        return Path(os.path.abspath(os.path.expanduser(chosen)))
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = Path(cache) / "sci" / "scratch"
+    real, real_root = os.path.realpath(base), os.path.realpath(root)
+    if os.path.isabs(real) and not (real == real_root or real.startswith(real_root.rstrip("/") + "/")):
+        return base
+    import tempfile  # only here: it pulls in random (a build's edit path imports neither)
+
+    return Path(tempfile.gettempdir()) / f"sci-scratch-{os.getuid()}"
+
+
+def symlink_on_path(root: str, rel: str) -> str | None:
+    """The first directory on the way from the workspace root to the workspace path `rel`
+    (normalized, relative) that is a symbolic link, or None: a file placed at `rel` would
+    land wherever that link leads. Missing directories are no link (sci makes them)."""
+    parts = rel.split("/")[:-1]
+    path = root
+    for i, part in enumerate(parts):
+        path = f"{path}/{part}"
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat_mod.S_ISLNK(st.st_mode):
+            return "/".join(parts[:i + 1])
+    return None
 
 
 def find_workspace(start: Path | None = None) -> Workspace:

@@ -29,6 +29,7 @@ from enum import Enum
 from typing import Any
 
 from sci.build.keys import outputs_problem
+from sci.errors import DamagedObject
 from sci.store.cas import OutputRecord, Store
 from sci.store.hashing import StatCache
 from sci.values import Value
@@ -49,19 +50,22 @@ class Decision(Value):
     """One node's answer. `outputs`: the output records the verdict stands on (the stored
     result's); `restore`: the output paths to copy from the store; `lost`: outputs the
     workspace holds but the store lost (re-stored from the workspace); `reasons`: why it must
-    run (or what else is worth telling); `proof`: what the answer rests on."""
+    run (or what else is worth telling); `proof`: what the answer rests on; `damaged`: what
+    the look found damaged in the store (and, in a build, dropped), for a warning each."""
 
-    __slots__ = _FIELDS = ("node", "verdict", "key", "outputs", "reasons", "restore", "lost", "proof", "waits_on")
+    __slots__ = _FIELDS = ("node", "verdict", "key", "outputs", "reasons", "restore", "lost", "proof", "waits_on",
+                           "damaged")
 
     def __init__(self, node: str, verdict: Verdict, key: str | None = None, outputs: dict | None = None,
                  reasons: list[str] | None = None, restore: list[str] | None = None, lost: list[str] | None = None,
-                 proof: str = FULL_PROOF, waits_on: list[str] | None = None):
+                 proof: str = FULL_PROOF, waits_on: list[str] | None = None, damaged: list[str] | None = None):
         self.node, self.verdict, self.key = node, verdict, key
         self.outputs = outputs if outputs is not None else {}
         self.reasons = reasons if reasons is not None else []
         self.restore = restore if restore is not None else []
         self.lost = lost if lost is not None else []
         self.proof, self.waits_on = proof, waits_on if waits_on is not None else []
+        self.damaged = damaged if damaged is not None else []
 
     @property
     def cached(self) -> bool:
@@ -70,9 +74,14 @@ class Decision(Value):
 
 
 def decide(name: str, key: str, *, root: str, store: Store, stat_cache: StatCache, forced: bool = False,
-           explain=None) -> Decision:
+           explain=None, drop_damaged: bool = False) -> Decision:
     """The decision for node `name` with key `key` (local store only: a remote is consulted by
-    the caller on `run`). `explain()` gives the reasons for a miss (called only then)."""
+    the caller on `run`). `explain()` gives the reasons for a miss (called only then).
+
+    A damaged store object is never served: a damaged tree counts as absent (with
+    `drop_damaged`, a build's look, it is also removed from the store and named in
+    `damaged`); a damaged blob is found as it is copied out (the scheduler then runs the
+    node, and the blob is dropped)."""
     if forced:
         return Decision(name, Verdict.RUN, key, reasons=["forced (--force)"])
     action = store.get_action(key)
@@ -82,25 +91,31 @@ def decide(name: str, key: str, *, root: str, store: Store, stat_cache: StatCach
     if problem is not None:  # written into a shared store by hand or by a forger: never served
         return Decision(name, Verdict.RUN, key, reasons=[f"stored result unusable: {problem} (it runs again)"])
     outputs = action["outputs"]
-    restore, lost, gone = [], [], []
+    restore, lost, gone, damaged = [], [], [], []
     for rec in outputs.values():
         path = rec["path"]
         in_workspace = _workspace_holds(root, path, rec, stat_cache)
-        in_store = store.has_output(OutputRecord.from_json(rec))
+        try:
+            in_store = store.has_output(OutputRecord.from_json(rec), drop=drop_damaged,
+                                        needed_for=f"{root}/{path}")
+        except DamagedObject as exc:
+            in_store = False
+            damaged.append(exc.message)
         if in_workspace and not in_store:
             lost.append(path)
         elif not in_workspace:
             (restore if in_store else gone).append(path)
     if gone:
         return Decision(name, Verdict.RUN, key, reasons=[f"stored output lost: {p} (neither the store nor the "
-                                                         "workspace holds its bytes)" for p in gone])
+                                                         "workspace holds its bytes)" for p in gone],
+                        damaged=damaged)
     if restore:
         return Decision(name, Verdict.RESTORE, key, outputs, restore=restore, lost=lost,
                         reasons=[f"outputs missing or edited: {p} (restored from the store, nothing runs)"
-                                 for p in restore])
+                                 for p in restore], damaged=damaged)
     return Decision(name, Verdict.UP_TO_DATE, key, outputs, lost=lost,
                     reasons=[f"the store lost the objects of {p}: stored again from the workspace, nothing runs"
-                             for p in lost])
+                             for p in lost], damaged=damaged)
 
 
 def recorded(name: str, entry: dict, proof: str) -> Decision:

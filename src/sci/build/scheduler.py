@@ -20,7 +20,7 @@ from sci.build import keys
 from sci.build.decision import Decision, agree, decide, disagreement, recorded, store_again
 from sci.envs.runtime import record_key
 from sci.records import run as records
-from sci.errors import SciError, StoreError, WorkFailed
+from sci.errors import DamagedObject, SciError, StoreError, WorkFailed
 from sci.executors import Executor, Task, TaskResult
 from sci.plan.graph import Graph
 from sci.store.hashing import StatCache
@@ -29,6 +29,7 @@ from sci.plan.nodes import Node
 from sci.build.resources import Pools
 from sci.values import NameIndex
 from sci.store.cas import OutputRecord, Store
+from sci.workspace import Workspace
 
 
 if TYPE_CHECKING:
@@ -96,8 +97,8 @@ class Scheduler:
         # for a node): writing them then keeps them off the path from one node's end to the next's.
         self._unwritten: list[tuple[str, dict]] = []
         self._write_error: str | None = None
-        self._store_root = str(store.root)
-        self._root_str = str(root)
+        self._store_root, self._root_str = str(store.root), str(root)
+        self._scratch_root = str(Workspace(root).scratch_dir)  # outside the workspace (docs/security.md)
 
     # -- carrying out a decision ----------------------------------------------------------
     def _take_stored(self, decision: Decision) -> bool:
@@ -109,6 +110,9 @@ class Scheduler:
                 self.materialize(decision.outputs)
             if decision.lost and not store_again(self.store, self._root_str, decision):
                 return False
+        except DamagedObject as exc:  # dropped from the store: the node runs, never served
+            self.emit("warning", decision.node, message=f"{exc.message}; {decision.node} runs again")
+            return False
         except StoreError as exc:
             self.emit("store_damaged", decision.node, error=exc.one_line())
             return False
@@ -125,7 +129,7 @@ class Scheduler:
                 pass
             ws = self.root / path
             out = OutputRecord.from_json(rec)
-            self.store.materialize(out, ws, self.link_mode)
+            self.store.materialize(out, ws, self.link_mode, within=self._root_str)
             self._remember(out, path)
 
     def _remember(self, out: OutputRecord, path: str) -> None:
@@ -151,7 +155,7 @@ class Scheduler:
             setup = self.environments.setup(node.environment, self.emit)
         return Task(
             node=node.name, kind=node.kind, cmd=node.cmd, fn=node.fn, workspace=root,
-            store=self._store_root, scratch_root=f"{root}/.sci/scratch",
+            store=self._store_root, scratch_root=self._scratch_root,
             sandbox=node.sandbox, deps=node.all_dep_paths(), code=self.resolver.code_files(node),
             outs=dict(node.outs), ctx_deps=ctx_deps, params=node.params, seed=node.seed,
             determinism=node.determinism, threads=max(1, int(node.resources["cpu"])),
@@ -202,6 +206,7 @@ class Scheduler:
         pending: dict[str, tuple[str, dict, dict]] = {}  # name -> (key, components, files)
         running: dict[Future, tuple[str, list[int]]] = {}
         stopping = False
+        cancelled_by: str | None = None  # the failed node whose failure cancelled the running ones
 
         def finish(name: str, outcome: Outcome) -> None:
             self.outcomes[name] = outcome
@@ -246,7 +251,9 @@ class Scheduler:
                         continue
                     key = keys.key_of(comp)
                     decision = decide(name, key, root=self._root_str, store=self.store, stat_cache=self.stat_cache,
-                                      forced=name in self.force)
+                                      forced=name in self.force, drop_damaged=True)
+                    for message in decision.damaged:  # dropped from the store: never served
+                        self.emit("warning", name, message=f"{message}; {name} runs again")
                     if self.shortcuts == "verify" and self.last is not None:
                         self._verify(name, answer if answer is not None else self.last.known.get(name), decision)
                     outs = decision.outputs if decision.cached and self._take_stored(decision) else None
@@ -325,10 +332,11 @@ class Scheduler:
                     name, gpus = running.pop(fut)
                     node = g.nodes[name]
                     self.pools.release(node.resources, gpus)
-                    outcome = self._complete(node, pending.pop(name), fut)
+                    outcome = self._complete(node, pending.pop(name), fut, cancelled_by)
                     if outcome.status is Status.FAILED:
                         if not stopping and not self.keep_going:
                             self.executor.cancel_all()  # SPEC §9: without keep-going a failure cancels the rest
+                            cancelled_by = name
                         stopping = stopping or not self.keep_going
                     finish(name, outcome)
         except KeyboardInterrupt:
@@ -409,13 +417,19 @@ class Scheduler:
                 self.emit("node_skipped", m, because=name)
                 stack.extend(self.graph.downstream[m])
 
-    def _complete(self, node: Node, pending: tuple[str, dict, dict], fut: Future) -> Outcome:
+    def _complete(self, node: Node, pending: tuple[str, dict, dict], fut: Future,
+                  cancelled_by: str | None = None) -> Outcome:
+        """The node's outcome from its finished task. `cancelled_by`: the failed node after
+        which sci cancelled the running ones; a node then killed by a signal says so, so that
+        no summary names it as the cause."""
         key, comp, _files = pending
         try:
             res: TaskResult = fut.result()
         except Exception as exc:  # noqa: BLE001 - an executor crash is this node's failure
             res = TaskResult(node=node.name, ok=False, exit_status=-1, error=f"executor error: {exc}")
         if not res.ok:
+            if cancelled_by is not None and (res.error or "").startswith("killed by signal"):
+                res.error = f"{records.CANCELLED} {cancelled_by} failed ({res.error})"
             self.emit("node_failed", node.name, key=key, error=res.error, stderr_tail=res.stderr_tail,
                       exit_status=res.exit_status, stdout=res.stdout or None, stderr=res.stderr or None)
             return Outcome(node.name, Status.FAILED, key=key, error=res.error, stderr_tail=res.stderr_tail,

@@ -174,7 +174,7 @@ class BuildSession:
         log = records.RunLog(run_dir)
 
         def emit_all(event: str, node: str | None = None, **data: Any) -> None:
-            log.write(event, node, level="error" if event == "node_failed" else "info", **data)
+            log.write(event, node, level=records.LEVELS.get(event, "info"), **data)
             opt.emit(event, node, **data)
 
         emit_all("build_started", None, targets=targets, nodes=len(selected), jobs=jobs)
@@ -299,6 +299,8 @@ def _compare_fast(recorded_plan: list[dict], full: BuildReport) -> None:
 def _failure(report: BuildReport) -> StepFailed:
     outcomes = report.outcomes
     failed = [n for n in report.order if outcomes[n].status is records.NodeStatus.FAILED]
+    # The first failure that was no cancellation by sci (a sibling it stopped after the cause)
+    failed.sort(key=lambda n: (outcomes[n].error or "").startswith(records.CANCELLED))
     first = outcomes[failed[0]] if failed else None
     msg = (f"{len(failed)} node(s) failed; first: {failed[0]}: {first.error}" if failed
            else "some nodes did not run")
@@ -356,7 +358,7 @@ def _plan_json(plan: list[dict], decided: dict, last) -> list[bytes]:
 
 
 def _clean_scratch(ws: Workspace, *, start: bool) -> None:
-    """Sandboxes live in .sci/scratch. At the start of a build (under the workspace lock, so no
+    """Sandboxes live in ws.scratch_dir (outside the workspace: SCI_SCRATCH). At the start of a build (under the workspace lock, so no
     other build uses them) whatever a killed build left is removed; at the end, the boxes the
     workers kept for reuse (their kept links and directories with them). SCI_KEEP_SCRATCH=1
     keeps boxes for inspection."""

@@ -117,6 +117,8 @@ class RichReporter(PlainReporter):
                 PlainReporter.__call__(self, event, node, **data)
         elif event in ("node_skipped", "environment_prepared", "warning"):
             PlainReporter.__call__(self, event, node, **data)
+        elif event == "warning":
+            self.progress.console.print(f"sci: warning: {data.get('message')}", markup=False, highlight=False)
         elif event == "build_finished":
             self.progress.stop()
         self._refresh()

@@ -108,6 +108,12 @@ def guarded(call: Callable[[], None]) -> None:
     except BrokenPipeError:
         sys.exit(0)
     except Exception as exc:  # noqa: BLE001 - a bug in sci: one line, traceback on request
+        from sci.errors import environment_error
+
+        refused = environment_error(exc)  # a full disk, a read-only folder: the work failed
+        if refused is not None and not os.environ.get("SCI_DEBUG"):
+            warn(f"sci: error: {refused.one_line()}")
+            sys.exit(refused.exit_code)
         if os.environ.get("SCI_DEBUG"):
             raise
         warn(f"sci: internal error: {type(exc).__name__}: {_masked(str(exc))} (set SCI_DEBUG=1 for a traceback, "

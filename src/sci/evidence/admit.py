@@ -171,7 +171,7 @@ class _TreeView:
     def has_tree(self, digest: str) -> bool:
         return digest in self._trees
 
-    def get_tree(self, digest: str) -> list:
+    def get_tree(self, digest: str, *, drop: bool = False) -> list:  # staged listings: nothing to drop
         return self._trees[digest]
 
 

@@ -6,7 +6,7 @@ import os
 import threading
 from typing import TYPE_CHECKING, Callable
 
-from sci.executors.run import run_task_then_tidy
+from sci.executors.run import forget_stores, run_task_then_tidy
 from sci.executors.task import Finished, Task, TaskResult
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, jobs: int):
+        forget_stores()  # what an earlier build in this process saw of the store may be stale
         self._jobs = max(1, jobs)
         # Made at the first `submit`: a build whose nodes all run on the scheduler's thread
         # (`run_here`: a parameter edit, a chain) never imports concurrent.futures (~5 ms).

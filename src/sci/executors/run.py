@@ -11,20 +11,22 @@ import json
 import os
 import shlex
 import shutil
+import stat as stat_mod
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from sci import unique
-from sci.errors import SciError
 from sci.redact import known as known_secrets
 from sci.redact import redact, redact_bytes, secret_values
 from sci.executors.task import Task, TaskResult
 from sci.records.run import utc_now
 from sci.plan.nodes import GPUS_MARK
-from sci.store.cas import Store
-from sci.store.hashing import stat_signature
+from sci.errors import DamagedObject, OutputError, SciError
+from sci.store.cas import OutputRecord, Store, _reflink_or_copy
+from sci.store.hashing import RACY_WINDOW_NS, NameNotText, digest_file, signature, stat_signature
+from sci.workspace import symlink_on_path
 
 # Environment variables a step inherits from sci's own environment besides PATH: only those a
 # toolchain needs to find its libraries. Everything else a step sees is declared (SPEC §2).
@@ -37,56 +39,81 @@ PASSTHROUGH = ("LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "SSL_CERT_FILE", "TZ
 class _Box:
     """A worker thread's sandbox directory, reused task after task.
 
-    Creating a directory entry is the slow part of a sandbox on many filesystems (0.4–0.9 ms
-    each here, against 13 µs to remove one), so the box keeps the directories and dep links
-    the last task had and the next one needs too — in a fan-out every node links the same
-    source — and only adds or removes the difference. A kept entry is checked before reuse
-    (a link must still point where it should), and after every task the box must hold
-    nothing but its kept entries; a step that left anything else gets its box removed whole.
+    A step's deps and code are copies in its box (reflinks where the filesystem can), never
+    links: a write to one lands in the step's own copy, never in a workspace source or a store
+    object (SPEC §2; the cost is measured in docs/security.md). Creating directory entries and
+    copying bytes are the slow part of a sandbox, so the box keeps the directories and copies
+    the last task had and the next one needs too — in a fan-out every node reads the same
+    source — and only adds or removes the difference. A copy is given its source's mtime (as
+    `cp -p`: a `make` inside a step sees the times it would see in the workspace). A kept copy
+    is reused only while both its source and the copy itself have the stat signature they had
+    when it was made (a step that wrote to its copy set the copy's mtime to the time of the
+    write, so the next task gets a fresh one). Only a source written within one timestamp tick
+    of a task's start (an upstream output just made) could hide such a write ("racily clean",
+    as in the stat cache): a copy of one is compared byte for byte (by digest) with its source
+    before its next reuse. After every
+    task the box must hold nothing but its kept entries; a step that left anything else gets
+    its box removed whole.
     """
 
     def __init__(self, root: Path):
         self.root = str(root)
-        self.kept: dict[str, str | None] = {}  # rel path -> link target, or None for a directory
+        # rel path -> None for a directory, or [source path, source signature, copy signature,
+        # racy: a task that started within RACY_WINDOW_NS of the copy's making used it]
+        self.kept: dict[str, list | None] = {}
         self.files: list[str] = []  # written for one task only (the dossier's input)
 
-    def prepare(self, links: dict[str, str], dirs: set[str], files: dict[str, str]) -> None:
-        """Make the box hold exactly these links and directories (plus the files' parents)."""
+    def prepare(self, copies: dict[str, str], dirs: set[str], files: dict[str, str]) -> None:
+        """Make the box hold exactly copies of these workspace paths (a directory's whole
+        tree) and these directories (plus the files' parents)."""
         try:
-            self._prepare(links, dirs, files)
+            self._prepare(copies, dirs, files)
         except OSError:  # something in the box is not as it was left: start from an empty one
             shutil.rmtree(self.root, ignore_errors=True)
             os.mkdir(self.root, 0o700)
             self.kept.clear()
             self.files.clear()
-            self._prepare(links, dirs, files)
+            self._prepare(copies, dirs, files)
 
-    def _prepare(self, links: dict[str, str], dirs: set[str], files: dict[str, str]) -> None:
-        wanted: dict[str, str | None] = {}
-        for rel in (*dirs, *(os.path.dirname(r) for r in (*links, *files))):
+    def _prepare(self, copies: dict[str, str], dirs: set[str], files: dict[str, str]) -> None:
+        wanted: dict[str, tuple | None] = {}  # rel -> None (a directory) or (source, its stat)
+        for rel, src in copies.items():
+            _expand(rel, src, wanted)
+        for rel in (*dirs, *(os.path.dirname(r) for r in (*wanted, *files))):
             while rel and rel != "." and rel not in wanted:
                 wanted[rel] = None
                 rel = os.path.dirname(rel)
-        wanted.update(links)
         root = self.root
         for rel in sorted(self.kept, reverse=True):  # children before their directories
-            target = self.kept[rel]
-            if wanted.get(rel, 0) == target and (target is None or os.readlink(f"{root}/{rel}") == target):
+            have, want = self.kept[rel], wanted.get(rel, 0)
+            if have is None and want is None:
                 continue
-            if target is None:
-                os.rmdir(f"{root}/{rel}")
+            if (have is not None and want and want[0] == have[0] and signature(want[1]) == have[1]
+                    and _lsig(f"{root}/{rel}") == have[2]
+                    and (not have[3] or digest_file(f"{root}/{rel}") == digest_file(have[0]))):
+                continue  # the same source, unchanged, and a copy nobody wrote to
+            if have is None:
+                shutil.rmtree(f"{root}/{rel}")
             else:
                 os.unlink(f"{root}/{rel}")
             del self.kept[rel]
         for rel in sorted(wanted):  # parents before their children
             if rel in self.kept:
                 continue
-            target = wanted[rel]
-            if target is None:
-                os.mkdir(f"{root}/{rel}")
+            want = wanted[rel]
+            dest = f"{root}/{rel}"
+            if want is None:
+                os.mkdir(dest)
+                self.kept[rel] = None
             else:
-                os.symlink(target, f"{root}/{rel}")
-            self.kept[rel] = target
+                src, st = want
+                _reflink_or_copy(src, dest, stat_mod.S_IMODE(st.st_mode) | 0o600)
+                os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))  # as the source's, as cp -p
+                self.kept[rel] = [src, signature(st), _lsig(dest), False]
+        starting = time.time_ns()  # the task starts after this: a write of its sets the copy's
+        for entry in self.kept.values():  # mtime to now, which hides only if the source's is as recent
+            if entry is not None:
+                entry[3] = starting - entry[2][1] <= RACY_WINDOW_NS
         for rel, text in files.items():
             with open(f"{root}/{rel}", "w", encoding="utf-8") as fh:
                 fh.write(text)
@@ -100,10 +127,10 @@ class _Box:
                 os.unlink(f"{self.root}/{rel}")
             self.files.clear()
             children: dict[str, set[str]] = {"": set()}
-            for rel, target in self.kept.items():
+            for rel, entry in self.kept.items():
                 parent, _, name = rel.rpartition("/")
                 children.setdefault(parent, set()).add(name)
-                if target is None:
+                if entry is None:
                     children.setdefault(rel, set())
             for rel, names in children.items():
                 if set(os.listdir(f"{self.root}/{rel}" if rel else self.root)) != names:
@@ -115,31 +142,66 @@ class _Box:
             return False
 
 
+def _lsig(path: str) -> tuple | None:
+    """hashing.signature of the box entry itself (never followed)."""
+    try:
+        return signature(os.lstat(path))
+    except OSError:
+        return None
+
+
+def _expand(rel: str, src: str, wanted: dict[str, tuple | None]) -> None:
+    """Add the copies that make `rel` show the workspace path `src`: a file, or every file and
+    directory below a directory (symbolic links followed, as tree hashing follows them; a
+    directory met twice through links is copied once)."""
+    st = os.stat(src)
+    if not stat_mod.S_ISDIR(st.st_mode):
+        if stat_mod.S_ISREG(st.st_mode):
+            wanted[rel] = (src, st)
+        return  # a FIFO or device: not copied (never read); hashing refused it already
+    seen = {(st.st_dev, st.st_ino)}
+    stack = [(rel, src)]
+    while stack:
+        rel_dir, src_dir = stack.pop()
+        wanted[rel_dir] = None
+        with os.scandir(src_dir) as it:
+            for entry in it:
+                try:
+                    est = entry.stat()
+                except FileNotFoundError:  # a link that leads nowhere: not part of the tree
+                    continue
+                if stat_mod.S_ISDIR(est.st_mode):
+                    if (est.st_dev, est.st_ino) not in seen:
+                        seen.add((est.st_dev, est.st_ino))
+                        stack.append((f"{rel_dir}/{entry.name}", entry.path))
+                elif stat_mod.S_ISREG(est.st_mode):
+                    wanted[f"{rel_dir}/{entry.name}"] = (entry.path, est)
+
+
 def _box_layout(task: Task) -> tuple[dict[str, str], set[str]]:
-    """The links (each declared dep and code path, at the same relative path, unless a linked
-    parent directory already shows it) and directories (those of the outputs) of a sandbox."""
+    """The copies (each declared dep and code path, at the same relative path) and directories
+    (those of the outputs) of a sandbox."""
     ws = task.workspace
-    links: dict[str, str] = {}
+    copies: dict[str, str] = {}
     for rel in sorted(set(task.deps) | set(task.code)):
-        parent, covered = rel, False
-        while parent:
-            if parent in links:
-                covered = True  # already visible through a linked parent directory
-                break
-            parent = os.path.dirname(parent)
-        if covered:
-            continue
         src = f"{ws}/{rel}"
         if not os.path.lexists(src):
             continue  # globs in code: may match nothing; missing deps were caught earlier
-        links[rel] = src
-    return links, {os.path.dirname(rel) for rel in task.outs.values()}
+        copies[rel] = src
+    return copies, {os.path.dirname(rel) for rel in task.outs.values()}
 
 
 _LOGS = threading.local()
 _HOST = os.uname().nodename  # a uname() per task otherwise
 _STORES: dict[str, Store] = {}  # opened once per process: the FORMAT check is not per task
 _BOXES = threading.local()
+
+
+def forget_stores() -> None:
+    """Drop the stores opened by earlier builds of this process: a Store remembers the small
+    blobs it has seen (`Store.put_bytes`), which `sci fsck --repair` or `gc` may have removed
+    since. An executor calls this when a build makes it."""
+    _STORES.clear()
 
 
 def _take_box(scratch_root: Path) -> _Box:
@@ -332,6 +394,31 @@ def _put_log(store: Store, fh, secrets: list[str]) -> str:
     return store.put_bytes(redact_bytes(os.pread(fd, size, 0), secrets) if size else b"")
 
 
+def _place(task: Task, store: Store, src: str, dest: str) -> OutputRecord:
+    """Store one output the step wrote at src and, for a sandboxed step, put it at dest in
+    the workspace. A copy-mode output is the step's own file or directory, moved in (the store
+    gets a copy where it lacks the bytes): the workspace never receives a store copy that may
+    have rotted. Linked modes point into the store: a blob found damaged as it is linked is
+    dropped (`Store.materialize`), stored again from the step's file, and linked again."""
+    if not task.sandbox:
+        return store.put_output(src)  # the workspace's file is the step's own
+    if task.materialize == "copy":
+        return store.put_and_place_tree(src, dest) if os.path.isdir(src) else store.put_and_place(src, dest)
+    if not task.materialize:  # the scheduler places it
+        return store.put_output(src, move=True)
+    rec = store.put_output(src)
+    try:
+        store.materialize(rec, dest, task.materialize)
+    except DamagedObject:
+        store.put_output(src)
+        store.materialize(rec, dest, task.materialize)
+    if os.path.isdir(src) and not os.path.islink(src):
+        shutil.rmtree(src)
+    else:
+        os.unlink(src)
+    return rec
+
+
 def run_task(task: Task, track: Callable[[str, int | None], None] | None = None) -> TaskResult:
     """Run `task` to completion and return what happened; never raises for step failures.
 
@@ -374,8 +461,9 @@ def run_task_then_tidy(task: Task, track: Callable[[str, int | None], None] | No
 
     try:
         _execute(task, track, store, ws, sandbox, box, cwd, logs, scratch_root, result)
-    except OSError as exc:
-        result.error = f"could not run: {exc}"
+    except OSError as exc:  # a full disk, a read-only store: the path and the cause, as the CLI says them
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        result.error = f"could not run: {where}{exc.strerror or exc}"
     except BaseException:
         tidy()
         raise
@@ -385,6 +473,12 @@ def run_task_then_tidy(task: Task, track: Callable[[str, int | None], None] | No
 def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path, cwd: Path,
              logs: dict[str, Path], scratch_root: Path, result: TaskResult) -> None:
     """The task's steps, filling in `result`; returns early at the first failure."""
+    for rel in task.outs.values():  # before anything runs, or is removed, through a link
+        link = symlink_on_path(task.workspace, rel)
+        if link is not None:
+            result.error = (f"output {rel} lies behind {link}, a symbolic link to {os.readlink(f'{ws}/{link}')} "
+                            "(outputs must stay inside the workspace; remove the link)")
+            return
     if task.sandbox:
         sandbox.prepare(*_box_layout(task), task.files)
     else:
@@ -463,7 +557,7 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
     if changed:
         result.error = f"modified its input {changed[0]} (steps must not write to their deps)"
         return
-    missing = [rel for rel in task.outs.values() if not os.path.exists(cwd / rel)]
+    missing = [rel for rel in task.outs.values() if not os.path.lexists(cwd / rel)]
     if missing:
         result.error = f"did not produce its declared output {missing[0]}"
         result.stderr_tail = _tail_blob(store, result.stderr, secrets)
@@ -474,15 +568,13 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
         except SciError as exc:  # one line naming the file and the key: the step failed
             result.error = exc.message
             return
-    for name, rel in task.outs.items():
-        src = f"{cwd}/{rel}"
-        if task.sandbox and task.materialize == "copy" and not os.path.isdir(src):
-            rec = store.put_and_place(src, f"{ws}/{rel}")  # the step's file becomes the workspace's
-        else:
-            rec = store.put_output(src, move=task.sandbox)
-            if task.sandbox and task.materialize:
-                store.materialize(rec, ws / rel, task.materialize)
-        result.outputs[name] = {"path": rel, **rec.to_json()}
+    try:
+        for name, rel in task.outs.items():
+            rec = _place(task, store, f"{cwd}/{rel}", f"{ws}/{rel}")
+            result.outputs[name] = {"path": rel, **rec.to_json()}
+    except (OutputError, NameNotText) as exc:  # what no output may be: the step failed, naming it
+        result.error = exc.message.replace(f"{cwd}/", "") + f" ({exc.hint})"
+        return
     result.materialized = bool(task.sandbox and task.materialize)
     result.ok = True
 

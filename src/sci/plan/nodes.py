@@ -99,6 +99,34 @@ def check_path(raw: str, pos: Positions, where: tuple, reserved: tuple[str, ...]
     return norm
 
 
+# Files sci itself reads, besides the params file: no output may be one of them or hold one.
+# (The directories sci owns, .sci/, runs/ and the store's, are refused by workspace.owns.)
+SCI_FILES = ("sci.yaml", "config/hardware.yaml")
+
+
+def owned_files(params_spec: Any) -> tuple[str, ...]:
+    """The workspace files an output may not be or contain: sci.yaml, config/hardware.yaml and
+    the params file (when `params:` names one)."""
+    if isinstance(params_spec, str) and params_spec.strip():
+        return (*SCI_FILES, posixpath.normpath(params_spec.strip()))
+    return SCI_FILES
+
+
+def check_output_path(path: str, pos: Positions, where: tuple, owned: tuple[str, ...]) -> None:
+    """Refuse an output that would replace the workspace, a file sci reads, or git's folder."""
+    if path == ".":
+        raise SpecError("output '.' is the workspace itself", location=pos.at(where),
+                        hint="name a file or a directory inside the workspace")
+    if path.split("/", 1)[0] == ".git":
+        raise SpecError(f"output {path!r} lies in .git/, which git owns", location=pos.at(where),
+                        hint="put results elsewhere in the workspace")
+    for f in owned:
+        if f == path or f.startswith(path + "/"):
+            what = "is" if f == path else "would replace the directory holding"
+            raise SpecError(f"output {path!r} {what} {f}, which sci reads", location=pos.at(where),
+                            hint="put results elsewhere in the workspace")
+
+
 def render(template: str, values: dict[str, Any], pos: Positions, where: tuple, *, allowed: set[str],
            quote_paths: bool = True) -> str:
     """Fill `{name}` placeholders from `values`; `{{`/`}}` are literal braces."""
@@ -206,8 +234,10 @@ def param_reads(step: dict) -> list[str]:
     return reads
 
 
-def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str, ...], derive_seed) -> list[Node]:
+def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str, ...], derive_seed,
+           owned: tuple[str, ...] = SCI_FILES) -> list[Node]:
     """Every step's nodes, in declaration order (foreach combinations in declaration order).
+    `owned`: the files no output may be or hold (`owned_files`).
 
     `pipeline` is the validated sci.yaml as plain data (spec.Pipeline.model_dump()), so a
     cached pipeline can be expanded again without importing pydantic.
@@ -268,6 +298,7 @@ def expand(pipeline: dict, params: dict, pos: Positions, *, reserved: tuple[str,
                 where = origin + ("outs", oname if outs_named else list(raw_outs).index(oname))
                 rendered = render(raw, values, pos, where, allowed=path_allowed)
                 path = check_path(rendered, pos, where, reserved, what="output")
+                check_output_path(path, pos, where, owned)
                 if GLOB_CHARS.search(path):
                     raise SpecError(f"output {path!r} is a glob", location=pos.at(where),
                                     hint="outputs must be exact paths; use a directory output for many files")

@@ -100,7 +100,7 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
     from sci.spec import params as params_mod
     from sci.determinism import derive_seed
     from sci.plan.graph import build_graph, check_code
-    from sci.plan.nodes import expand, param_reads, render_commands
+    from sci.plan.nodes import expand, owned_files, param_reads, render_commands
     from sci.plan.replan import ReadIndex
     from sci.build.resources import load_hardware
 
@@ -128,7 +128,7 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
     store_cfg = doc["store"]
     _check_paths(ws, doc, pos)
     reserved = ws.owned(store_cfg)
-    nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed)
+    nodes = expand(doc, params, pos, reserved=reserved, derive_seed=derive_seed, owned=owned_files(doc["params"]))
     if ws.scope is not None:  # repro-check: the targets' closure only (Workspace.scope)
         nodes = scoped_nodes(nodes, ws, pos, reserved)
     graph = build_graph(nodes, ws.root, pos, reserved=reserved)

@@ -99,7 +99,7 @@ def patch(old: Loaded, params: dict, *, derive_seed, changed: list[str] | None =
     the keys that differ from old.params, when the caller knows them (simple_yaml.patch)."""
     import pickle
 
-    from sci.plan.nodes import expand, render_commands
+    from sci.plan.nodes import expand, owned_files, render_commands
 
     changed = changed_keys(old.params, params) if changed is None else changed
     steps = old.reads.affected(changed)
@@ -109,7 +109,8 @@ def patch(old: Loaded, params: dict, *, derive_seed, changed: list[str] | None =
         return None  # a dossier's deps are filled in by graph building: plan it whole
     doc = {"defaults": old.doc_head["defaults"],
            "steps": {name: pickle.loads(old.step_docs[name]) for name in sorted(steps) if name in old.step_docs}}
-    new_nodes = expand(doc, params, old.pos, reserved=old.reserved, derive_seed=derive_seed)
+    new_nodes = expand(doc, params, old.pos, reserved=old.reserved, derive_seed=derive_seed,
+                       owned=owned_files(old.doc_head["params"]))
     if sorted(n.name for n in new_nodes) != sorted(names):
         return None
     for node in new_nodes:

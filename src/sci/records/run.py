@@ -21,6 +21,7 @@ from typing import Any
 import sci
 from sci import canonical
 from sci import redact
+from sci.errors import at_path
 from sci.redact import redact_argv  # noqa: F401 - records.redact_argv, as callers know it
 from sci.values import Value
 
@@ -31,6 +32,11 @@ class NodeStatus(str, Enum):
     EXECUTED = "executed"
     FAILED = "failed"
     SKIPPED = "skipped"
+
+
+# How the error of a node begins that sci itself stopped (SIGTERM) after another node failed:
+# a failure summary names the node that failed first, never one of these.
+CANCELLED = "cancelled after"
 
 
 class Outcome(Value):
@@ -194,13 +200,22 @@ def without_executor_options(argv: list[str]) -> list[str]:
     return out
 
 
+# The level of an event in logs.jsonl, where it is not "info".
+LEVELS = {"node_failed": "error", "warning": "warning"}
+
+
 class RunLog:
-    """runs/<run_id>/logs.jsonl: one JSON object per line (time, level, node, event, data)."""
+    """runs/<run_id>/logs.jsonl: one JSON object per line (time, level, node, event, data).
+
+    Each line goes to the file as it is written, with one `write` on an append-only descriptor
+    (no buffer in this process): a build killed at any moment leaves every event before the
+    kill, and at most a torn last line (a reader skips a last line that does not parse; a write of
+    a few hundred bytes to a local file is not torn by SIGKILL). tests/test_faults.py checks it."""
 
     def __init__(self, run_dir: Path):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "logs.jsonl"
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         self._lock = threading.Lock()
 
     # One encoder for every line: json.dumps with options builds a new one per call.
@@ -209,11 +224,18 @@ class RunLog:
     def write(self, event: str, node: str | None = None, level: str = "info", **data: Any) -> None:
         line = redact.redact(self._encode({"time": utc_now(), "level": level, "node": node, "event": event,
                                            "data": data}))
+        view = memoryview((line + "\n").encode("utf-8"))
         with self._lock:
-            self._fh.write(line + "\n")
+            try:
+                while view:
+                    view = view[os.write(self._fd, view):]
+            except OSError as exc:
+                raise at_path(exc, self.path) from None
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def write_manifest(run_dir: Path, manifest: dict, plan_json: list[bytes] | None = None) -> Path:
@@ -223,7 +245,11 @@ def write_manifest(run_dir: Path, manifest: dict, plan_json: list[bytes] | None 
     path = run_dir / "manifest.json"
     tmp = path.with_suffix(".tmp")
     data = canonical.dumps(manifest) if plan_json is None else manifest_bytes(manifest, plan_json)
-    tmp.write_bytes(redact.redact_bytes(data) + b"\n")
+    try:
+        tmp.write_bytes(redact.redact_bytes(data) + b"\n")
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise at_path(exc, path) from None
     os.replace(tmp, path)
     return path
 

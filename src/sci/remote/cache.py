@@ -48,14 +48,16 @@ class RemoteCache:
         return action
 
     def fetch(self, key: str, action: dict) -> bool:
-        """Download (verified) every object of `action`'s outputs, then admit the action result.
+        """Download (verified) every object of `action`'s outputs and its logs, then admit the
+        action result (never before all it names is here: `sci fsck` holds the store to that).
         False, with a warning, when the remote's copy is missing or corrupt."""
         from sci.errors import WorkFailed
-        from sci.remote.transfer import fetch_output
+        from sci.remote.transfer import fetch_logs, fetch_output
 
         try:
             for rec in action["outputs"].values():
                 fetch_output(self.store, self.remote, rec, progress=self.stats.record)
+            fetch_logs(self.store, self.remote, action, progress=self.stats.record)
         except WorkFailed as exc:
             self._warn(f"{action.get('node', key[:12])}: remote outputs not admitted ({exc.message}); "
                        "the node will be built")

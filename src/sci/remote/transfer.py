@@ -29,6 +29,8 @@ from sci.store.hashing import MMAP_THRESHOLD, TreeEntry, UnsafeTree, digest_byte
 from sci.remote.stores import DirectoryRemote, Remote, write_all
 from sci.store.cas import STORE_FORMAT, Store, _reflink_or_copy
 
+EMPTY_DIGEST = digest_bytes(b"")  # the blob of no bytes: the log of every quiet step
+
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _KEY = re.compile(r"[0-9a-f]{16,128}")
 # A download larger than this gets a writer thread, so hashing and writing overlap; smaller
@@ -411,9 +413,13 @@ class _Sink:
 
 
 def _receive_blob(store: Store, remote: Remote, item: _Item) -> TransferEvent:
-    """Download one blob into tmp/, verify it, and publish it; skip one the store has."""
+    """Download one blob into tmp/, verify it, and publish it; skip one the store has, and
+    the empty blob (its bytes are known: none), which is written here."""
     if store.has_blob(item.name):
         return TransferEvent(item.kind, item.name, item.size or 0, Outcome.SKIPPED)
+    if item.name == EMPTY_DIGEST:
+        store.put_bytes(b"")
+        return TransferEvent(item.kind, item.name, 0, Outcome.SKIPPED)
     where = str(remote)
     if isinstance(remote, DirectoryRemote) and (item.size or 0) >= MMAP_THRESHOLD:
         return _receive_local_blob(store, remote, item, where)
@@ -596,6 +602,19 @@ def fetch_action(store: Store, remote: Remote, key: str) -> dict | None:
     check_format(remote)
     found = _fetch_action_doc(remote, key)
     return found[0] if found else None
+
+
+def fetch_logs(store: Store, remote: Remote, action: dict, *,
+               progress: Callable[[TransferEvent], Any] | None = None) -> int:
+    """Make the stdout and stderr blobs an action result names present in the local store (an
+    action result is admitted only with every object it needs: `sci fsck` checks that, and
+    `sci log` reads them); returns the bytes downloaded. Raises TransferFailed if it cannot."""
+    done = 0
+    for log in ("stdout", "stderr"):
+        digest = action.get(log)
+        if _is_digest(digest):
+            done += fetch_output(store, remote, {"type": "file", "digest": digest}, progress=progress)
+    return done
 
 
 def fetch_output(store: Store, remote: Remote, output: dict, *, jobs: int = 8,

@@ -8,7 +8,9 @@ lets an unchanged file (same size, mtime, ctime and inode) skip being read again
 
 from __future__ import annotations
 
+import errno
 import marshal
+import mmap
 import operator
 import os
 import re
@@ -31,28 +33,65 @@ TREE_FORMAT = 1
 # A file changed less than this long before it was hashed may change again within the same
 # timestamp tick without its stat changing ("racily clean", as git calls it): not cached.
 RACY_WINDOW_NS = 50_000_000
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 _CHUNK = 1024 * 1024
+
+
+# sci places a file or directory output through a staging name beside it (`.NAME.sci-tmp`,
+# `.NAME.sci-stage`). One left by a killed sci is no part of any directory's tree: tree hashing
+# and storing skip these names, and the next restore of NAME removes it.
+STAGING_MARK = ".sci-"
+
+
+def is_staging_name(name: str) -> bool:
+    """Whether a directory entry is a sci staging file (callers test `name[0] == "."` first)."""
+    return name[0] == "." and STAGING_MARK in name
 
 
 def digest_bytes(data: bytes) -> str:
     return blake3(data).hexdigest()
 
 
+class NotRegularFile(OSError):
+    """A path hashed as a file is something else (a FIFO, a device, a socket): never read,
+    since reading a FIFO or /dev/zero would never end."""
+
+    def __init__(self, path: str | os.PathLike, mode: int):
+        kind = ("a FIFO" if stat_mod.S_ISFIFO(mode) else "a device" if stat_mod.S_ISCHR(mode) or stat_mod.S_ISBLK(mode)
+                else "a socket" if stat_mod.S_ISSOCK(mode) else "not a regular file")
+        super().__init__(errno.EINVAL, f"{kind}, not a regular file", os.fspath(path))
+
+
 def digest_file(path: str | os.PathLike, size: int | None = None) -> str:
-    """BLAKE3 of a file's bytes, hex. `size` (from a stat the caller already made) is a hint."""
+    """BLAKE3 of a file's bytes, hex. `size` (from a stat the caller already made, of a regular
+    file) is a hint. Anything but a regular file raises NotRegularFile, unread."""
     if size is None:
-        size = os.stat(path).st_size
-    if size >= MMAP_THRESHOLD:
-        return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
-    # One os.read of size+1 bytes: no buffered-file object, no fstat, one allocation of the
-    # right size. This is what keeps tree hashing of many small files at raw-BLAKE3 speed.
+        st = os.stat(path)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotRegularFile(path, st.st_mode)
+        size = st.st_size
+    # O_NONBLOCK: a path swapped for a FIFO after the caller's stat opens at once (then refused
+    # below) instead of waiting for a writer; on a regular file the flag changes nothing.
     fd = os.open(path, _OPEN_FLAGS)
     try:
+        if size >= MMAP_THRESHOLD:
+            st = os.fstat(fd)
+            if not stat_mod.S_ISREG(st.st_mode):
+                raise NotRegularFile(path, st.st_mode)
+            if st.st_size:
+                with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+                    return blake3(mapped, max_threads=blake3.AUTO).hexdigest()
+            return blake3().hexdigest()
+        # One os.read of size+1 bytes: no buffered-file object, no fstat, one allocation of the
+        # right size. This is what keeps tree hashing of many small files at raw-BLAKE3 speed.
         data = os.read(fd, size + 1)
         if len(data) == size:  # the common case: exactly what stat said, so at EOF
             return blake3(data).hexdigest()
-        # The file changed size since the caller's stat (or a short read): read to EOF.
+        # The file changed size since the caller's stat (or a short read): read to EOF, once
+        # it is sure to end (/dev/zero never does).
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotRegularFile(path, st.st_mode)
         hasher = blake3(data)
         while chunk := os.read(fd, _CHUNK):
             hasher.update(chunk)
@@ -223,6 +262,8 @@ class StatCache:
         hit = self._entries.get(key)
         if hit is not None and hit[0] == sig:
             return hit[1]
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotRegularFile(path, st.st_mode)
         digest = digest_file(path, st.st_size)
         if time.time_ns() - st.st_ctime_ns > RACY_WINDOW_NS:
             self._entries[key] = self._changed[key] = (sig, digest)
@@ -256,8 +297,11 @@ class StatCache:
             rel_dir = stack.pop()
             with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
                 for entry in it:
-                    rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                    if not entry.name.isascii() and canonical.not_text(entry.name):
+                    name = entry.name
+                    if name[0] == "." and STAGING_MARK in name:  # is_staging_name, inlined
+                        continue
+                    rel = f"{rel_dir}/{name}" if rel_dir else name
+                    if not name.isascii() and canonical.not_text(name):
                         raise NameNotText(prefix + rel)
                     st = entry.stat()
                     mode = st.st_mode
@@ -294,6 +338,9 @@ class StatCache:
             self._changed[key] = None
 
     def save(self) -> None:
+        """Write what changed. The cache is a hint: where it cannot be written (a full disk, a
+        read-only `.sci/`) it is not (journal.write says False), and the next command hashes
+        again; a torn append is cut off by its checksum at the next load."""
         if self.path is None or not self._changed:
             return
         if self._rewrite or not journal.append(self.path, self.FORMAT, [marshal.dumps(self._changed)], end=self._end):

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sci.errors import StoreError
 from sci.store.cas import Store
 
 # A tmp file younger than this may belong to a writer still at work: gc leaves it alone.
@@ -39,7 +40,10 @@ def needed_objects(store: Store, action: dict) -> list[tuple[str, str]]:
         if rec["type"] == "tree":
             out.append(("tree", rec["digest"]))
             if store.has_tree(rec["digest"]):
-                out.extend(("blob", e.digest) for e in store.get_tree(rec["digest"]))
+                try:  # a damaged tree is reported by fsck, not dropped here
+                    out.extend(("blob", e.digest) for e in store.get_tree(rec["digest"], drop=False))
+                except StoreError:
+                    pass
         else:
             out.append(("blob", rec["digest"]))
     for log in ("stdout", "stderr"):
@@ -60,7 +64,7 @@ def fsck(store: Store, *, repair: bool = False) -> FsckReport:
     if repair:
         for kind, p in bad_paths:
             if kind != "pack":
-                _unlink(p)
+                store.drop(p)  # a file, or a directory where an object should be
             rep.repaired += 1
         if any(kind == "pack" for kind, _ in bad_paths):  # the packs' sound records go into a new one
             store.rewrite_packs(lambda key: True)
@@ -143,7 +147,7 @@ def gc(store: Store, keep_keys: set[str], *, dry_run: bool = False) -> GcReport:
             continue
         rep.deleted.append((kind, name, size))
         if not dry_run:
-            _unlink(path)
+            store.drop(path)
     for key, size in store.rewrite_packs(lambda key: key in kept_actions, dry_run=dry_run):
         rep.deleted.append(("action", key, size))
     now = time.time()

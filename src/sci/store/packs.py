@@ -34,6 +34,7 @@ import os
 import time
 
 from sci import unique
+from sci.errors import at_path
 from sci.store.mapped import map_file
 
 MAGIC = b"sci-pack 1\n"
@@ -146,9 +147,13 @@ class PackWriter:
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
+        path = self.path
         try:
             while view:
                 view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            self.close()
+            raise at_path(exc, path or self.dir) from None
         except BaseException:
             self.close()
             raise
