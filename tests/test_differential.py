@@ -263,8 +263,10 @@ class DifferentialMachine(RuleBasedStateMachine):
         memo_key = (sources_digest(self.ws), tuple(sorted(self.env.items(), key=lambda kv: kv[0])),
                     tuple(targets), tuple(overrides))
         scratch = self.scratch_memo.get(memo_key)
+        # Before the first build the copy without .sci/ is a from-scratch copy too: no store, no outputs.
+        pristine = not any((self.ws / d).exists() for d in NOT_SOURCES)
         fresh = None
-        if scratch is None:
+        if scratch is None and not pristine:
             fresh = self.tmp / f"scratch-{self.builds}"
             copy_workspace(self.ws, fresh, NOT_SOURCES)
         try:
@@ -281,7 +283,7 @@ class DifferentialMachine(RuleBasedStateMachine):
             other = run_build(oracle, targets, overrides)
             t3 = time.perf_counter()
             if scratch is None:
-                scratch = run_build(fresh, targets, overrides)
+                scratch = other if pristine else run_build(fresh, targets, overrides)
                 if len(self.scratch_memo) > 2000:
                     self.scratch_memo.clear()
                 self.scratch_memo[memo_key] = scratch
