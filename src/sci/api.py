@@ -37,11 +37,13 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
     return session.build(ws, list(targets or []), options)
 
 
-def status(ws: Workspace, targets: list[str] | None = None, *, overrides: list[str] | None = None) -> list[NodeStatus]:
-    """For each selected node: up to date, or why it would run (SPEC §7). Runs nothing."""
+def status(ws: Workspace, targets: list[str] | None = None, *, overrides: list[str] | None = None,
+           check_resources: bool = False) -> list[NodeStatus]:
+    """For each selected node: up to date, or why it would run (SPEC §7). Runs nothing.
+    `check_resources`: refuse nodes this machine cannot run, as a build would (`--dry-run`)."""
     from sci.build.status import status as run
 
-    return run(ws, list(targets or []), overrides=list(overrides or []))
+    return run(ws, list(targets or []), overrides=list(overrides or []), check_resources=check_resources)
 
 
 # -- dag -----------------------------------------------------------------------------------

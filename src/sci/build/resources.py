@@ -169,15 +169,3 @@ class Pools:
         self.mem += res["mem_gb"]
         self.free_gpus = sorted(self.free_gpus + gpus)
 
-
-def check_request(ws, targets: list[str], overrides: list[str], executor: str = "local") -> None:
-    """What a build checks before anything runs, for `sci build --dry-run`: the selected nodes
-    fit this machine (ResourceError, exit 2, as the build itself would). A distributed
-    executor checks them against its cluster when it builds; a dry run cannot reach it."""
-    from sci.plan.pipeline import load
-
-    loaded = load(ws, overrides)
-    if executor != "local":
-        return
-    graph = loaded.graph
-    check_fits([graph.nodes[n] for n in graph.select(list(targets), ws.root)], loaded.hardware, loaded.pos)

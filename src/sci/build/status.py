@@ -41,18 +41,26 @@ class NodeStatus(Value):
                 "waits_on": self.waits_on}
 
 
-def status(ws: Workspace, targets: list[str], *, overrides: list[str]) -> list[NodeStatus]:
-    """For each selected node: up to date, or why it would run (SPEC §7). Runs nothing."""
-    return [NodeStatus.of(d) for d in decisions(ws, targets, overrides=overrides)]
+def status(ws: Workspace, targets: list[str], *, overrides: list[str], check_resources: bool = False
+           ) -> list[NodeStatus]:
+    """For each selected node: up to date, or why it would run (SPEC §7). Runs nothing.
+    `check_resources` (`sci build --dry-run` on the local executor): the selected nodes must fit
+    this machine, ResourceError (exit 2) as the build itself would refuse them."""
+    return [NodeStatus.of(d) for d in decisions(ws, targets, overrides=overrides, check_resources=check_resources)]
 
 
-def decisions(ws: Workspace, targets: list[str], *, overrides: list[str]) -> list[Decision]:
+def decisions(ws: Workspace, targets: list[str], *, overrides: list[str], check_resources: bool = False
+              ) -> list[Decision]:
     """Every selected node's decision, in plan order, as a build would take it."""
     from sci.build.inputs import Resolver
 
     loaded = load(ws, overrides)
     graph = loaded.graph
     selected = graph.select(targets, ws.root)
+    if check_resources:
+        from sci.build.resources import check_fits
+
+        check_fits([graph.nodes[n] for n in selected], loaded.hardware, loaded.pos)
     store = store_of(loaded)
     stat_cache = StatCache(ws.state_dir / "statcache")
     env = environment_records(loaded, stat_cache, [])
