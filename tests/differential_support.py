@@ -309,7 +309,8 @@ def run_build(root: Path, targets: list[str], overrides: list[str]) -> Outcome:
         manifest = json.loads((report.run_dir / "manifest.json").read_text())
         plan = {e["node"]: {"key": e["key"], "status": e["status"], "outputs": e["outputs"]}
                 for e in manifest["plan"]}
-    return Outcome(error, statuses, plan, tree_bytes(root / "out"), message, shortcut)
+    outputs = {f"out/{rel}": data for rel, data in tree_bytes(root / "out").items()}  # paths as sci.yaml names them
+    return Outcome(error, statuses, plan, outputs, message, shortcut)
 
 
 def run_status(root: Path, targets: list[str], overrides: list[str]) -> dict[str, tuple] | str:
