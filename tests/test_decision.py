@@ -155,7 +155,7 @@ def test_verify_fails_loudly_when_a_shortcut_lies(ws):
     state = ws.root / ".sci"
     record = noop.read_record(state)
     assert record is not None
-    header, doc, _ = record
+    header, doc = record.header, record.doc
     true_key = doc["manifest"]["plan"][0]["key"]
     forged = "f" * 64
     doc["manifest"]["plan"][0] = dict(doc["manifest"]["plan"][0], key=forged)

@@ -254,7 +254,7 @@ def test_the_record_updated_after_an_edit_equals_one_made_from_scratch(ws):
     from sci.build import noop
 
     def doc():
-        return noop.read_record(ws.root / ".sci")[1]
+        return noop.read_record(ws.root / ".sci").doc
 
     sci = ws(CHAIN)
     sci.build()
@@ -530,7 +530,7 @@ def test_every_manifest_is_canonical_whether_encoded_whole_or_joined_from_the_re
         run = sorted((ws.root / "runs").iterdir())[-1]
         raw = (run / "manifest.json").read_bytes()
         assert raw == canonical.dumps(json.loads(raw)) + b"\n"
-        doc = noop.read_record(ws.root / ".sci")[1]
+        doc = noop.read_record(ws.root / ".sci").doc
         assert doc["plan_json"] == [canonical.dumps(e) for e in doc["manifest"]["plan"]]
         return json.loads(raw)
 

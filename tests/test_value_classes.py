@@ -47,3 +47,58 @@ def test_value_classes_compare_by_field_and_replace_through_init():
     with pytest.raises(TypeError):
         hash(Outcome("n", NodeStatus.CACHED))  # mutable: unhashable, as a dataclass
     assert Outcome("n", NodeStatus.CACHED).outputs == {} and Outcome("n", NodeStatus.CACHED) == Outcome("n", NodeStatus.CACHED)
+
+
+def test_src_defines_records_as_values_or_pydantic_models_only():
+    """Two record idioms (README, Development): no `dataclasses` import and no `typing.NamedTuple`
+    class anywhere in src/sci, so no command pays for inspect, ast, dis and tokenize."""
+    import ast
+    from pathlib import Path
+
+    import sci
+
+    offenders = []
+    for path in sorted(Path(sci.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import) and any(a.name == "dataclasses" for a in node.names):
+                offenders.append(f"{path.name}:{node.lineno} imports dataclasses")
+            elif isinstance(node, ast.ImportFrom) and node.module == "dataclasses":
+                offenders.append(f"{path.name}:{node.lineno} imports from dataclasses")
+            elif isinstance(node, ast.ClassDef) and any(
+                    getattr(b, "id", getattr(b, "attr", None)) == "NamedTuple" for b in node.bases):
+                offenders.append(f"{path.name}:{node.lineno} class {node.name} is a NamedTuple")
+    assert offenders == []
+
+
+def test_the_step_context_keeps_its_dataclass_surface():
+    """`ctx` is user-facing: the same fields and defaults, fresh lists and dicts per instance,
+    and a step may still keep its own attributes on it."""
+    from pathlib import Path
+
+    from sci.executors.context import StepContext
+
+    a = StepContext("n", {"d": Path("d.txt")}, {"o": Path("o.txt")}, {"k": 1}, 7)
+    b = StepContext(node="n", deps={"d": Path("d.txt")}, outs={"o": Path("o.txt")}, params={"k": 1}, seed=7)
+    assert a == b and (a.gpus, a.determinism, a.metrics) == ([], "strict", {})
+    a.log_metric("loss", 0.5)
+    a.gpus.append(0)
+    assert a.metrics == {"loss": 0.5} and b.metrics == {} and b.gpus == [] and a != b
+    a.cache = "mine"  # a step's own attribute
+    assert a.cache == "mine"
+    assert repr(b).startswith("StepContext(node='n', deps=")
+
+
+def test_converted_records_get_fresh_defaults_and_field_access():
+    from sci.evidence.archive import DEFAULT_LIMITS, Limits
+    from sci.remote.transfer import TransferStats
+    from sci.store.journal import Frames
+    from sci.store.maintenance import FsckReport, GcReport
+
+    one, two = FsckReport(), FsckReport()
+    one.bad.append(("blob", "x", "bad"))
+    assert two.bad == [] and not one.ok and two.ok and GcReport().deleted is not GcReport().deleted
+    stats = TransferStats()
+    assert stats.by_kind is not TransferStats().by_kind and stats.to_json()["objects"] == 0
+    assert Limits() == DEFAULT_LIMITS and Limits(max_total=1).replace(max_ratio=2) == Limits(1, 2)
+    frames = Frames([], True, 13)
+    assert (frames.bodies, frames.whole, frames.end) == ([], True, 13)

@@ -15,9 +15,9 @@ import os
 import re
 import shutil
 import threading
-from dataclasses import asdict, dataclass
 
 from sci.errors import ResourceError
+from sci.values import Value
 
 # The columns asked of `nvidia-smi --query-gpu`, in the order the parser reads them. The CUDA
 # version is not a query field (the driver prints it only in its header and in `-q`), so it
@@ -33,20 +33,18 @@ class GpuRequired(ResourceError):
     """Work asked for a GPU (or a GPU fact) and this machine cannot give one. Exit 2."""
 
 
-@dataclass(frozen=True)
-class GpuInfo:
+class GpuInfo(Value):
     """One GPU as the driver reports it. `vram_gb` is total memory in GiB (MiB / 1024);
     `cuda_version` is the newest CUDA the driver supports ("" when the driver did not say)."""
 
-    index: int
-    name: str
-    vram_gb: float
-    driver: str
-    cuda_version: str
-    uuid: str
+    __slots__ = _FIELDS = ("index", "name", "vram_gb", "driver", "cuda_version", "uuid")
+
+    def __init__(self, index: int, name: str, vram_gb: float, driver: str, cuda_version: str, uuid: str):
+        self.index, self.name, self.vram_gb, self.driver = index, name, vram_gb, driver
+        self.cuda_version, self.uuid = cuda_version, uuid
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {f: getattr(self, f) for f in self._FIELDS}
 
 
 _lock = threading.Lock()

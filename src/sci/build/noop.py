@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from sci import canonical
 from sci.errors import UserError
@@ -111,12 +111,14 @@ def discard(state_dir: Path) -> None:
     journal.remove(state_dir / NOOP_FILE)
 
 
-class Record(NamedTuple):
+class Record(Value):
     """The record as read: header and document with the appended changes applied."""
 
-    header: dict
-    doc: dict
-    appended: int  # how many builds' changes followed the document
+    __slots__ = _FIELDS = ("header", "doc", "appended")
+
+    def __init__(self, header: dict, doc: dict, appended: int):
+        self.header, self.doc = header, doc
+        self.appended = appended  # how many builds' changes followed the document
 
 
 def read_record(state_dir: Path) -> Record | None:
@@ -169,9 +171,9 @@ def check(record: Record | None, root: Path, *, plan_key: str, targets: list[str
     """The recorded document if nothing that could change a key has changed, else None.
 
     The caller still compares the environment digests (they need the fingerprint)."""
-    if record is None or record[0].get("plan") != plan_key or record[0].get("targets") != list(targets):
+    if record is None or record.header.get("plan") != plan_key or record.header.get("targets") != list(targets):
         return None
-    return record[1] if _files_unchanged(record[1], root) else None
+    return record.doc if _files_unchanged(record.doc, root) else None
 
 
 def _files_unchanged(doc: dict, root: Path) -> bool:
@@ -270,7 +272,7 @@ def unchanged_nodes(ws, loaded, targets: list[str], env_digests: dict[str, str],
     """
     if record is None:
         return None
-    header, doc, appended = record
+    header, doc, appended = record.header, record.doc, record.appended
     if (header.get("structure") != loaded.structure_key or header.get("shape") != loaded.graph.shape
             or header.get("targets") != list(targets) or doc["env"] != env_digests or loaded.reads is None):
         return None

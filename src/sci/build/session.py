@@ -265,7 +265,7 @@ def _environment(loaded, stat_cache: StatCache, gpu_nodes: list, executor: str, 
     try:
         return environment_records(loaded, stat_cache, gpu_nodes, envs)
     except SciError as exc:
-        from sci.build.gpu import GpuRequired  # here: it imports dataclasses, which a build need not
+        from sci.build.gpu import GpuRequired  # here: only a failed fingerprint needs it
         from sci.build.resources import HARDWARE_FILE
 
         if executor == "local" or not isinstance(exc, GpuRequired):

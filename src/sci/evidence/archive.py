@@ -11,7 +11,6 @@ import re
 import stat as stat_mod
 import zipfile
 import zlib
-from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from blake3 import blake3
 from sci import canonical
 from sci.errors import UserError, WorkFailed
 from sci.store.hashing import digest_bytes
+from sci.values import Value
 
 # Bump when the layout or a MANIFEST field changes; import refuses any other format, and
 # docs/bundles.md describes each one.
@@ -32,16 +32,16 @@ STORE_PREFIX = "store/"
 CHUNK = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(Value):
     """What import accepts. A member counts as a bomb when it inflates more than `max_ratio`
     times and to more than `ratio_floor` bytes (small members may compress well harmlessly)."""
 
-    max_total: int = 4 * 1024**3
-    max_ratio: int = 100
-    ratio_floor: int = 1024**2
-    max_members: int = 500_000
-    max_manifest: int = 64 * 1024**2
+    __slots__ = _FIELDS = ("max_total", "max_ratio", "ratio_floor", "max_members", "max_manifest")
+
+    def __init__(self, max_total: int = 4 * 1024**3, max_ratio: int = 100, ratio_floor: int = 1024**2,
+                 max_members: int = 500_000, max_manifest: int = 64 * 1024**2):
+        self.max_total, self.max_ratio, self.ratio_floor = max_total, max_ratio, ratio_floor
+        self.max_members, self.max_manifest = max_members, max_manifest
 
 
 DEFAULT_LIMITS = Limits()

@@ -24,7 +24,6 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from sci.evidence.archive import (BUNDLE_FORMAT, BUNDLE_TYPE, CHUNK, DEFAULT_LIM
                                   MANIFEST, STORE_PREFIX, WS_PREFIX, Limits, archive_listing, check_bundle,
                                   extract_verified, manifest_listing, name_problem, open_checked, read_manifest)
 from sci.store.hashing import digest_bytes, digest_file
+from sci.values import Value
 from sci.workspace import Workspace
 
 # Zip's earliest timestamp: every member carries it, so bytes never depend on when or where.
@@ -47,16 +47,15 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _UNIX = 3  # zip "version made by" host: Unix, so external_attr holds a POSIX mode
 
 
-@dataclass(frozen=True)
-class _Member:
+class _Member(Value):
     """One export member: its bytes come from `source` (a file) or `data`."""
 
-    path: str
-    digest: str
-    size: int
-    executable: bool = False
-    source: Path | None = None
-    data: bytes | None = None
+    __slots__ = _FIELDS = ("path", "digest", "size", "executable", "source", "data")
+
+    def __init__(self, path: str, digest: str, size: int, executable: bool = False, source: Path | None = None,
+                 data: bytes | None = None):
+        self.path, self.digest, self.size, self.executable = path, digest, size, executable
+        self.source, self.data = source, data
 
     def row(self) -> dict:
         return {"path": self.path, "digest": self.digest, "size": self.size, "executable": self.executable}

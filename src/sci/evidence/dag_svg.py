@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import heapq
 import re
-from dataclasses import dataclass, field
 from html import escape
+
+from sci.values import Value
 
 FONT_PX = 12
 CHAR_PX = 7.3  # advance of one character of a 12 px monospace font, a little generous
@@ -47,20 +48,22 @@ PLACEMENT_ROUNDS = 4
 ARROW = 7
 
 
-@dataclass
-class _Vertex:
+class _Vertex(Value):
     """A box (a real node) or a bend point of a long edge (a dummy)."""
 
-    sort_key: tuple  # the tie-break: (name, (), -1), or (source, target, index) for a dummy
-    layer: int
-    lines: list[str] = field(default_factory=list)
-    title: str = ""
-    dummy: bool = False
-    preds: list[int] = field(default_factory=list)
-    succs: list[int] = field(default_factory=list)
-    height: float = 0.0
-    width: float = 0.0
-    y: float = 0.0  # centre
+    __slots__ = _FIELDS = ("sort_key", "layer", "lines", "title", "dummy", "preds", "succs", "height", "width", "y")
+
+    def __init__(self, sort_key: tuple, layer: int, lines: list[str] | None = None, title: str = "",
+                 dummy: bool = False, preds: list[int] | None = None, succs: list[int] | None = None,
+                 height: float = 0.0, width: float = 0.0, y: float = 0.0):
+        self.sort_key = sort_key  # the tie-break: (name, (), -1), or (source, target, index) for a dummy
+        self.layer = layer
+        self.lines = lines if lines is not None else []
+        self.title, self.dummy = title, dummy
+        self.preds = preds if preds is not None else []
+        self.succs = succs if succs is not None else []
+        self.height, self.width = height, width
+        self.y = y  # centre
 
 
 _NUMBER = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?(?:e-?[0-9]+)?)")

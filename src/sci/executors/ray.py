@@ -19,11 +19,11 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from sci.errors import ResourceError, UserError
 from sci.executors.task import Task, TaskResult, identity
+from sci.values import Value
 
 if TYPE_CHECKING:
     from sci.build.resources import Hardware
@@ -39,14 +39,13 @@ KILL_GRACE_S = 2
 
 
 # -- the cluster's shape -------------------------------------------------------------------
-@dataclass(frozen=True)
-class ClusterNode:
+class ClusterNode(Value):
     """One alive Ray node as the executor sees it: what a single task could get there at most."""
 
-    name: str
-    cpu: float
-    gpu: float
-    mem_bytes: float
+    __slots__ = _FIELDS = ("name", "cpu", "gpu", "mem_bytes")
+
+    def __init__(self, name: str, cpu: float, gpu: float, mem_bytes: float):
+        self.name, self.cpu, self.gpu, self.mem_bytes = name, cpu, gpu, mem_bytes
 
     def describe(self) -> str:
         return f"{self.name} ({_num(self.cpu)} CPU, {_num(self.gpu)} GPU, {self.mem_bytes / GIB:.1f} GiB memory)"

@@ -22,9 +22,10 @@ from __future__ import annotations
 import marshal
 import sys
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from sci.store import journal
+from sci.values import Value
 
 INDEX_FORMAT = "sci-runs-1"  # bump when a frame's fields change meaning; a file of another format is rebuilt
 COMPACT = 64  # frames of deleted runs tolerated before the file is written whole without them
@@ -95,14 +96,14 @@ def encode(line: dict) -> bytes:
     return len(head).to_bytes(4, "little") + head + detail
 
 
-class Index(NamedTuple):
+class Index(Value):
     """What a read found: run id -> summary, each run's frame body, and where the file ends
     (None: absent, damaged, cut or of another format; the next save writes it whole)."""
 
-    lines: dict[str, dict]
-    bodies: dict[str, bytes | memoryview]
-    end: int | None
-    frames: int
+    __slots__ = _FIELDS = ("lines", "bodies", "end", "frames")
+
+    def __init__(self, lines: dict[str, dict], bodies: dict[str, bytes | memoryview], end: int | None, frames: int):
+        self.lines, self.bodies, self.end, self.frames = lines, bodies, end, frames
 
 
 def read_index(path: Path, *, detail: bool = False) -> Index:

@@ -3,27 +3,27 @@ the outputs a build needs ("build without the bytes"), and upload what a build p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 from sci.store.cas import Store
+from sci.values import Value
 
 
-@dataclass
-class RemoteCache:
-    store: Store
-    remote: object  # sci.remote.stores.Remote
-    emit: Callable[..., None]
-    stats: object = None  # sci.remote.transfer.TransferStats
-    looked_up: int = 0
-    hits: int = 0
-    disabled: bool = False
-    _warned: set[str] = field(default_factory=set)
+class RemoteCache(Value):
+    """One build's remote: its store, the `emit` for warnings, and what the build moved (`stats`)."""
 
-    def __post_init__(self) -> None:
+    __slots__ = _FIELDS = ("store", "remote", "emit", "stats", "looked_up", "hits", "disabled", "_warned")
+
+    def __init__(self, store: Store, remote: object, emit: Callable[..., None], stats: object = None,
+                 looked_up: int = 0, hits: int = 0, disabled: bool = False, _warned: set[str] | None = None):
         from sci.remote.transfer import TransferStats
 
-        self.stats = TransferStats()
+        self.store = store
+        self.remote = remote  # sci.remote.stores.Remote
+        self.emit = emit
+        self.stats = stats if stats is not None else TransferStats()  # sci.remote.transfer.TransferStats
+        self.looked_up, self.hits, self.disabled = looked_up, hits, disabled
+        self._warned = _warned if _warned is not None else set()
 
     def lookup(self, key: str) -> dict | None:
         """The remote's action result for `key` (checked, not yet admitted), or None."""

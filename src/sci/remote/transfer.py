@@ -17,7 +17,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -28,6 +27,7 @@ from sci.errors import StoreError, WorkFailed
 from sci.store.hashing import MMAP_THRESHOLD, TreeEntry, UnsafeTree, digest_bytes, digest_file, entries_from_document
 from sci.remote.stores import DirectoryRemote, Remote, write_all
 from sci.store.cas import STORE_FORMAT, Store, _reflink_or_copy
+from sci.values import Value
 
 EMPTY_DIGEST = digest_bytes(b"")  # the blob of no bytes: the log of every quiet step
 
@@ -57,26 +57,25 @@ class Outcome(str, Enum):
     FAILED = "failed"  # missing or corrupt; the error is in TransferFailed.errors
 
 
-@dataclass(frozen=True)
-class TransferEvent:
+class TransferEvent(Value):
     """One object's fate, handed to the `progress` callback on the calling thread."""
 
-    kind: ObjectKind
-    name: str
-    size: int
-    outcome: Outcome
+    __slots__ = _FIELDS = ("kind", "name", "size", "outcome")
+
+    def __init__(self, kind: ObjectKind, name: str, size: int, outcome: Outcome):
+        self.kind, self.name, self.size, self.outcome = kind, name, size, outcome
 
 
-@dataclass
-class TransferStats:
+class TransferStats(Value):
     """What a transfer moved: objects and bytes transferred, skipped (already there), failed."""
 
-    objects: int = 0
-    bytes: int = 0
-    skipped: int = 0
-    skipped_bytes: int = 0
-    failed: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)  # transferred objects per kind
+    __slots__ = _FIELDS = ("objects", "bytes", "skipped", "skipped_bytes", "failed", "by_kind")
+
+    def __init__(self, objects: int = 0, bytes: int = 0, skipped: int = 0, skipped_bytes: int = 0,
+                 failed: int = 0, by_kind: dict[str, int] | None = None):
+        self.objects, self.bytes, self.skipped, self.skipped_bytes, self.failed = (
+            objects, bytes, skipped, skipped_bytes, failed)
+        self.by_kind = by_kind if by_kind is not None else {}  # transferred objects per kind
 
     def record(self, event: TransferEvent) -> None:
         if event.outcome in (Outcome.SENT, Outcome.RECEIVED):
@@ -139,11 +138,12 @@ class _TooLarge(Exception):
     """Raised inside a download once it passes the size its record promised."""
 
 
-@dataclass(frozen=True)
-class _Item:
-    kind: ObjectKind
-    name: str
-    size: int | None = None  # expected size where a record says it
+class _Item(Value):
+    __slots__ = _FIELDS = ("kind", "name", "size")
+
+    def __init__(self, kind: ObjectKind, name: str, size: int | None = None):
+        self.kind, self.name = kind, name
+        self.size = size  # expected size where a record says it
 
 
 # -- checking what a remote sends ------------------------------------------------------------

@@ -26,9 +26,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
 
 from blake3 import blake3
+
+from sci.values import Value
 
 # Bump when the framing below changes; every state file is then ignored and rebuilt once.
 JOURNAL = b"sci-journal-1"
@@ -53,13 +54,15 @@ def _prefix(body: bytes) -> bytes:
     return size.to_bytes(4, "little") + (size ^ _MASK).to_bytes(4, "little") + blake3(body).digest(length=_DIGEST)
 
 
-class Frames(NamedTuple):
+class Frames(Value):
     """What a read found: the bodies of the whole frames, in order, and whether the file ended
     exactly after the last one (False: a cut-short frame followed; rewrite, do not append)."""
 
-    bodies: list[memoryview]
-    whole: bool
-    end: int  # where the last whole frame ends
+    __slots__ = _FIELDS = ("bodies", "whole", "end")
+
+    def __init__(self, bodies: list[memoryview], whole: bool, end: int):
+        self.bodies, self.whole = bodies, whole
+        self.end = end  # where the last whole frame ends
 
 
 def parse(data: bytes | memoryview, fmt: str) -> Frames | None:

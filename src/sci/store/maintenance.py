@@ -6,22 +6,25 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sci.errors import StoreError
 from sci.store.cas import Store
+from sci.values import Value
 
 # A tmp file younger than this may belong to a writer still at work: gc leaves it alone.
 TMP_GRACE_S = 3600
 
 
-@dataclass
-class FsckReport:
-    checked: int = 0
-    bad: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, problem)
-    dangling: list[tuple[str, str]] = field(default_factory=list)  # (action key, missing object)
-    repaired: int = 0
+class FsckReport(Value):
+    __slots__ = _FIELDS = ("checked", "bad", "dangling", "repaired")
+
+    def __init__(self, checked: int = 0, bad: list[tuple[str, str, str]] | None = None,
+                 dangling: list[tuple[str, str]] | None = None, repaired: int = 0):
+        self.checked = checked
+        self.bad = bad if bad is not None else []  # (kind, name, problem)
+        self.dangling = dangling if dangling is not None else []  # (action key, missing object)
+        self.repaired = repaired
 
     @property
     def ok(self) -> bool:
@@ -102,12 +105,15 @@ def _unlink(path: Path) -> None:
         pass
 
 
-@dataclass
-class GcReport:
-    kept_actions: int = 0
-    deleted: list[tuple[str, str, int]] = field(default_factory=list)  # (kind, name, bytes)
-    dry_run: bool = False
-    scratch: list[tuple[str, int]] = field(default_factory=list)  # repro-check scratch left over: (path, bytes)
+class GcReport(Value):
+    __slots__ = _FIELDS = ("kept_actions", "deleted", "dry_run", "scratch")
+
+    def __init__(self, kept_actions: int = 0, deleted: list[tuple[str, str, int]] | None = None,
+                 dry_run: bool = False, scratch: list[tuple[str, int]] | None = None):
+        self.kept_actions = kept_actions
+        self.deleted = deleted if deleted is not None else []  # (kind, name, bytes)
+        self.dry_run = dry_run
+        self.scratch = scratch if scratch is not None else []  # repro-check scratch left over: (path, bytes)
 
     @property
     def bytes(self) -> int:
