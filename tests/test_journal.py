@@ -417,3 +417,31 @@ def test_state_files_of_the_old_formats_are_ignored_and_rebuilt(ws):
     assert again["outputs"] == first["outputs"]
     for name in ("noop", "statcache", "state"):
         assert journal.read(sci_dir / name, FILES[name]) is not None, name
+
+
+
+def _cache_format(entry: Path) -> str:
+    from sci.build import fingerprint
+    from sci.envs import declared
+
+    return declared.CACHE_FORMAT if "envs" in entry.parts else fingerprint.CACHE_FORMAT
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+def test_every_damaged_cache_entry_is_recomputed_not_trusted(ws, tmp_path, how):
+    """The fingerprint's cache entries (.sci/cache/) are journals too: an entry with a flipped
+    byte, cut, garbage or a directory in its place answers nothing, and the build after the
+    damage decides exactly what a build without .sci/ decides."""
+    sci = ws({**PIPELINE, "sci.yaml": PIPELINE["sci.yaml"].replace("files: [env.txt]",
+                                                                    "files: [env.txt]\n          tools: [sh]")})
+    sci.build()
+    entries = sorted(p for p in (ws.root / ".sci" / "cache").rglob("*")
+                     if p.is_file() and "pyshim" not in p.parts)
+    assert entries, "the build wrote no cache entry to damage"
+    for entry in entries:
+        assert journal.read_value(entry, _cache_format(entry)) is not None, f"{entry} is not a whole entry"
+        damage(entry, how)
+        assert journal.read_value(entry, _cache_format(entry)) is None, f"damaged {entry} still answers"
+    twin = tmp_path / "twin"
+    shutil.copytree(ws.root, twin, ignore=shutil.ignore_patterns(".sci"))
+    assert outcome(sci) == outcome(Sci(twin))

@@ -197,22 +197,23 @@ def _file_digests(root: Path, files: list[str], stat_cache: StatCache) -> dict[s
 
 # -- packages --------------------------------------------------------------------------------
 # What a lock contributes is the packages an environment synced from it installs (envs/locks.py).
+CACHE_FORMAT = "sci-fingerprint-cache-1"
+
+
 def _read_json(path: Path) -> Any:
-    try:
-        return canonical.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None  # a missing or damaged cache entry only costs recomputing it
+    """A cache entry, checksummed like every .sci/ file (store/journal.py): a missing, damaged or
+    foreign entry only costs recomputing it, never a wrong answer."""
+    from sci.store import journal
+
+    return journal.read_value(path, CACHE_FORMAT)
 
 
 def _write_json(path: Path, value: Any) -> None:
-    """Atomic: concurrent sci processes may write the same entry; each write is whole."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(canonical.dumps(value))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # the cache is an accelerator; a read-only cache_dir must not fail a build
+    """Atomic: concurrent sci processes may write the same entry; each write is whole. A
+    read-only cache_dir fails nothing (the cache is an accelerator)."""
+    from sci.store import journal
+
+    journal.write_value(path, CACHE_FORMAT, value)
 
 
 def _lock_names(kind: str, path: Path, digest: str, cache_dir: Path | None) -> list[str]:

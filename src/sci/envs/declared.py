@@ -273,21 +273,18 @@ def script_requirements(text: str, decl: Declared) -> list[str]:
     return [" ".join(d.split()) for d in deps]
 
 
+CACHE_FORMAT = "sci-env-identity-1"
+
+
 def _read(path: Path | None) -> dict | None:
-    if path is None:
-        return None
-    try:
-        value = canonical.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
+    """A cached identity, checksummed like every .sci/ file: a damaged entry is resolved again."""
+    from sci.store import journal
+
+    value = journal.read_value(path, CACHE_FORMAT) if path is not None else None
     return value if isinstance(value, dict) and isinstance(value.get("identity"), dict) else None
 
 
 def _write(path: Path, value: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(canonical.dumps(value))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a cache: a read-only .sci/ only costs resolving again
+    from sci.store import journal
+
+    journal.write_value(path, CACHE_FORMAT, value)  # False on a read-only .sci/: resolve again next time

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 from pathlib import Path
 
 from blake3 import blake3
 
+from sci import canonical
 from sci.values import Value
 
 # Bump when the framing below changes; every state file is then ignored and rebuilt once.
@@ -129,6 +131,23 @@ def write(path: str | os.PathLike, fmt: str, bodies: Iterable[bytes]) -> bool:
             pass
         return False
     return True
+
+
+def read_value(path: str | os.PathLike, fmt: str) -> Any:
+    """The one canonical-JSON value a cache entry holds (`write_value`); None when it is absent,
+    damaged, cut or of another format: a cache entry decides nothing unless it is whole."""
+    found = read(path, fmt)
+    if found is None or not found.whole or len(found.bodies) != 1:
+        return None
+    try:
+        return canonical.loads(bytes(found.bodies[0]))
+    except ValueError:
+        return None
+
+
+def write_value(path: str | os.PathLike, fmt: str, value: Any) -> bool:
+    """A cache entry: one frame of canonical JSON, written atomically."""
+    return write(path, fmt, [canonical.dumps(value)])
 
 
 def remove(path: str | os.PathLike) -> None:
