@@ -65,15 +65,16 @@ class _Member(Value):
 def export_bundle(ws: Workspace, target: str, out: Path) -> dict:
     """Seal TARGET (built and up to date) and its closure into the zip `out`; same target,
     same bytes. Raises UserError when something in the closure is not built."""
-    from sci import api
+    from sci.build.status import status
+    from sci.plan.pipeline import environment_records, load
     from sci.store.hashing import StatCache
     from sci.store.cas import Store
 
     out = Path(out)
     with ws.lock():
-        loaded = api.load(ws)
+        loaded = load(ws)
         graph = loaded.graph
-        statuses = api.status(ws, [target])
+        statuses = status(ws, [target], overrides=[])
         for st in statuses:
             if st.state not in ("up to date", "restore"):
                 why = "; ".join(st.reasons) or (f"waits on {', '.join(st.waits_on)}" if st.waits_on else st.state)
@@ -84,7 +85,7 @@ def export_bundle(ws: Workspace, target: str, out: Path) -> dict:
         actions = {n: store.get_action(k) for n, k in keys.items()}
         selected = set(keys)
         roots = [n for n in keys if not set(graph.downstream[n]) & selected]
-        env = api.environment_records(loaded, StatCache(ws.state_dir / "statcache"),
+        env = environment_records(loaded, StatCache(ws.state_dir / "statcache"),
                                       [graph.nodes[n] for n in keys])
         members = _workspace_members(ws, loaded, actions, roots, store)
         members += _store_members(store, keys, actions)
