@@ -20,11 +20,6 @@ from sci.redact import env_value  # secrets never enter a key by value (SPEC §7
 from sci.envs.runtime import record_key
 
 
-def key_env_value(name: str) -> str | None:
-    """An `env` variable's value as it enters a key: a secret-looking name only as set or not."""
-    return env_value(name)
-
-
 class Resolver:
     """Turns a ready node into its key pre-image; shared by build, status and repro-check.
     (A plain class: a dataclass costs ~0.3 ms of every build's start-up.)"""
@@ -108,7 +103,7 @@ class Resolver:
         return out
 
     def env_values(self, node: Node) -> dict[str, str | None]:
-        return {name: key_env_value(name) for name in node.env}
+        return {name: env_value(name) for name in node.env}  # a secret-looking name only as set or not
 
     def components(self, node: Node, extra: dict[str, str] | None = None) -> dict[str, Any]:
         """The key pre-image; raises KeyError(upstream) if an upstream result is not known yet."""

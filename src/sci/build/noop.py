@@ -196,9 +196,9 @@ def _files_unchanged(doc: dict, root: Path) -> bool:
 
 def _env_values(recorded: dict[str, str]) -> dict[str, str]:
     """The values of the steps' `env` variables as they enter the keys (SPEC §2), by name."""
-    from sci.build.inputs import key_env_value
+    from sci.redact import env_value  # the rule keys use (build/inputs.py), without importing the keys
 
-    return {name: key_env_value(name) for name in recorded}
+    return {name: env_value(name) for name in recorded}
 
 
 def store_proof(store, outputs: Iterator[dict], keys: Iterator[str]) -> dict[str, tuple]:
