@@ -8,7 +8,6 @@ Two caches under `.sci/` keep this off the hot path: the validated sci.yaml by i
 from __future__ import annotations
 
 import os
-import pickle
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,6 +55,8 @@ PIPELINE_CACHE_FORMAT = "sci-pipeline-3"  # 3: environments
 
 def _pipeline_doc(ws: Workspace, yaml_bytes: bytes) -> tuple[dict, Positions]:
     """sci.yaml validated into plain data; cached by its bytes so pydantic runs only on edits."""
+    import pickle  # here, not at the top: a no-op build never plans (~2 ms of start-up)
+
     from sci.spec.load import load_yaml_text
     from sci.store import journal
 
@@ -97,6 +98,8 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
            previous: Loaded | None = None) -> tuple[Loaded, bool]:
     """Plan from scratch; or, when `previous` was planned from the same sci.yaml and hardware
     and only parameters differ, patch it (replan.py). The flag says which."""
+    import pickle
+
     from sci.spec import params as params_mod
     from sci.determinism import derive_seed
     from sci.plan.graph import build_graph, check_code
