@@ -49,6 +49,21 @@ def status(ws: Workspace, targets: list[str], *, overrides: list[str], check_res
     return [NodeStatus.of(d) for d in decisions(ws, targets, overrides=overrides, check_resources=check_resources)]
 
 
+def built_closure(ws: Workspace, target: str, *, verb: str = "export") -> tuple[Any, dict[str, str]]:
+    """TARGET's closure when every node of it is built and up to date: (the plan, node → key).
+    UserError (exit 2) naming the first node that is not, and why."""
+    from sci.errors import UserError
+
+    loaded = load(ws)
+    statuses = status(ws, [target], overrides=[])
+    for st in statuses:
+        if st.state not in ("up to date", "restore"):
+            why = "; ".join(st.reasons) or (f"waits on {', '.join(st.waits_on)}" if st.waits_on else st.state)
+            raise UserError(f"cannot {verb} {target}: {st.node} is not built ({why})",
+                            hint=f"run `sci build {target}` first")
+    return loaded, {st.node: st.key for st in statuses}
+
+
 def decisions(ws: Workspace, targets: list[str], *, overrides: list[str], check_resources: bool = False
               ) -> list[Decision]:
     """Every selected node's decision, in plan order, as a build would take it."""

@@ -65,23 +65,16 @@ class _Member(Value):
 def export_bundle(ws: Workspace, target: str, out: Path) -> dict:
     """Seal TARGET (built and up to date) and its closure into the zip `out`; same target,
     same bytes. Raises UserError when something in the closure is not built."""
-    from sci.build.status import status
-    from sci.plan.pipeline import environment_records, load
+    from sci.build.status import built_closure
+    from sci.plan.pipeline import environment_records
     from sci.store.hashing import StatCache
     from sci.store.cas import Store
 
     out = Path(out)
     with ws.lock():
-        loaded = load(ws)
+        loaded, keys = built_closure(ws, target)
         graph = loaded.graph
-        statuses = status(ws, [target], overrides=[])
-        for st in statuses:
-            if st.state not in ("up to date", "restore"):
-                why = "; ".join(st.reasons) or (f"waits on {', '.join(st.waits_on)}" if st.waits_on else st.state)
-                raise UserError(f"cannot export {target}: {st.node} is not built ({why})",
-                                hint=f"run `sci build {target}` first")
         store = Store(ws.store_root(loaded.store_config), create=False)
-        keys = {st.node: st.key for st in statuses}
         actions = {n: store.get_action(k) for n, k in keys.items()}
         selected = set(keys)
         roots = [n for n in keys if not set(graph.downstream[n]) & selected]

@@ -10,11 +10,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from sci.build.status import status
+from sci.build.status import built_closure
 from sci.errors import UserError
 from sci.evidence import provenance
 from sci.evidence.page import media_type_for
-from sci.plan.pipeline import _params_path, load, store_of
+from sci.plan.pipeline import _params_path, store_of
 from sci.records import run as records
 from sci.store.cas import OutputRecord
 from sci.store.hashing import digest_file
@@ -28,15 +28,9 @@ def export(ws: Workspace, target: str, fmt: str, out: Path | None = None) -> dic
     `out`, the result goes under runs/<run_id>/ of the run that last executed the target
     (`ro-crate/`, `prov.json`). The crate holds the pipeline file, the params file, the code
     the closure ran and the target's own outputs; every other file is described by digest."""
-    loaded = load(ws)
+    loaded, keys = built_closure(ws, target)
     graph = loaded.graph
-    statuses = status(ws, [target], overrides=[])
-    for st in statuses:
-        if st.state not in ("up to date", "restore"):
-            why = "; ".join(st.reasons) or (f"waits on {', '.join(st.waits_on)}" if st.waits_on else st.state)
-            raise UserError(f"cannot export {target}: {st.node} is not built ({why})", hint=f"run `sci build {target}` first")
     store = store_of(loaded)
-    keys = {st.node: st.key for st in statuses}
     order = [n for n in graph.step_of if n in keys]
     actions = {n: store.get_action(keys[n]) for n in order}
     requested = [n for n in order if n in graph.requested([target], ws.root)]
