@@ -304,12 +304,11 @@ def sci_shim(scratch_root: str) -> str:
     shim = _SHIMS.get(scratch_root)
     if shim is not None:
         return shim
-    import hashlib
-
     import sci
+    from sci.store.hashing import digest_bytes  # not hashlib: importing OpenSSL's costs ~4 ms a build
 
     package = os.path.dirname(os.path.abspath(sci.__file__))
-    tag = hashlib.sha256(package.encode()).hexdigest()[:16]
+    tag = digest_bytes(package.encode())[:16]
     shim = os.path.join(os.path.dirname(scratch_root), "cache", "pyshim", tag)
     link = os.path.join(shim, "sci")
     if not (os.path.islink(link) and os.readlink(link) == package):
