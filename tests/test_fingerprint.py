@@ -8,6 +8,7 @@ import platform
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -508,3 +509,77 @@ def test_many_package_changes_are_summed_up_never_a_wall():
     many = {"packages": {k: "9" for k in old["packages"]}}
     lines = fingerprint.diff(old, many)
     assert len(lines) == fingerprint.MAX_ENTRY_LINES + 1 and lines[-1] == "packages: 34 more changed"
+
+
+# -- the step's python3: asked once per workspace, while the plan is read -----------------------
+def _shim_python(bindir: Path, calls: Path, answer: str | None = None) -> Path:
+    """A `python3` on PATH that is a shell script (as a pyenv shim is): it notes each start in
+    `calls`, then runs the real interpreter — or, given `answer`, prints that instead."""
+    body = f'echo run >> "{calls}"\n'
+    body += f"echo '{answer}'\n" if answer is not None else f'exec "{os.path.realpath(sys.executable)}" "$@"\n'
+    return write_tool(bindir, "python3", body)
+
+
+def _build(root: Path, path: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=path)
+    env.pop("SCI_CAS", None)
+    return subprocess.run([sys.executable, "-m", "sci.cli", "build", "--json"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _interpreter_of_last_run(root: Path) -> dict:
+    run = sorted((root / "runs").iterdir())[-1]
+    comps = canonical.loads((run / "manifest.json").read_text())["environment"]["components"]
+    return {k: comps[k] for k in ("python", "implementation")}
+
+
+STEP = "version: 1\nsteps:\n  s:\n    cmd: \"echo ok > {outs}\"\n    outs: [out.txt]\n"
+
+
+def test_the_steps_python3_is_asked_once_and_its_answer_enters_the_key(workspace, tmp_path):
+    """The probe a build starts before it plans is the one whose answer is recorded; the next
+    builds (a no-op, an edit) ask the cache, not the interpreter; another answer is another key."""
+    calls = tmp_path / "calls.txt"
+    bindir = tmp_path / "bin"
+    _shim_python(bindir, calls)
+    (workspace / "sci.yaml").write_text(STEP)
+    path = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+    first = _build(workspace, path)
+    assert first.returncode == 0, first.stderr
+    assert calls.read_text().count("run") == 1
+    assert _interpreter_of_last_run(workspace) == {"python": platform.python_version(),
+                                                   "implementation": sys.implementation.name}
+    (workspace / "out.txt").unlink()  # not a no-op: the full path keys the node again
+    again = _build(workspace, path)
+    assert again.returncode == 0, again.stderr
+    assert calls.read_text().count("run") == 1
+    assert canonical.loads(again.stdout)["nodes"][0]["status"] == "cached"
+    # the same script path answering something else is another interpreter: another key
+    _shim_python(bindir, calls, answer='["2.7.18", "cpython", []]')
+    other = _build(workspace, path)
+    assert other.returncode == 0, other.stderr
+    assert calls.read_text().count("run") == 2
+    assert _interpreter_of_last_run(workspace)["python"] == "2.7.18"
+    assert canonical.loads(other.stdout)["nodes"][0]["status"] == "executed"
+
+
+def test_a_python3_that_answers_nonsense_is_recorded_as_not_answering(workspace, tmp_path):
+    """A probe that prints no JSON names the interpreter as not answering, and the cmd step
+    still builds; a build refused before its keys ends the probe it started."""
+    calls = tmp_path / "calls.txt"
+    bindir = tmp_path / "bin"
+    shim = _shim_python(bindir, calls, answer="Python is not installed here")
+    (workspace / "sci.yaml").write_text(STEP)
+    path = f"{bindir}{os.pathsep}{os.environ['PATH']}"
+    proc = _build(workspace, path)
+    assert proc.returncode == 0, proc.stderr
+    assert _interpreter_of_last_run(workspace) == {"python": f"<{shim} did not answer>", "implementation": "unknown"}
+    # a slow interpreter, and a plan that is refused: the probe is ended, never left to finish
+    write_tool(bindir, "python3", f'sleep 1\necho late >> "{calls}"\n')
+    (workspace / "sci.yaml").write_text("version: 1\nsteps: {s: {cmd: 'echo {nope}', outs: [x]}}\n")
+    (workspace / ".sci" / "cache").rename(tmp_path / "old-cache")  # nothing cached: the probe starts
+    bad = _build(workspace, path)
+    assert bad.returncode == 2, bad.stderr
+    assert "Traceback" not in bad.stderr
+    time.sleep(1.5)
+    assert "late" not in calls.read_text()

@@ -105,6 +105,7 @@ _PROBE = ("import json, platform, sys; print(json.dumps([platform.python_version
           "sys.implementation.name, sys.path]))")
 NO_PYTHON = "none"
 _interpreter_memo: dict[tuple, tuple[str, str, list[str]]] = {}
+_pending_probes: dict[tuple, Any] = {}  # probe key -> a probe prefetch_interpreter started (Popen)
 
 
 def step_path() -> str:
@@ -133,11 +134,69 @@ def probe_python(exe: str, stat_cache: StatCache, cache_dir: Path | None) -> tup
     another one is asked once — `python3 -E -s -c …`, as a step starts it: no PYTHON* variables,
     no user site (a step's HOME is its box) — and the answer is cached under the executable's
     digest, its path (a venv's site-packages follow from where its `python` link lives) and its
-    venv's pyvenv.cfg."""
+    venv's pyvenv.cfg. A probe `prefetch_interpreter` started earlier is collected, not repeated."""
+    own = _own_answer(exe)
+    if own is not None:
+        return own
+    key, entry = _probe_key(exe, stat_cache, cache_dir)
+    hit = _interpreter_memo.get(key)
+    if hit is not None:
+        return hit
+    found = _cached_answer(entry)
+    if found is None:
+        pending = _pending_probes.pop(key, None)
+        found = _collect_probe(pending if pending is not None else _start_probe(exe), exe)
+        if entry:
+            _write_json(entry, list(found))
+    _interpreter_memo[key] = found
+    return found
+
+
+def prefetch_interpreter(stat_cache: StatCache, cache_dir: Path | None, path: str | None = None) -> None:
+    """Start asking the step's python3 for its identity now, when no cache knows it, so that
+    the answer comes while the build reads its plan: a pyenv shim takes ~0.1 s to answer,
+    once per fresh workspace. `probe_python` collects it; `drop_prefetched` ends any left."""
+    exe = find_python(step_path() if path is None else path)
+    if exe is None or _own_answer(exe) is not None:
+        return
+    try:
+        key, entry = _probe_key(exe, stat_cache, cache_dir)
+    except OSError:  # probe_python words it, when the build gets there
+        return
+    if key in _interpreter_memo or key in _pending_probes:
+        return
+    found = _cached_answer(entry)
+    if found is not None:
+        _interpreter_memo[key] = found
+    else:
+        _pending_probes[key] = _start_probe(exe)
+
+
+def probing() -> bool:
+    """Whether a probe prefetch_interpreter started is still to be collected."""
+    return bool(_pending_probes)
+
+
+def drop_prefetched() -> None:
+    """End the probes started and never collected (a build that failed before its keys)."""
+    while _pending_probes:
+        _key, proc = _pending_probes.popitem()
+        if proc is not None:
+            proc.kill()
+            proc.communicate()
+
+
+def _own_answer(exe: str) -> tuple[str, str, list[str]] | None:
     here = os.path.realpath(sys.executable)
     if os.path.realpath(exe) == here and os.path.dirname(os.path.dirname(os.path.abspath(exe))) == sys.prefix:
         cwd = os.getcwd()  # sys.path[0] of `python -m sci`: where sci was started, not a step's
         return platform.python_version(), sys.implementation.name, [p for p in sys.path if p and p != cwd]
+    return None
+
+
+def _probe_key(exe: str, stat_cache: StatCache, cache_dir: Path | None) -> tuple[tuple, Path | None]:
+    """The memo key of `exe`'s answer and its cache file: the executable's path and digest, and
+    its venv's pyvenv.cfg."""
     real = os.path.realpath(exe)
     digest = stat_cache.file_digest(real, real)
     cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(exe))), "pyvenv.cfg")
@@ -146,28 +205,43 @@ def probe_python(exe: str, stat_cache: StatCache, cache_dir: Path | None) -> tup
     except OSError:
         cfg_digest = None
     key = (exe, digest, cfg_digest)
-    hit = _interpreter_memo.get(key)
-    if hit is not None:
-        return hit
     cache_key = digest_bytes(canonical.dumps(["sci.interpreter", *key]))
-    entry = cache_dir / CACHE_SUBDIR / "interpreters" / f"{cache_key}.json" if cache_dir else None
+    return key, (cache_dir / CACHE_SUBDIR / "interpreters" / f"{cache_key}.json" if cache_dir else None)
+
+
+def _cached_answer(entry: Path | None) -> tuple[str, str, list[str]] | None:
     cached = _read_json(entry) if entry else None
     if isinstance(cached, list) and len(cached) == 3:
-        found = (cached[0], cached[1], list(cached[2]))
-    else:
-        import subprocess  # only on a cache miss
+        return cached[0], cached[1], list(cached[2])
+    return None
 
+
+def _start_probe(exe: str):
+    """The probe, running (a Popen), or None when `exe` cannot be started."""
+    import subprocess  # only on a cache miss
+
+    try:
+        return subprocess.Popen([exe, "-E", "-s", "-c", _PROBE], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE,
+                                env={"PATH": os.pathsep.join([os.path.dirname(exe), step_path()]), "LC_ALL": "C"})
+    except OSError:
+        return None
+
+
+def _collect_probe(proc, exe: str) -> tuple[str, str, list[str]]:
+    import subprocess
+
+    if proc is not None:
         try:
-            proc = subprocess.run([exe, "-E", "-s", "-c", _PROBE], stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=VERSION_TIMEOUT_S, env={"PATH": os.pathsep.join([os.path.dirname(exe), step_path()]), "LC_ALL": "C"})
-            version, impl, paths = canonical.loads(proc.stdout.strip().splitlines()[-1])
-            found = (str(version), str(impl), [str(p) for p in paths if p])
-        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
-            found = (f"<{exe} did not answer>", "unknown", [])
-        if entry:
-            _write_json(entry, list(found))
-    _interpreter_memo[key] = found
-    return found
+            out, _err = proc.communicate(timeout=VERSION_TIMEOUT_S)
+            version, impl, paths = canonical.loads(out.strip().splitlines()[-1])
+            return str(version), str(impl), [str(p) for p in paths if p]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+        except (OSError, ValueError, IndexError, TypeError):
+            pass
+    return f"<{exe} did not answer>", "unknown", []
 
 
 def _sci_version() -> str:

@@ -423,7 +423,7 @@ def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, st
     return {"sigs": sigs, "actions": actions, "plan": plan, "plan_json": plan_json, "manifest": manifest}
 
 
-def fast_answer(ws, targets, *, plan_key: str, record: Record | None) -> dict | None:
+def fast_answer(ws, targets, *, plan_key: str, record: Record | None, stat_cache=None) -> dict | None:
     """The no-op shortcut's answer: the last record's document when it proves that every
     selected node keeps its recorded key and outputs — the same plan inputs and targets, no
     recorded stat signature changed (sources, code, outputs, directories, glob matches), the
@@ -436,7 +436,8 @@ def fast_answer(ws, targets, *, plan_key: str, record: Record | None) -> dict | 
     if doc is None or "cpu" not in doc["env"] or any(k == "gpu" or k.endswith("+gpu") for k in doc["env"]):
         return None  # GPU nodes re-detect their GPUs on the normal path
     spec = doc["env_spec"]
-    stat_cache = StatCache(ws.state_dir / "statcache")
+    if stat_cache is None:
+        stat_cache = StatCache(ws.state_dir / "statcache")
     comps = fingerprint.environment(ws.root, spec["files"], spec["vars"], spec["tools"], stat_cache=stat_cache,
                                     cache_dir=ws.state_dir / "cache")
     if fingerprint.digest(comps) != doc["env"]["cpu"]:
@@ -452,13 +453,13 @@ def fast_answer(ws, targets, *, plan_key: str, record: Record | None) -> dict | 
 
 
 def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: str,
-               record: Record | None) -> BuildReport | None:
+               record: Record | None, stat_cache=None) -> BuildReport | None:
     """A build that provably runs nothing (`fast_answer`), recorded as such; else None."""
     from sci.records import run as records
     from sci.records.report import BuildReport
     from sci.records.run import Outcomes
 
-    doc = fast_answer(ws, targets, plan_key=plan_key, record=record)
+    doc = fast_answer(ws, targets, plan_key=plan_key, record=record, stat_cache=stat_cache)
     if doc is None:
         return None
     run_id = records.new_run_id()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sci import canonical
+from sci.build import fingerprint
 from sci.errors import SciError, StepFailed, UserError
 from sci.plan.pipeline import load, plan_key, read_bytes, store_of
 from sci.records import run as records
@@ -100,29 +101,35 @@ class BuildSession:
     def run(self) -> BuildReport:
         ws, opt = self.ws, self.opt
         with ws.lock(wait=opt.wait):
-            # Read once, at the start: what is recorded is what this build began from.
-            yaml_bytes = read_bytes(ws.pipeline_file)
-            key = plan_key(ws, opt.overrides, opt.seed, yaml_bytes)
-            record = answer = None
-            if self.shortcuts != "off":
-                from sci.build import noop
+            stat_cache = StatCache(ws.state_dir / "statcache")
+            fingerprint.prefetch_interpreter(stat_cache, ws.state_dir / "cache")  # answers while we plan
+            try:
+                # Read once, at the start: what is recorded is what this build began from.
+                yaml_bytes = read_bytes(ws.pipeline_file)
+                key = plan_key(ws, opt.overrides, opt.seed, yaml_bytes)
+                record = answer = None
+                if self.shortcuts != "off":
+                    from sci.build import noop
 
-                record = noop.read_record(ws.state_dir)
-                if self.shortcuts == "on":
-                    fast = noop.fast_build(ws, self.targets, opt.argv, opt.emit, self.started, self.clock,
-                                           opt.executor, plan_key=key, record=record)
-                    if fast is not None:
-                        return fast
-                else:  # verify: the shortcut's answer, then the full path's
-                    answer = noop.fast_answer(ws, self.targets, plan_key=key, record=record)
-            report = self._full(yaml_bytes, key, record)
+                    record = noop.read_record(ws.state_dir)
+                    if self.shortcuts == "on":
+                        fast = noop.fast_build(ws, self.targets, opt.argv, opt.emit, self.started, self.clock,
+                                               opt.executor, plan_key=key, record=record, stat_cache=stat_cache)
+                        if fast is not None:
+                            return fast
+                    else:  # verify: the shortcut's answer, then the full path's
+                        answer = noop.fast_answer(ws, self.targets, plan_key=key, record=record,
+                                                  stat_cache=stat_cache)
+                report = self._full(yaml_bytes, key, record, stat_cache)
+            finally:
+                fingerprint.drop_prefetched()
         if answer is not None:
             _compare_fast(answer["manifest"]["plan"], report)
         if not report.ok:
             raise _failure(report)
         return report
 
-    def _full(self, yaml_bytes: bytes, key: str, record) -> BuildReport:
+    def _full(self, yaml_bytes: bytes, key: str, record, stat_cache: StatCache) -> BuildReport:
         """Plan, decide every node and run what must run; the records; the no-op record."""
         from sci.build.inputs import Resolver
         from sci.build.resources import check_fits
@@ -137,7 +144,8 @@ class BuildSession:
         selected = graph.select(targets, ws.root)
         forced = _forced(graph, opt.force, ws.root)
         store = store_of(loaded, opt.store)
-        stat_cache = StatCache(ws.state_dir / "statcache")
+        if fingerprint.probing():  # a fresh workspace: hash its sources while python3 answers
+            _hash_sources(graph, selected, stat_cache, ws.root)
         gpu = graph.gpu_nodes
         gpu_nodes = [graph.nodes[n] for n in selected if n in gpu] if gpu else []
         if opt.executor == "local":  # a GPU node on a machine without one: this, not a fingerprint error
@@ -254,6 +262,17 @@ class BuildSession:
         if cache is not None:
             report.remote = {"lookups": cache.looked_up, "hits": cache.hits, **cache.stats.to_json()}
         return report
+
+
+def _hash_sources(graph, selected: list[str], stat_cache: StatCache, root: Path) -> None:
+    """Put the selected nodes' source files into the stat cache now, where the keys will find
+    them. Only what the scheduler hashes anyway, earlier: a file that cannot be read is left
+    for the node that reads it to name."""
+    for path in sorted({s.path for n in selected for s in graph.sources[n] if s.producer is None}):
+        try:
+            stat_cache.path_digest(root / path, path)
+        except (OSError, SciError):
+            pass
 
 
 def _environment(loaded, stat_cache: StatCache, gpu_nodes: list, executor: str, envs=None) -> dict[str, dict]:
