@@ -16,7 +16,6 @@ from sci.errors import SciError
 from sci.plan.pipeline import _pipeline_doc, environment_records, load, read_bytes, store_of as _store  # noqa: F401
 from sci.records import run as records
 from sci.records.report import BuildReport
-from sci.remote.sync import pull, push  # noqa: F401 - operations of this API, kept in their own module
 from sci.workspace import Workspace
 
 if TYPE_CHECKING:  # for annotations only
@@ -44,6 +43,21 @@ def status(ws: Workspace, targets: list[str] | None = None, *, overrides: list[s
     from sci.build.status import status as run
 
     return run(ws, list(targets or []), overrides=list(overrides or []), check_resources=check_resources)
+
+
+# -- remotes: push and pull (remote/sync.py; imported when used, not by every build) --------
+def push(ws: Workspace, targets: list[str] | None = None, **options) -> dict:
+    """Copy the latest action results of the selected nodes, and their objects, to a remote."""
+    from sci.remote.sync import push as run
+
+    return run(ws, targets, **options)
+
+
+def pull(ws: Workspace, targets: list[str] | None = None, **options) -> dict:
+    """Fetch the action results of the selected nodes' current keys, and the objects they need."""
+    from sci.remote.sync import pull as run
+
+    return run(ws, targets, **options)
 
 
 # -- dag -----------------------------------------------------------------------------------
