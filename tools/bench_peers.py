@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", default="sci,make,doit,snakemake,dvc")
     parser.add_argument("--baseline", metavar="SCI", help="another sci executable (an earlier commit's venv/bin/sci), "
                         "measured alongside as sci-base: add sci-base to --tools")
+    parser.add_argument("--sci", metavar="SCI", help="the sci executable measured as sci (default .venv/bin/sci); "
+                        "give one from a venv with the same packages as the baseline's: a venv with torch "
+                        "pays ~1 ms more per start for setuptools' .pth hook alone")
     parser.add_argument("--peers", nargs="*", default=PEER_SPECS, help="pip specs of the peers")
     parser.add_argument("--reinstall", action="store_true", help="rebuild the peers' environment")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temp dir, removed)")
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = set(args.only.split(","))
 
     peer_bin = ensure_peers(PEER_VENV, args.peers, args.reinstall)
-    all_tools = harness.make_tools(peer_bin=peer_bin, baseline=args.baseline)
+    all_tools = harness.make_tools(sci=args.sci, peer_bin=peer_bin, baseline=args.baseline)
     tools = {name: all_tools[name] for name in args.tools.split(",")}
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sci-peers-"))
     workdir.mkdir(parents=True, exist_ok=True)
