@@ -144,3 +144,33 @@ def test_short_values_and_plain_names_are_left_alone():
     assert redact.redact_argv(["build", "--set", "api_key=x", "--set=TOKEN=y", "--set=fit.degree=4", "--json"]) == \
         ["build", "--set", "api_key=<redacted>", "--set=TOKEN=<redacted>", "--set=fit.degree=4", "--json"]
     redact.forget_all()
+
+
+_params = st.recursive(
+    st.one_of(st.integers(), st.text(max_size=4)),
+    lambda inner: st.dictionaries(
+        st.text(alphabet="aekKyYtoTOnNsSpPwWdD_.ß", max_size=9), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(_params)
+def test_params_are_redacted_by_their_dotted_key(params):
+    """A parameter whose dotted key (`db.api_key`) looks like a secret is hidden, and nothing
+    else: the rule `--set KEY=VALUE` follows, applied to every key path of the mapping."""
+    def by_path(value, prefix=""):  # the rule, written out on whole dotted paths
+        if not isinstance(value, dict):
+            return value
+        return {k: redact.MASK if redact.is_secret_name(prefix + k) else by_path(v, f"{prefix}{k}.")
+                for k, v in value.items()}
+
+    assert redact.redact_params(params) == by_path(params)
+
+
+@given(_params)
+def test_parameters_said_to_hide_nothing_hide_nothing(params):
+    """The manifest writes the planned parameters' JSON as is only when redaction would change
+    nothing: hides_nothing_in never says so of parameters with a secret-looking key."""
+    from sci import canonical
+
+    if redact.hides_nothing_in(canonical.dumps(params)):
+        assert redact.redact_params(params) == params

@@ -221,7 +221,8 @@ def write(path: Path, key: str, loaded: Loaded) -> None:
     """Write the cache (atomically); a failure only costs the next build a re-plan."""
     graph = loaded.graph
     nodes = {name: encode_node(node, graph.sources[name]) for name, node in graph.nodes.items()}
-    bare = loaded.replace(graph=graph.replace(nodes={}, sources={}, producer_of={}), pos=None, step_docs=None)
+    bare = loaded.replace(graph=graph.replace(nodes={}, sources={}, producer_of={}), pos=None, step_docs=None,
+                          params_json=None)
     node_index, node_blob = _table(nodes)
     step_index, step_blob = _table(loaded.step_docs or {})
     parts = {"plan": pickle.dumps(bare, protocol=pickle.HIGHEST_PROTOCOL),

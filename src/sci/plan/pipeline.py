@@ -141,9 +141,9 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
 
         check_environments(doc["environments"], nodes, pos, reserved)
     render_commands(list(graph.nodes.values()), params, pos)
+    params_json = canonical.dumps(params)
     return Loaded(
-        ws=ws, graph=graph, pos=pos, params=params,
-        params_digest=digest_bytes(canonical.dumps(params)),
+        ws=ws, graph=graph, pos=pos, params=params, params_digest=digest_bytes(params_json), params_json=params_json,
         pipeline_digest=yaml_digest(yaml_bytes),
         experiment=doc["experiment"],
         env_spec=dict(doc["env"], environments=doc.get("environments") or {}),

@@ -124,5 +124,6 @@ def patch(old: Loaded, params: dict, *, derive_seed, changed: list[str] | None =
              else {**graph.nodes, **replaced})
     gpu = {n.name for n in new_nodes if n.needs_gpu}
     gpu_nodes = (graph.gpu_nodes - set(replaced)) | gpu
+    params_json = canonical.dumps(params)
     return old.replace(graph=graph.replace(nodes=nodes, gpu_nodes=frozenset(gpu_nodes)),
-                       params=params, params_digest=digest_bytes(canonical.dumps(params)))
+                       params=params, params_digest=digest_bytes(params_json), params_json=params_json)
