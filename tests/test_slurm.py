@@ -727,3 +727,39 @@ def test_a_time_limit_overrun_fails_the_node_as_timeout(cluster, overrun):
     assert "killed by signal 15" in node["error"]
     (run,) = (overrun.root / "runs").iterdir()
     assert "DUE TO TIME LIMIT" in "".join(p.read_text() for p in (run / "slurm").glob("*.out"))
+
+
+@on_the_cluster
+def test_a_step_that_finishes_after_its_job_is_cancelled_leaves_no_result(cluster, tmp_path):
+    """The job is cancelled while the step runs; the step's shell traps SIGTERM, writes its
+    output and exits 0 — as a shell does when the time limit's SIGTERM reaches its `sleep` first.
+    A job stopped by a signal is no result: the node fails naming CANCELLED, nothing is cached."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    write(root, {"sci.yaml": """
+        version: 1
+        steps:
+          stubborn:
+            cmd: "trap 'echo late > {outs}; exit 0' TERM; sleep 600 & wait"
+            outs: [late.txt]
+        """})
+    proc = subprocess.Popen(_argv(), cwd=root, env=_env(cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert wait_until(lambda: any(j["state"] == "RUNNING" for j in _our_jobs(cluster, root)), timeout_s=120), \
+            cluster.queue()
+        time.sleep(1)  # the worker has started the step
+        (job,) = _our_jobs(cluster, root)
+        cluster.client("scancel", job["id"])
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err
+    node = {n["node"]: n for n in json.loads(out)["nodes"]}["stubborn"]
+    assert node["status"] == "failed"
+    assert " CANCELLED" in node["error"] and "killed by signal 15" in node["error"], node["error"]
+    assert not list(Store(root / "cas", create=False).iter_actions())
+    status = Sci(root, _env(cluster))("status")
+    assert "stubborn" in status.stdout and "would run" in status.stdout

@@ -9,7 +9,9 @@ The node's GPUs are the ones SLURM granted this job (`CUDA_VISIBLE_DEVICES`), ne
 driver's; the declared environment variables are this job's, which sbatch copied from the
 driver's environment (their values are never written to the task file). On SIGTERM (scancel,
 a time limit) the step's process group is stopped and the result still written, so its
-captured output is kept; the driver names the job's state (CANCELLED, TIMEOUT).
+captured output is kept; the driver names the job's state (CANCELLED, TIMEOUT). A step that
+ends by itself once the signal came (its shell traps it, or the signal reached its child
+first and the shell went on) has no result either: what it wrote under a dying job is not kept.
 """
 
 from __future__ import annotations
@@ -96,6 +98,9 @@ def run(doc: dict) -> tuple[dict, str | None]:
     signal.signal(signal.SIGINT, on_signal)
     result = run_task(task, track)
     data = {name: getattr(result, name) for name in type(result).__slots__}
+    if stopped and data["ok"]:
+        data.update(ok=False, error=f"killed by signal {int(signal.Signals[stopped[0]])} ({stopped[0]}) while the "
+                                    f"step ran; it finished after the signal, and what it wrote is not kept")
     return data, (stopped[0] if stopped else None)
 
 
