@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from harness import Results, Row
@@ -55,10 +56,16 @@ def _cell(row: Row | None) -> str:
     return text
 
 
-def _ratio(sci: Row | None, peer: Row | None) -> str:
+def _ratio(sci: Row | None, peer: Row | None, paired: bool = False) -> str:
+    """sci's median over the peer's; `paired` adds the median of the repetitions' own ratios
+    (the two ran in turn in each repetition, so a drift of the machine's speed between
+    repetitions falls on both sides of each ratio)."""
     if sci is None or peer is None or sci.median is None or peer.median is None or peer.median == 0:
         return ""
-    return f"{sci.median / peer.median:.2f}×"
+    text = f"{sci.median / peer.median:.2f}×"
+    if paired and len(sci.samples) == len(peer.samples) >= 3 and all(peer.samples):
+        text += f" (paired {statistics.median(a / b for a, b in zip(sci.samples, peer.samples)):.2f}×)"
+    return text
 
 
 def table(results: Results, size_label=lambda bench, n: f"{n:,}" if n else "") -> str:
@@ -77,7 +84,7 @@ def table(results: Results, size_label=lambda bench, n: f"{n:,}" if n else "") -
         base = [f"{b}: {_cell(results.get(bench, n, b))}" for b in BASELINES if results.get(bench, n, b)]
         cells.append("; ".join(base))
         sci = results.get(bench, n, "sci")
-        cells += [_ratio(sci, results.get(bench, n, p)) for p in peers]
+        cells += [_ratio(sci, results.get(bench, n, p), paired=p == "sci-base") for p in peers]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
