@@ -105,7 +105,7 @@ _PROBE = ("import json, platform, sys; print(json.dumps([platform.python_version
           "sys.implementation.name, sys.path]))")
 NO_PYTHON = "none"
 _interpreter_memo: dict[tuple, tuple[str, str, list[str]]] = {}
-_pending_probes: dict[tuple, Any] = {}  # probe key -> a probe prefetch_interpreter started (Popen)
+_pending_probes: dict[str, Any] = {}  # executable -> its probe, started early (Popen), not yet collected
 
 
 def step_path() -> str:
@@ -144,7 +144,7 @@ def probe_python(exe: str, stat_cache: StatCache, cache_dir: Path | None) -> tup
         return hit
     found = _cached_answer(entry)
     if found is None:
-        pending = _pending_probes.pop(key, None)
+        pending = _pending_probes.pop(exe, None)
         found = _collect_probe(pending if pending is not None else _start_probe(exe), exe)
         if entry:
             _write_json(entry, list(found))
@@ -157,19 +157,31 @@ def prefetch_interpreter(stat_cache: StatCache, cache_dir: Path | None, path: st
     the answer comes while the build reads its plan: a pyenv shim takes ~0.1 s to answer,
     once per fresh workspace. `probe_python` collects it; `drop_prefetched` ends any left."""
     exe = find_python(step_path() if path is None else path)
-    if exe is None or _own_answer(exe) is not None:
+    if exe is None or exe in _pending_probes or _own_answer(exe) is not None:
         return
     try:
         key, entry = _probe_key(exe, stat_cache, cache_dir)
     except OSError:  # probe_python words it, when the build gets there
         return
-    if key in _interpreter_memo or key in _pending_probes:
+    if key in _interpreter_memo:
         return
     found = _cached_answer(entry)
     if found is not None:
         _interpreter_memo[key] = found
     else:
-        _pending_probes[key] = _start_probe(exe)
+        _pending_probes[exe] = _start_probe(exe)
+
+
+def ask_interpreter_early(cache_dir: Path) -> None:
+    """In a workspace whose cache holds no interpreter's answer yet (its first build), start the
+    probe of the step's python3 before anything else — it runs beside sci's own start-up and
+    planning, on another core. Elsewhere the cached answer is found when the build starts
+    (prefetch_interpreter). The probe is collected by probe_python like any other."""
+    if os.path.isdir(cache_dir / CACHE_SUBDIR / "interpreters"):
+        return
+    exe = find_python(step_path())
+    if exe is not None and exe not in _pending_probes and _own_answer(exe) is None:
+        _pending_probes[exe] = _start_probe(exe)
 
 
 def probing() -> bool:

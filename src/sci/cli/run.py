@@ -24,14 +24,17 @@ def run_build(targets, *, jobs: int | None = None, keep_going: bool = False, dry
               address: str | None = None, remote: str | None = None, no_remote: bool = False,
               remote_upload: bool = False, verbose: bool = False, executor_option=()) -> None:
     """`sci build`, however its command line was parsed."""
-    from sci import api, canonical
-    from sci.cli import console
     from sci.workspace import find_workspace
 
+    ws = find_workspace()
+    from sci.build.fingerprint import ask_interpreter_early
+
+    ask_interpreter_early(ws.state_dir / "cache")  # a first build: python3 answers while sci starts
+    from sci import api, canonical
+    from sci.cli import console
     from sci.redact import remember_overrides
 
     remember_overrides(overrides)  # `--set db.password=…`: masked in every tail and record
-    ws = find_workspace()
     if dry_run:
         # What the build would refuse, it refuses too. A distributed executor checks the nodes
         # against its cluster when it builds; a dry run cannot reach it.
