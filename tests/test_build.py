@@ -363,17 +363,26 @@ def test_steps_run_where_they_should_even_under_an_awkward_path(tmp_path):
 
 
 def test_a_build_through_the_api_leaves_the_collector_as_it_found_it(ws):
-    """api.build freezes the loaded plan for the cycle collector and thaws it at the end; a
-    program that froze objects itself keeps them frozen and its own policy."""
+    """api.build turns the cycle collector off while it reads its state files, freezes the loaded
+    plan, and undoes both at the end, also on the no-op shortcut's way out; a program that froze
+    objects or turned the collector off itself keeps its own policy."""
     import gc
 
     from sci import api
     from sci.workspace import Workspace
 
     ws({"sci.yaml": "version: 1\nsteps:\n  a:\n    cmd: echo hi > {outs}\n    outs: [a.txt]\n"})
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
     api.build(Workspace(ws.root))
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.isenabled()  # off while the state files were read, on again
+    api.build(Workspace(ws.root))  # the no-op shortcut's way out, too
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    gc.disable()  # a program that turned it off keeps it off
+    try:
+        api.build(Workspace(ws.root))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
     (ws.root / "sci.yaml").write_text("version: 1\nsteps:\n  a:\n    cmd: echo ho > {outs}\n    outs: [a.txt]\n")
     keep = [[i] for i in range(100)]  # the program's own objects, frozen by it
     gc.freeze()

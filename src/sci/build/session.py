@@ -76,14 +76,19 @@ def build(ws: Workspace, targets: list[str], options: BuildOptions) -> BuildRepo
     import gc
 
     # The plan and the last record live until the build ends: frozen once loaded, the cycle
-    # collector's passes during the build skip them (~15 ms at 10,000 nodes). Thawed at the
-    # end; a program that froze objects itself keeps its own policy.
-    freeze = gc.get_freeze_count() == 0
+    # collector's passes during the build skip them (~15 ms at 10,000 nodes). Until then the
+    # collector is off: decoding the state files (the no-op record, the plan, the stat cache)
+    # makes ~100,000 acyclic objects it would walk for nothing (~3 ms at 10,000 nodes). Both are
+    # undone at the end; a program that froze objects or turned the collector off keeps its policy.
+    freeze = gc.get_freeze_count() == 0 and gc.isenabled()
+    if freeze:
+        gc.disable()
     try:
         return BuildSession(ws, list(targets), options, freeze).run()
     finally:
         if freeze:
             gc.unfreeze()
+            gc.enable()
 
 
 class BuildSession:
@@ -140,6 +145,7 @@ class BuildSession:
             import gc
 
             gc.freeze()
+            gc.enable()
         graph = loaded.graph
         selected = graph.select(targets, ws.root)
         forced = _forced(graph, opt.force, ws.root)
