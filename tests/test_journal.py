@@ -365,6 +365,7 @@ def test_a_glob_match_in_the_store_leaves_the_no_op_a_no_op(ws):
         "data/a.txt": "a\n",
     })
     sci.build()
+    sci.build()  # the no-op record proven once (as in the damaged-state test)
     (ws.root / "cas" / "note.txt").write_text("not a dep\n")
     (ws.root / "runs" / "0-note.txt").write_text("not a dep\n")
     plan_cache_stamp = stat_signature(ws.root / ".sci" / "plan.pickle")
