@@ -583,3 +583,21 @@ def test_a_python3_that_answers_nonsense_is_recorded_as_not_answering(workspace,
     assert "Traceback" not in bad.stderr
     time.sleep(1.5)
     assert "late" not in calls.read_text()
+
+
+def test_the_steps_python3_is_asked_where_sandboxed_steps_run(workspace, tmp_path):
+    """A shim that picks its interpreter by directory (pyenv and a `.python-version`) is asked
+    from the scratch directory, where a sandboxed step's box is: the record names the
+    interpreter the step ran, not the one the workspace's own directory would pick."""
+    bindir = tmp_path / "bin"
+    write_tool(bindir, "python3", "if [ -f .python-version ]; then echo '[\"9.9.9\", \"cpython\", []]'; exit 0; fi\n"
+                                  f'exec "{os.path.realpath(sys.executable)}" "$@"\n')
+    (workspace / ".python-version").write_text("9.9.9\n")
+    (workspace / "sci.yaml").write_text(
+        "version: 1\nsteps:\n  v:\n    cmd: \"python3 -c 'import platform; print(platform.python_version())' > {outs}\"\n"
+        "    outs: [v.txt]\n")
+    proc = _build(workspace, f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    assert proc.returncode == 0, proc.stderr
+    ran = (workspace / "v.txt").read_text().strip()
+    assert ran == platform.python_version()
+    assert _interpreter_of_last_run(workspace)["python"] == ran

@@ -118,23 +118,28 @@ def find_python(path: str) -> str | None:
     return shutil.which("python3", path=path) or shutil.which("python", path=path)
 
 
-def interpreter(path: str, stat_cache: StatCache, cache_dir: Path | None) -> tuple[str, str, list[str]]:
+def interpreter(path: str, stat_cache: StatCache, cache_dir: Path | None,
+                workspace: Path | None = None) -> tuple[str, str, list[str]]:
     """(version, implementation, sys.path) of the python3 a step on `path` runs (probe_python);
     ("none", "none", []) when there is none."""
     exe = find_python(path)
     if exe is None:
         return NO_PYTHON, NO_PYTHON, []
-    return probe_python(exe, stat_cache, cache_dir)
+    return probe_python(exe, stat_cache, cache_dir, workspace)
 
 
-def probe_python(exe: str, stat_cache: StatCache, cache_dir: Path | None) -> tuple[str, str, list[str]]:
+def probe_python(exe: str, stat_cache: StatCache, cache_dir: Path | None,
+                 workspace: Path | None = None) -> tuple[str, str, list[str]]:
     """(version, implementation, sys.path) of the interpreter `exe`.
 
     The interpreter running sci answers for itself when it is `exe` (the usual `uv run sci …`);
     another one is asked once — `python3 -E -s -c …`, as a step starts it: no PYTHON* variables,
     no user site (a step's HOME is its box) — and the answer is cached under the executable's
     digest, its path (a venv's site-packages follow from where its `python` link lives) and its
-    venv's pyvenv.cfg. A probe `prefetch_interpreter` started earlier is collected, not repeated."""
+    venv's pyvenv.cfg. Given the `workspace`, it is asked where that workspace's sandboxed steps
+    run (its scratch directory, outside it): a shim that picks an interpreter by directory (pyenv
+    and a `.python-version`) answers as it will for them. A probe `prefetch_interpreter` started
+    earlier is collected, not repeated."""
     own = _own_answer(exe)
     if own is not None:
         return own
@@ -145,14 +150,15 @@ def probe_python(exe: str, stat_cache: StatCache, cache_dir: Path | None) -> tup
     found = _cached_answer(entry)
     if found is None:
         pending = _pending_probes.pop(exe, None)
-        found = _collect_probe(pending if pending is not None else _start_probe(exe), exe)
+        found = _collect_probe(pending if pending is not None else _start_probe(exe, workspace), exe)
         if entry:
             _write_json(entry, list(found))
     _interpreter_memo[key] = found
     return found
 
 
-def prefetch_interpreter(stat_cache: StatCache, cache_dir: Path | None, path: str | None = None) -> None:
+def prefetch_interpreter(stat_cache: StatCache, cache_dir: Path | None, workspace: Path | None = None,
+                         path: str | None = None) -> None:
     """Start asking the step's python3 for its identity now, when no cache knows it, so that
     the answer comes while the build reads its plan: a pyenv shim takes ~0.1 s to answer,
     once per fresh workspace. `probe_python` collects it; `drop_prefetched` ends any left."""
@@ -169,10 +175,10 @@ def prefetch_interpreter(stat_cache: StatCache, cache_dir: Path | None, path: st
     if found is not None:
         _interpreter_memo[key] = found
     else:
-        _pending_probes[exe] = _start_probe(exe)
+        _pending_probes[exe] = _start_probe(exe, workspace)
 
 
-def ask_interpreter_early(cache_dir: Path) -> None:
+def ask_interpreter_early(cache_dir: Path, workspace: Path) -> None:
     """In a workspace whose cache holds no interpreter's answer yet (its first build), start the
     probe of the step's python3 before anything else — it runs beside sci's own start-up and
     planning, on another core. Elsewhere the cached answer is found when the build starts
@@ -181,7 +187,7 @@ def ask_interpreter_early(cache_dir: Path) -> None:
         return
     exe = find_python(step_path())
     if exe is not None and exe not in _pending_probes and _own_answer(exe) is None:
-        _pending_probes[exe] = _start_probe(exe)
+        _pending_probes[exe] = _start_probe(exe, workspace)
 
 
 def probing() -> bool:
@@ -217,7 +223,8 @@ def _probe_key(exe: str, stat_cache: StatCache, cache_dir: Path | None) -> tuple
     except OSError:
         cfg_digest = None
     key = (exe, digest, cfg_digest)
-    cache_key = digest_bytes(canonical.dumps(["sci.interpreter", *key]))
+    # -2: asked from the scratch directory, where sandboxed steps run (answers asked elsewhere go)
+    cache_key = digest_bytes(canonical.dumps(["sci.interpreter-2", *key]))
     return key, (cache_dir / CACHE_SUBDIR / "interpreters" / f"{cache_key}.json" if cache_dir else None)
 
 
@@ -228,13 +235,20 @@ def _cached_answer(entry: Path | None) -> tuple[str, str, list[str]] | None:
     return None
 
 
-def _start_probe(exe: str):
-    """The probe, running (a Popen), or None when `exe` cannot be started."""
+def _start_probe(exe: str, workspace: Path | None = None):
+    """The probe, running (a Popen), or None when `exe` cannot be started. With the `workspace`,
+    it runs in that workspace's scratch directory, where its sandboxed steps' boxes are."""
     import subprocess  # only on a cache miss
 
     try:
+        cwd = None
+        if workspace is not None:
+            from sci.workspace import Workspace
+
+            cwd = Workspace(workspace).scratch_dir
+            cwd.mkdir(parents=True, exist_ok=True)
         return subprocess.Popen([exe, "-E", "-s", "-c", _PROBE], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=cwd,
                                 env={"PATH": os.pathsep.join([os.path.dirname(exe), step_path()]), "LC_ALL": "C"})
     except OSError:
         return None
@@ -512,7 +526,7 @@ def environment(root: Path, files: list[str], vars: list[str], tools: list[str],
     components["files"] = file_digests
     components["vars"] = _vars(list(vars))
     if identity is None:
-        version, implementation, site = interpreter(path, stat_cache, cache_dir)
+        version, implementation, site = interpreter(path, stat_cache, cache_dir, root)
         components["python"], components["implementation"] = version, implementation
         components["packages"] = _packages(root, file_digests, cache_dir, site)
         components["tools"] = _tools(root, list(tools), stat_cache, cache_dir, path)

@@ -107,7 +107,7 @@ class BuildSession:
         ws, opt = self.ws, self.opt
         with ws.lock(wait=opt.wait):
             stat_cache = StatCache(ws.state_dir / "statcache")
-            fingerprint.prefetch_interpreter(stat_cache, ws.state_dir / "cache")  # answers while we plan
+            fingerprint.prefetch_interpreter(stat_cache, ws.state_dir / "cache", ws.root)  # answers while we plan
             try:
                 # Read once, at the start: what is recorded is what this build began from.
                 yaml_bytes = read_bytes(ws.pipeline_file)

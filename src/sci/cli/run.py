@@ -29,7 +29,7 @@ def run_build(targets, *, jobs: int | None = None, keep_going: bool = False, dry
     ws = find_workspace()
     from sci.build.fingerprint import ask_interpreter_early
 
-    ask_interpreter_early(ws.state_dir / "cache")  # a first build: python3 answers while sci starts
+    ask_interpreter_early(ws.state_dir / "cache", ws.root)  # a first build: python3 answers while sci starts
     from sci import api, canonical
     from sci.cli import console
     from sci.redact import remember_overrides
