@@ -240,13 +240,16 @@ def _start_probe(exe: str, workspace: Path | None = None):
     it runs in that workspace's scratch directory, where its sandboxed steps' boxes are."""
     import subprocess  # only on a cache miss
 
-    try:
-        cwd = None
-        if workspace is not None:
-            from sci.workspace import Workspace
+    cwd = None
+    if workspace is not None:
+        from sci.workspace import Workspace
 
-            cwd = Workspace(workspace).scratch_dir
+        cwd = Workspace(workspace).scratch_dir
+        try:
             cwd.mkdir(parents=True, exist_ok=True)
+        except OSError:  # no scratch directory yet and none can be made: the build will say so
+            cwd = None
+    try:
         return subprocess.Popen([exe, "-E", "-s", "-c", _PROBE], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, cwd=cwd,
                                 env={"PATH": os.pathsep.join([os.path.dirname(exe), step_path()]), "LC_ALL": "C"})
