@@ -16,6 +16,7 @@ from blake3 import blake3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import Sci
 from sci import canonical
 from sci.build import fingerprint
 from sci.build import gpu
@@ -520,11 +521,9 @@ def _shim_python(bindir: Path, calls: Path, answer: str | None = None) -> Path:
     return write_tool(bindir, "python3", body)
 
 
-def _build(root: Path, path: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=path)
-    env.pop("SCI_CAS", None)
-    return subprocess.run([sys.executable, "-m", "sci.cli", "build", "--json"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)
+def _on_path(root: Path, bindir: Path) -> Sci:
+    """sci in `root` with `bindir` first on the PATH its steps (and its probe) search."""
+    return Sci(root, {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"})
 
 
 def _interpreter_of_last_run(root: Path) -> dict:
@@ -543,24 +542,19 @@ def test_the_steps_python3_is_asked_once_and_its_answer_enters_the_key(workspace
     bindir = tmp_path / "bin"
     _shim_python(bindir, calls)
     (workspace / "sci.yaml").write_text(STEP)
-    path = f"{bindir}{os.pathsep}{os.environ['PATH']}"
-    first = _build(workspace, path)
-    assert first.returncode == 0, first.stderr
+    sci = _on_path(workspace, bindir)
+    sci.build()
     assert calls.read_text().count("run") == 1
     assert _interpreter_of_last_run(workspace) == {"python": platform.python_version(),
                                                    "implementation": sys.implementation.name}
     (workspace / "out.txt").unlink()  # not a no-op: the full path keys the node again
-    again = _build(workspace, path)
-    assert again.returncode == 0, again.stderr
+    assert sci.build()["cached"] == ["s"]
     assert calls.read_text().count("run") == 1
-    assert canonical.loads(again.stdout)["nodes"][0]["status"] == "cached"
     # the same script path answering something else is another interpreter: another key
     _shim_python(bindir, calls, answer='["2.7.18", "cpython", []]')
-    other = _build(workspace, path)
-    assert other.returncode == 0, other.stderr
+    assert sci.build()["executed"] == ["s"]
     assert calls.read_text().count("run") == 2
     assert _interpreter_of_last_run(workspace)["python"] == "2.7.18"
-    assert canonical.loads(other.stdout)["nodes"][0]["status"] == "executed"
 
 
 def test_a_python3_that_answers_nonsense_is_recorded_as_not_answering(workspace, tmp_path):
@@ -570,16 +564,14 @@ def test_a_python3_that_answers_nonsense_is_recorded_as_not_answering(workspace,
     bindir = tmp_path / "bin"
     shim = _shim_python(bindir, calls, answer="Python is not installed here")
     (workspace / "sci.yaml").write_text(STEP)
-    path = f"{bindir}{os.pathsep}{os.environ['PATH']}"
-    proc = _build(workspace, path)
-    assert proc.returncode == 0, proc.stderr
+    sci = _on_path(workspace, bindir)
+    sci.build()
     assert _interpreter_of_last_run(workspace) == {"python": f"<{shim} did not answer>", "implementation": "unknown"}
     # a slow interpreter, and a plan that is refused: the probe is ended, never left to finish
     write_tool(bindir, "python3", f'sleep 1\necho late >> "{calls}"\n')
     (workspace / "sci.yaml").write_text("version: 1\nsteps: {s: {cmd: 'echo {nope}', outs: [x]}}\n")
     (workspace / ".sci" / "cache").rename(tmp_path / "old-cache")  # nothing cached: the probe starts
-    bad = _build(workspace, path)
-    assert bad.returncode == 2, bad.stderr
+    bad = sci("build", check=2)
     assert "Traceback" not in bad.stderr
     time.sleep(1.5)
     assert "late" not in calls.read_text()
@@ -596,8 +588,7 @@ def test_the_steps_python3_is_asked_where_sandboxed_steps_run(workspace, tmp_pat
     (workspace / "sci.yaml").write_text(
         "version: 1\nsteps:\n  v:\n    cmd: \"python3 -c 'import platform; print(platform.python_version())' > {outs}\"\n"
         "    outs: [v.txt]\n")
-    proc = _build(workspace, f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    assert proc.returncode == 0, proc.stderr
+    _on_path(workspace, bindir).build()
     ran = (workspace / "v.txt").read_text().strip()
     assert ran == platform.python_version()
     assert _interpreter_of_last_run(workspace)["python"] == ran

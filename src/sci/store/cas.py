@@ -25,7 +25,7 @@ import shutil
 import stat as stat_mod
 from collections import namedtuple
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from blake3 import blake3
 
@@ -111,6 +111,22 @@ def _write_all(fd: int, data: bytes) -> None:
 # Opening a FIFO for reading blocks until a writer comes; O_NONBLOCK makes the open return at
 # once, so the fstat that follows can refuse it (on regular files the flag changes nothing).
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def _fill(fd: int, tmp: str, fill: Callable[[int], Any], where: str | Path) -> Any:
+    """`fill(fd)` into the new file at `tmp`, then close it; what fill returns. On any failure
+    the file is closed and removed, and an OSError (a full disk: os.write names no file) is
+    said at `where`."""
+    try:
+        result = fill(fd)
+    except BaseException as exc:
+        os.close(fd)
+        os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise at_path(exc, where) from None
+        raise
+    os.close(fd)
+    return result
 
 
 def _copy_verified(src: str, fout: int | None, digest: str) -> str | None:
@@ -379,15 +395,7 @@ class Store:
         """A new object: a staging file filled by `fill(fd)`, then published under `final`
         (atomically); a failed fill leaves nothing behind."""
         fd, tmp = self._create_tmp(mode)
-        try:
-            fill(fd)
-        except BaseException as exc:
-            os.close(fd)
-            os.unlink(tmp)
-            if isinstance(exc, OSError):  # a full disk: say where (os.write names no file)
-                raise at_path(exc, final) from None
-            raise
-        os.close(fd)
+        _fill(fd, tmp, fill, final)
         self._replace(tmp, final)
 
     def _write_atomic(self, final: str | Path, data: bytes, readonly: bool = True) -> None:
@@ -918,15 +926,7 @@ class Store:
     def _copy_verified_to(src: str, tmp: str, digest: str, mode: int) -> str | None:
         """`_copy_verified` into a new file at tmp; on damage (or any failure) tmp is removed."""
         fout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            problem = _copy_verified(src, fout, digest)
-        except BaseException as exc:
-            os.close(fout)
-            os.unlink(tmp)
-            if isinstance(exc, OSError):  # a full disk: say where (os.write names no file)
-                raise at_path(exc, tmp) from None
-            raise
-        os.close(fout)
+        problem = _fill(fout, tmp, lambda fd: _copy_verified(src, fd, digest), tmp)
         if problem is not None:
             os.unlink(tmp)
         return problem
