@@ -234,6 +234,35 @@ def test_the_summary_names_the_node_that_failed_first_not_a_sibling_cancelled_af
     assert {e["node"]: e["status"] for e in manifest["plan"]} == {"a_slow": "failed", "b_fast": "failed"}
 
 
+def test_a_sibling_that_finishes_after_it_was_cancelled_is_no_result(ws, tmp_path):
+    """`b_fast` fails; sci cancels `a_stubborn`, whose shell traps SIGTERM, writes its output
+    and exits 0. A step told to stop is no result: nothing reaches the workspace or the store,
+    and the next `sci status` still says it would run."""
+    ready = tmp_path / "stubborn-is-waiting"
+    sci = ws({
+        "sci.yaml": f"""
+            version: 1
+            steps:
+              a_stubborn:
+                cmd: "trap 'echo late > {{outs}}; exit 0' TERM; touch {ready}; sleep 60 & wait"
+                outs: [late.txt]
+              b_fast:
+                cmd: "while [ ! -e {ready} ]; do sleep 0.05; done; exit 7"
+                outs: [fast.txt]
+            """,
+    })
+    proc = sci("build", "-j", "2", "--json", check=False)
+    assert proc.returncode == 1 and no_traceback(proc.stderr), proc.stderr
+    nodes = {n["node"]: n for n in json.loads(proc.stdout)["nodes"]}
+    assert nodes["a_stubborn"]["status"] == "failed", nodes
+    assert nodes["a_stubborn"]["error"].startswith("cancelled after b_fast failed (killed by signal 15"), nodes
+    assert "not kept" in nodes["a_stubborn"]["error"]
+    assert not (ws.root / "late.txt").exists()
+    assert not list(Store(ws.root / "cas", create=False).iter_actions())
+    status = sci("status", check=False)
+    assert "a_stubborn" in status.stdout and "would run" in status.stdout, status.stdout
+
+
 # -- logs.jsonl -----------------------------------------------------------------------------------
 def test_the_event_log_survives_a_sigkill(ws):
     """Every event is in logs.jsonl as soon as it happens: after a SIGKILL, each node whose

@@ -760,6 +760,7 @@ def test_a_step_that_finishes_after_its_job_is_cancelled_leaves_no_result(cluste
     node = {n["node"]: n for n in json.loads(out)["nodes"]}["stubborn"]
     assert node["status"] == "failed"
     assert " CANCELLED" in node["error"] and "killed by signal 15" in node["error"], node["error"]
+    assert not (root / "late.txt").exists()  # the worker placed nothing either
     assert not list(Store(root / "cas", create=False).iter_actions())
     status = Sci(root, _env(cluster))("status")
     assert "stubborn" in status.stdout and "would run" in status.stdout

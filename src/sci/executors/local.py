@@ -23,6 +23,7 @@ class LocalExecutor:
         # (`run_here`: a parameter edit, a chain) never imports concurrent.futures (~5 ms).
         self._pool: ThreadPoolExecutor | None = None
         self._procs: dict[str, int] = {}
+        self._signalled: set[str] = set()  # nodes whose step `cancel_all` told to stop
         self._pending: set[Future] = set()  # submitted, not yet taken by a thread
         self._lock = threading.Lock()
         self._tidy_here: Callable[[], None] | None = None  # the last `run_here` task's box
@@ -53,7 +54,7 @@ class LocalExecutor:
         if not fut.set_running_or_notify_cancel():
             return
         try:
-            result, tidy = run_task_then_tidy(task, self._track)
+            result, tidy = run_task_then_tidy(task, self._track, self._stopped_by(task.node))
         except BaseException as exc:  # noqa: BLE001 - the scheduler turns it into a failed node
             fut.set_exception(exc)
             return
@@ -78,7 +79,7 @@ class LocalExecutor:
                     while_running()
 
         try:
-            result, self._tidy_here = run_task_then_tidy(task, track)
+            result, self._tidy_here = run_task_then_tidy(task, track, self._stopped_by(task.node))
         except KeyboardInterrupt:  # the step runs in its own session: Ctrl-C did not reach it
             _terminate(started)
             raise
@@ -91,10 +92,20 @@ class LocalExecutor:
         if tidy is not None:
             tidy()
 
+    def _stopped_by(self, node: str):
+        """What `run_task` asks once the node's step ended: a step told to stop is no result,
+        even if it traps the signal and exits 0."""
+        def why() -> str | None:
+            with self._lock:
+                told = node in self._signalled
+            return "killed by signal 15 (SIGTERM) while the step ran" if told else None
+        return why
+
     def cancel_all(self) -> None:
         """Stop every running node: SIGTERM to each process group (steps run in their own)."""
         with self._lock:
             pids = list(self._procs.values())
+            self._signalled.update(self._procs)
         _terminate(pids)
 
     def close(self) -> None:

@@ -418,20 +418,27 @@ def _place(task: Task, store: Store, src: str, dest: str) -> OutputRecord:
     return rec
 
 
-def run_task(task: Task, track: Callable[[str, int | None], None] | None = None) -> TaskResult:
+Stopped = Callable[[], "str | None"]
+"""Asked once the step's process has ended: why the step was stopped (a signal to its job, a
+cancelled build), or None. A step that ends with status 0 after it was told to stop is no
+result: nothing it wrote is stored or placed in the workspace."""
+
+
+def run_task(task: Task, track: Callable[[str, int | None], None] | None = None,
+             stopped: Stopped | None = None) -> TaskResult:
     """Run `task` to completion and return what happened; never raises for step failures.
 
     Directory operations are the slow part of a sandbox on many filesystems, so a task makes
     one directory, its box: the working directory of a sandboxed step, and HOME and TMPDIR of
     every step, so nothing a step leaves behind outlives it (only declared outputs are kept).
     """
-    result, tidy = run_task_then_tidy(task, track)
+    result, tidy = run_task_then_tidy(task, track, stopped)
     tidy()
     return result
 
 
-def run_task_then_tidy(task: Task, track: Callable[[str, int | None], None] | None = None
-                       ) -> tuple[TaskResult, Callable[[], None]]:
+def run_task_then_tidy(task: Task, track: Callable[[str, int | None], None] | None = None,
+                       stopped: Stopped | None = None) -> tuple[TaskResult, Callable[[], None]]:
     """`run_task`, with the tidying of the box handed back instead of done: the local executor
     reports the result first, so the scheduler goes on (in a chain, the next node starts), and
     tidies after, on this same thread, before the thread takes another task."""
@@ -459,7 +466,7 @@ def run_task_then_tidy(task: Task, track: Callable[[str, int | None], None] | No
                     pass
 
     try:
-        _execute(task, track, store, ws, sandbox, box, cwd, logs, scratch_root, result)
+        _execute(task, track, stopped, store, ws, sandbox, box, cwd, logs, scratch_root, result)
     except OSError as exc:  # a full disk, a read-only store: the path and the cause, as the CLI says them
         where = f"{exc.filename}: " if exc.filename is not None else ""
         result.error = f"could not run: {where}{exc.strerror or exc}"
@@ -469,8 +476,8 @@ def run_task_then_tidy(task: Task, track: Callable[[str, int | None], None] | No
     return result, tidy
 
 
-def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path, cwd: Path,
-             logs: dict[str, Path], scratch_root: Path, result: TaskResult) -> None:
+def _execute(task: Task, track, stopped: Stopped | None, store: Store, ws: Path, sandbox: _Box, box: Path,
+             cwd: Path, logs: dict[str, Path], scratch_root: Path, result: TaskResult) -> None:
     """The task's steps, filling in `result`; returns early at the first failure."""
     for rel in task.outs.values():  # before anything runs, or is removed, through a link
         link = symlink_on_path(task.workspace, rel)
@@ -551,6 +558,10 @@ def _execute(task: Task, track, store: Store, ws: Path, sandbox: _Box, box: Path
     if code != 0:
         result.error = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
         result.stderr_tail = _tail(err, secrets)
+        return
+    why = stopped() if stopped is not None else None
+    if why:  # it went on after the signal (a shell that traps it, or whose child got it first)
+        result.error = f"{why}; it finished after that, and what it wrote is not kept"
         return
     changed = [rel for rel, sig in before.items() if _written(sig, stat_signature(f"{ws}/{rel}"))]
     if changed:

@@ -96,11 +96,13 @@ def run(doc: dict) -> tuple[dict, str | None]:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    result = run_task(task, track)
+    def why_stopped() -> str | None:
+        if not stopped:
+            return None
+        return f"killed by signal {int(signal.Signals[stopped[0]])} ({stopped[0]}) while the step ran"
+
+    result = run_task(task, track, why_stopped)
     data = {name: getattr(result, name) for name in type(result).__slots__}
-    if stopped and data["ok"]:
-        data.update(ok=False, error=f"killed by signal {int(signal.Signals[stopped[0]])} ({stopped[0]}) while the "
-                                    f"step ran; it finished after the signal, and what it wrote is not kept")
     return data, (stopped[0] if stopped else None)
 
 
