@@ -90,6 +90,22 @@ class Run:
     detail: str = ""
 
 
+ACTIVATED = False
+"""Set by `bench_peers.py --activated`: each tool run from a virtual environment's bin/ gets that
+folder first on PATH, as `uv run` or `source .venv/bin/activate` gives it. It matters for sci,
+whose steps' `python3` is then its own interpreter (known without asking) instead of whatever
+the shell finds first (here a pyenv shim, which sci must ask: SPEC §10)."""
+
+
+def _env_for(argv) -> dict[str, str]:
+    env = clean_env()
+    folder = os.path.dirname(str(argv[0]))
+    if ACTIVATED and folder and os.path.exists(os.path.join(os.path.dirname(folder), "pyvenv.cfg")):
+        env["PATH"] = folder + os.pathsep + env.get("PATH", "")
+        env["VIRTUAL_ENV"] = os.path.dirname(folder)
+    return env
+
+
 def time_command(argv, cwd: Path | str, cap: float, log: Path | None = None,
                  env: dict | None = None) -> Run:
     """Run argv in cwd and time it; past `cap` seconds the whole process group is killed.
@@ -103,7 +119,7 @@ def time_command(argv, cwd: Path | str, cap: float, log: Path | None = None,
     try:
         start = time.perf_counter()
         proc = subprocess.Popen(list(argv), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env or clean_env(), start_new_session=True)
+                                stdin=subprocess.DEVNULL, env=env or _env_for(argv), start_new_session=True)
 
         def kill() -> None:
             killed.set()

@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sci", metavar="SCI", help="the sci executable measured as sci (default .venv/bin/sci); "
                         "give one from a venv with the same packages as the baseline's: a venv with torch "
                         "pays ~1 ms more per start for setuptools' .pth hook alone")
+    parser.add_argument("--activated", action="store_true",
+                        help="run each tool with its virtual environment's bin/ first on PATH, as `uv run` does "
+                        "(sci's steps then run sci's own python3, which needs no probe)")
     parser.add_argument("--peers", nargs="*", default=PEER_SPECS, help="pip specs of the peers")
     parser.add_argument("--reinstall", action="store_true", help="rebuild the peers' environment")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temp dir, removed)")
@@ -155,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     cap = args.cap or (120 if args.quick else 300)
     parts = set(args.only.split(","))
 
+    harness.ACTIVATED = args.activated
     peer_bin = ensure_peers(PEER_VENV, args.peers, args.reinstall)
     all_tools = harness.make_tools(sci=args.sci, peer_bin=peer_bin, baseline=args.baseline)
     tools = {name: all_tools[name] for name in args.tools.split(",")}
