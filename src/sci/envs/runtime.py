@@ -33,10 +33,12 @@ class Environments:
     """Declared environments of a workspace, resolved and prepared at most once each."""
 
     def __init__(self, root: Path, state_dir: Path, env_spec: dict, stat_cache: StatCache):
-        from sci.envs.declared import declared
-
         self.root, self.state_dir, self.env_spec, self.stat_cache = root, state_dir, env_spec, stat_cache
-        self.declared: dict[str, Declared] = declared(env_spec) if env_spec.get("environments") else {}
+        self.declared: dict[str, Declared] = {}
+        if env_spec.get("environments"):  # a build without any never imports them (~0.5 ms)
+            from sci.envs.declared import declared
+
+            self.declared = declared(env_spec)
         self._resolved: dict[str, Resolved] = {}
         self._prepared: dict[str, Prepared] = {}
 
