@@ -337,6 +337,28 @@ def test_an_output_that_is_not_a_regular_file_fails_the_step_at_once(ws, sandbox
     assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
 
 
+@pytest.mark.parametrize("bad", ["mkfifo b.txt", "ln -s /nonexistent b.txt", "mkdir b.txt && mkfifo b.txt/p"])
+def test_a_step_whose_second_output_is_no_output_leaves_the_first_where_it_was(ws, bad):
+    """Outputs reach the workspace together or not at all: a sandboxed step whose second output
+    cannot be one fails, and its first output (already a good file) is not placed either — the
+    workspace keeps what it held, not bytes of a failed run."""
+    sci = ws({
+        "sci.yaml": f"""
+            version: 1
+            steps:
+              two:
+                cmd: "echo new > a.txt && {bad}"
+                outs: [a.txt, b.txt]
+            """,
+        "a.txt": "old\n",
+    })
+    res = sci("build", check=1, timeout=60)
+    assert "b.txt" in res.stderr and no_traceback(res.stderr), res.stderr
+    assert (ws.root / "a.txt").read_text() == "old\n"
+    assert not os.path.lexists(ws.root / "b.txt")
+    assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
+
+
 def test_a_fifo_in_place_of_a_built_output_is_replaced_not_read(ws):
     sci = ws({
         "sci.yaml": """

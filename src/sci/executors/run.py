@@ -24,7 +24,7 @@ from sci.executors.task import Task, TaskResult
 from sci.records.run import utc_now
 from sci.plan.nodes import GPUS_MARK
 from sci.errors import DamagedObject, OutputError, SciError
-from sci.store.cas import OutputRecord, Store, _reflink_or_copy
+from sci.store.cas import OutputRecord, Store, _reflink_or_copy, check_output
 from sci.store.hashing import RACY_WINDOW_NS, NameNotText, digest_file, signature, stat_signature
 from sci.workspace import symlink_on_path
 
@@ -579,6 +579,9 @@ def _execute(task: Task, track, stopped: Stopped | None, store: Store, ws: Path,
             result.error = exc.message
             return
     try:
+        if task.sandbox and task.materialize and len(task.outs) > 1:
+            for rel in task.outs.values():  # a failed step places nothing: all checked before the first is placed
+                check_output(f"{cwd}/{rel}")
         for name, rel in task.outs.items():
             rec = _place(task, store, f"{cwd}/{rel}", f"{ws}/{rel}")
             result.outputs[name] = {"path": rel, **rec.to_json()}

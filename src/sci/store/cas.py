@@ -231,6 +231,15 @@ def regular_file(path: str) -> os.stat_result:
     return st
 
 
+def check_output(path: str) -> None:
+    """OutputError (or NameNotText) when what a step left at `path` can be no output, as
+    `Store.put_output` would find it; reads no byte of it."""
+    if os.path.isdir(path):
+        output_files(path)
+    else:
+        regular_file(path)
+
+
 def output_files(root: str) -> list[tuple[str, str, os.stat_result]]:
     """Every file of a directory output as (relative POSIX path, full path, stat), sorted by
     path. Symbolic links to regular files count as those files; any other entry (a FIFO, a
