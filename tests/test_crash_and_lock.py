@@ -123,7 +123,12 @@ def _ctrl_c_reaches_children():
         signal.signal(signal.SIGINT, old)
 
 
-def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws):
+STOPS = pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+
+
+@STOPS
+def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws, sig):
+    """Ctrl-C, or SIGTERM (`timeout`, a CI job's end, `docker stop`): the same clean stop."""
     sci = ws(PIPELINE)
     with _ctrl_c_reaches_children():
         proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build", "-j", "2"], cwd=ws.root, env=sci.env,
@@ -131,7 +136,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws):
     deadline = time.time() + 30
     while time.time() < deadline and not _completed_nodes(ws.root):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
@@ -145,9 +150,11 @@ def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws):
     assert set(out["executed"]) == ({f"part[i={i}]" for i in range(N)} | {"join"}) - done
 
 
-def test_ctrl_c_during_a_step_run_on_the_scheduler_thread_stops_the_step_too(ws):
+@STOPS
+def test_ctrl_c_during_a_step_run_on_the_scheduler_thread_stops_the_step_too(ws, sig):
     """A node that is all there is to do runs on the scheduler's own thread (a chain's every
-    node); its process has a session of its own, so Ctrl-C must be passed on to it."""
+    node); its process has a session of its own, so Ctrl-C must be passed on to it. SIGTERM
+    too: before, it killed sci alone and the step ran on, orphaned."""
     marker = f"{os.getpid()}{time.time_ns() % 1000}"  # `sleep 97.<marker>`: this test's process only
     sci = ws({"sci.yaml": f"version: 1\nsteps:\n  slow:\n    cmd: sleep 97.{marker} && echo > {{outs}}\n"
                           "    outs: [slow.txt]\n"})
@@ -162,7 +169,7 @@ def test_ctrl_c_during_a_step_run_on_the_scheduler_thread_stops_the_step_too(ws)
     while time.time() < deadline and not step_running():
         time.sleep(0.05)
     assert step_running()
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err

@@ -220,10 +220,12 @@ class BuildSession:
             emit_all("unchanged", None, nodes=len(last.known),
                      reason="only parameters changed, and these nodes read none of them")
         try:
+            previous = _stop_on_sigterm()
             try:
                 outcomes = sched.run(to_run)
             finally:
                 ex.close()
+                _restore_sigterm(previous)
                 _clean_scratch(ws, start=False)
             if opt.remote_upload and cache is not None:
                 from sci.remote.transfer import push
@@ -271,6 +273,37 @@ class BuildSession:
         if cache is not None:
             report.remote = {"lookups": cache.looked_up, "hits": cache.hits, **cache.stats.to_json()}
         return report
+
+
+def _stop_on_sigterm() -> Any:
+    """While nodes run, SIGTERM (`timeout`, the end of a CI job or a login session, `docker
+    stop`) stops the build as Ctrl-C does: every running step is stopped (its process group, a
+    Ray task, a SLURM job), nothing half-done is recorded, exit 130. Without this a killed sci
+    left its steps running on. The handler it replaces, returned, is put back after
+    (`_restore_sigterm`); only the main thread can set one. `_signal` is what `signal.signal`
+    calls: importing `signal` itself (its enums) costs ~1 ms of every build that runs a node."""
+    import threading
+
+    import _signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = _signal.signal(_signal.SIGTERM, _raise_interrupt)
+    if previous == _signal.SIG_IGN:  # started with SIGTERM ignored (as its parent asked): so it stays
+        _signal.signal(_signal.SIGTERM, previous)
+        return None
+    return previous
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        import _signal
+
+        _signal.signal(_signal.SIGTERM, previous)
 
 
 def _hash_sources(graph, selected: list[str], stat_cache: StatCache, root: Path) -> None:

@@ -472,7 +472,6 @@ class SlurmExecutor:
         self._thread: threading.Thread | None = None
         self._stop = self._cancelled = self._flush_now = False
         self._made_dirs = False
-        self._sigterm: Any = None
         # What this build asked of SLURM, written to runs/<id>/slurm/executor.json at the end:
         # commands run, jobs and arrays submitted, seconds spent submitting (task files,
         # scripts and sbatch) and watching (first submission to last result).
@@ -544,14 +543,6 @@ class SlurmExecutor:
             left = [j for j in self._jobs.values() if j.base]
         if left:
             self.cancel_all()
-        if self._sigterm is not None:
-            import signal
-
-            try:
-                signal.signal(signal.SIGTERM, self._sigterm)
-            except ValueError:
-                pass
-            self._sigterm = None
         self._drop_empty_outputs()
         if self._made_dirs:
             try:
@@ -583,11 +574,8 @@ class SlurmExecutor:
 
     # -- the watching thread -------------------------------------------------------------
     def _start(self) -> None:
-        import signal
-
-        if threading.current_thread() is threading.main_thread():
-            # SIGTERM ends the build as Ctrl-C does: the scheduler cancels every job (SPEC §12).
-            self._sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # SIGTERM ends the build as Ctrl-C does, and the scheduler cancels every job (SPEC §12):
+        # the build session stops on it whatever the executor (build/session.py).
         self._thread = threading.Thread(target=self._loop, name="sci-slurm", daemon=True)
         self._thread.start()
 
@@ -944,10 +932,6 @@ class SlurmExecutor:
             self.stats["scancel"] += 1
         except (OSError, subprocess.SubprocessError):
             pass
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _cancelled(node: str, job_id: str = "") -> TaskResult:
