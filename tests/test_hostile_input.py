@@ -101,6 +101,17 @@ NAMED = [
      "an integer of 5000 digits", 2),
     ("integer-5000-digits-in-set", {"sci.yaml": "version: 1\nparams: {x: 1}\n" + STEP},
      ["build", "--set", "x=" + "9" * 5000], "an integer of 5000 digits", None),
+    # Floats no key can hold (found by the generated test below: exit 3 before).
+    ("params-inf", {"sci.yaml": "version: 1\nparams: p.yaml\n" + STEP, "p.yaml": "x: 1\nfit:\n  tol: .inf\n"},
+     ["status"], "parameter fit.tol is inf, not a finite number", 3),
+    ("params-overflow", {"sci.yaml": "version: 1\nparams: p.yaml\n" + STEP, "p.yaml": "fit: {tol: 1" + "1" * 400
+                         + ".0e-9}\n"}, ["build"], "parameter fit.tol is inf, not a finite number", 1),
+    ("params-nan-in-a-list", {"sci.yaml": "version: 1\nparams: p.yaml\n" + STEP, "p.yaml": "grid: [1, .nan]\n"},
+     ["build"], "parameter grid.1 is nan, not a finite number", 1),
+    ("inline-params-inf", {"sci.yaml": "version: 1\nparams: {x: -.inf}\n" + STEP}, ["build"],
+     "parameter x is -inf, not a finite number", 2),
+    ("set-nan", {"sci.yaml": "version: 1\nparams: {x: 1}\n" + STEP}, ["build", "--set", "x=.nan"],
+     "--set x: nan is not a finite number", None),
     ("params-is-a-directory", {"sci.yaml": "version: 1\nparams: conf\n" + STEP, "conf": DIRECTORY}, ["build"],
      "parameters file conf is not a regular file", 2),
     ("params-is-dev-zero", {"sci.yaml": "version: 1\nparams: /dev/zero\n" + STEP}, ["build"],

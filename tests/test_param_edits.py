@@ -107,6 +107,20 @@ def test_an_edit_of_a_value_in_a_path_plans_again(ws):
     assert sci.build()["executed"] == []  # back to the stored result
 
 
+@pytest.mark.parametrize("bad", [".inf", "-.inf", ".nan", "1e999"])
+def test_an_edit_to_a_number_no_key_can_hold_is_refused_at_its_line(ws, bad):
+    """The parameter-edit path (replan.patch) meets the value first: it gives way to planning
+    whole, which names the key and its line (exit 2), not an internal error (exit 3)."""
+    sci = ws(PIPELINE)
+    sci.build()
+    edit(ws.root, "  k: 3", f"  k: {bad}")
+    res = sci("build", check=2)
+    assert "params.yaml:5:" in res.stderr and "parameter z.k is" in res.stderr and "not a finite number" in res.stderr, \
+        res.stderr
+    edit(ws.root, f"  k: {bad}", "  k: 3")
+    assert sci.build()["executed"] == []  # nothing was recorded by the refused build
+
+
 def test_foreach_nodes_of_a_step_that_reads_the_edited_key_all_rerun(ws):
     sci = ws(PIPELINE)
     sci.build()

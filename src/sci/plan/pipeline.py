@@ -117,8 +117,11 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
 
         known = (previous.params_text, previous.params) if previous.params_text is not None and not overrides else None
         read = params_mod.load(ws.root, previous.doc_head["params"], previous.pos, known)
-        patched = replan.patch(previous, params_mod.apply_overrides(read.data, overrides), derive_seed=derive_seed,
-                               changed=read.changed)
+        try:
+            patched = replan.patch(previous, params_mod.apply_overrides(read.data, overrides),
+                                   derive_seed=derive_seed, changed=read.changed)
+        except ValueError:  # a value no key can hold (inf, nan): planning whole names it below
+            patched = None
         if patched is not None:
             patched.ws = ws
             patched.params_text = None if overrides else read.text
@@ -141,7 +144,7 @@ def _parse(ws: Workspace, overrides: list[str], yaml_bytes: bytes, seed: int | N
 
         check_environments(doc["environments"], nodes, pos, reserved)
     render_commands(list(graph.nodes.values()), params, pos)
-    params_json = canonical.dumps(params)
+    params_json = params_mod.to_json(params, read, pos, overrides)
     return Loaded(
         ws=ws, graph=graph, pos=pos, params=params, params_digest=digest_bytes(params_json), params_json=params_json,
         pipeline_digest=yaml_digest(yaml_bytes),

@@ -104,6 +104,39 @@ def _read_file(path: Path, rel: str, previous: tuple[str, dict] | None) -> Param
         return ParamsSource(data, rel, pos)
 
 
+def to_json(params: dict, read: ParamsSource, spec_pos: Positions, overrides: list[str]) -> bytes:
+    """The parameters' canonical JSON, what keys and records hold. A value it cannot hold — a
+    float that is not finite: `.inf`, `.nan`, `1e999` — is refused at its key (exit 2), from
+    the params file, sci.yaml's inline `params` or the `--set` that gave it."""
+    from sci import canonical
+
+    try:
+        return canonical.dumps(params)
+    except ValueError:
+        found = _not_finite(params, ())
+        if found is None:
+            raise
+        path, value = found
+        key = ".".join(map(str, path))
+        hint = "keys and records hold finite numbers only: write a finite number, or quote it to make it text"
+        if any(item.split("=", 1)[0].strip() == key for item in overrides):
+            raise UserError(f"--set {key}: {value!r} is not a finite number", hint=hint) from None
+        where = read.pos.at(path) if read.pos is not None else spec_pos.at(("params", *path))
+        raise SpecError(f"parameter {key} is {value!r}, not a finite number", location=where, hint=hint) from None
+
+
+def _not_finite(value: Any, path: tuple) -> tuple[tuple, float] | None:
+    """The first float in `value` that is infinite or not a number, with its path."""
+    if isinstance(value, float):
+        return (path, value) if value != value or value in (float("inf"), float("-inf")) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _not_finite(v, (*path, k))
+        if found is not None:
+            return found
+    return None
+
+
 def apply_overrides(params: dict, overrides: list[str]) -> dict:
     """Apply `--set a.b=value` overrides (values parsed as YAML scalars) to a copy of params."""
     if not overrides:
