@@ -123,12 +123,14 @@ def _ctrl_c_reaches_children():
         signal.signal(signal.SIGINT, old)
 
 
-STOPS = pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+STOPS = pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                                ids=["ctrl-c", "sigterm", "sighup"])
 
 
 @STOPS
 def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws, sig):
-    """Ctrl-C, or SIGTERM (`timeout`, a CI job's end, `docker stop`): the same clean stop."""
+    """Ctrl-C, SIGTERM (`timeout`, a CI job's end, `docker stop`) or SIGHUP (the terminal or SSH
+    session closed): the same clean stop."""
     sci = ws(PIPELINE)
     with _ctrl_c_reaches_children():
         proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build", "-j", "2"], cwd=ws.root, env=sci.env,
@@ -153,8 +155,8 @@ def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws, sig):
 @STOPS
 def test_ctrl_c_during_a_step_run_on_the_scheduler_thread_stops_the_step_too(ws, sig):
     """A node that is all there is to do runs on the scheduler's own thread (a chain's every
-    node); its process has a session of its own, so Ctrl-C must be passed on to it. SIGTERM
-    too: before, it killed sci alone and the step ran on, orphaned."""
+    node); its process has a session of its own, so Ctrl-C must be passed on to it. SIGTERM and
+    SIGHUP too: before, they killed sci alone and the step ran on, orphaned."""
     marker = f"{os.getpid()}{time.time_ns() % 1000}"  # `sleep 97.<marker>`: this test's process only
     sci = ws({"sci.yaml": f"version: 1\nsteps:\n  slow:\n    cmd: sleep 97.{marker} && echo > {{outs}}\n"
                           "    outs: [slow.txt]\n"})

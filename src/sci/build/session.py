@@ -220,12 +220,12 @@ class BuildSession:
             emit_all("unchanged", None, nodes=len(last.known),
                      reason="only parameters changed, and these nodes read none of them")
         try:
-            previous = _stop_on_sigterm()
+            previous = _stop_on_signals()
             try:
                 outcomes = sched.run(to_run)
             finally:
                 ex.close()
-                _restore_sigterm(previous)
+                _restore_signals(previous)
                 _clean_scratch(ws, start=False)
             if opt.remote_upload and cache is not None:
                 from sci.remote.transfer import push
@@ -275,23 +275,32 @@ class BuildSession:
         return report
 
 
-def _stop_on_sigterm() -> Any:
-    """While nodes run, SIGTERM (`timeout`, the end of a CI job or a login session, `docker
-    stop`) stops the build as Ctrl-C does: every running step is stopped (its process group, a
-    Ray task, a SLURM job), nothing half-done is recorded, exit 130. Without this a killed sci
-    left its steps running on. The handler it replaces, returned, is put back after
-    (`_restore_sigterm`); only the main thread can set one. `_signal` is what `signal.signal`
-    calls: importing `signal` itself (its enums) costs ~1 ms of every build that runs a node."""
+_STOP_SIGNALS = ("SIGTERM", "SIGHUP")  # and SIGINT, which Python turns into KeyboardInterrupt itself
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """While nodes run, SIGTERM (`timeout`, the end of a CI job, `docker stop`) and SIGHUP (the
+    terminal or SSH session closed) stop the build as Ctrl-C does: every running step is
+    stopped (its process group, a Ray task, a SLURM job), nothing half-done is recorded, exit
+    130. Without this a killed sci left its steps running on: they run in sessions of their own,
+    so neither signal reaches them. A signal the parent ignores (`nohup`) stays ignored. The
+    handlers replaced are returned and put back after (`_restore_signals`); only the main
+    thread can set them. `_signal` is what `signal.signal` calls: importing `signal` itself (its
+    enums) costs ~1 ms of every build that runs a node."""
     import threading
 
     import _signal
 
+    previous: dict[int, Any] = {}
     if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = _signal.signal(_signal.SIGTERM, _raise_interrupt)
-    if previous == _signal.SIG_IGN:  # started with SIGTERM ignored (as its parent asked): so it stays
-        _signal.signal(_signal.SIGTERM, previous)
-        return None
+        return previous
+    for name in _STOP_SIGNALS:
+        num = getattr(_signal, name)
+        was = _signal.signal(num, _raise_interrupt)
+        if was == _signal.SIG_IGN:  # ignored as its parent asked: so it stays
+            _signal.signal(num, was)
+        elif was is not None:
+            previous[num] = was
     return previous
 
 
@@ -299,11 +308,12 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _restore_sigterm(previous: Any) -> None:
-    if previous is not None:
+def _restore_signals(previous: dict[int, Any]) -> None:
+    if previous:
         import _signal
 
-        _signal.signal(_signal.SIGTERM, previous)
+        for num, handler in previous.items():
+            _signal.signal(num, handler)
 
 
 def _hash_sources(graph, selected: list[str], stat_cache: StatCache, root: Path) -> None:
