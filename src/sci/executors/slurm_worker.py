@@ -96,6 +96,7 @@ def run(doc: dict) -> tuple[dict, str | None]:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
     def why_stopped() -> str | None:
         if not stopped:
             return None

@@ -128,7 +128,9 @@ def to_json(params: dict, read: ParamsSource, spec_pos: Positions, overrides: li
 def _not_finite(value: Any, path: tuple) -> tuple[tuple, float] | None:
     """The first float in `value` that is infinite or not a number, with its path."""
     if isinstance(value, float):
-        return (path, value) if value != value or value in (float("inf"), float("-inf")) else None
+        import math
+
+        return None if math.isfinite(value) else (path, value)
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for k, v in items:
         found = _not_finite(v, (*path, k))
