@@ -20,6 +20,7 @@ from conftest import Sci
 from sci import canonical
 from sci.build import fingerprint
 from sci.build import gpu
+from sci.envs import locks
 from sci.errors import UserError
 from sci.build.gpu import GpuRequired
 from sci.store.hashing import StatCache
@@ -144,14 +145,14 @@ _specs = st.sampled_from(["", "==1.0", ">=2", "[extra]>=1,<3", " ; sys_platform 
 @given(st.lists(st.tuples(_names, _specs), max_size=8))
 def test_requirements_names_round_trip(reqs):
     text = "\n".join(f"{name}{spec}" for name, spec in reqs).encode()
-    expected = sorted({fingerprint.normalize_name(name) for name, _ in reqs})
-    assert fingerprint.parse_lock_names("requirements", text) == expected
+    expected = sorted({locks.normalize_name(name) for name, _ in reqs})
+    assert locks.parse_lock_names("requirements", text) == expected
 
 
 def test_installed_versions_agree_with_importlib_metadata():
     installed = fingerprint.installed_versions()
     for dist in ("numpy", "blake3", "click", "pydantic", "hypothesis"):
-        assert installed[fingerprint.normalize_name(dist)] == importlib.metadata.version(dist)
+        assert installed[locks.normalize_name(dist)] == importlib.metadata.version(dist)
 
 
 def test_installed_versions_are_cached_until_sys_path_changes(tmp_path, monkeypatch):
@@ -188,7 +189,7 @@ def test_a_lock_is_parsed_only_when_its_digest_changes(workspace, tmp_path, monk
     def no_parse(*_a, **_k):
         raise AssertionError("an unchanged lock was parsed again")
 
-    monkeypatch.setattr(fingerprint, "parse_lock_names", no_parse)
+    monkeypatch.setattr(locks, "parse_lock_names", no_parse)
     assert fingerprint.environment(workspace, ["uv.lock"], [], [], cache_dir=cache) == first
     monkeypatch.undo()
 
@@ -494,7 +495,7 @@ def test_a_uv_lock_contributes_what_its_project_installs_without_the_dev_group()
     assert locked_packages("uv", data) == base  # not pytest, pluggy (dev), plotlib (extra), never
     assert locked_packages("uv", data, groups=("dev",)) == {**base, "pytest": "8.0", "pluggy": "1.5"}
     assert locked_packages("uv", data, extras=("plot",)) == {**base, "plotlib": "3.3"}
-    assert fingerprint.parse_lock_names("uv", data) == sorted(base)
+    assert locks.parse_lock_names("uv", data) == sorted(base)
 
 
 def test_many_package_changes_are_summed_up_never_a_wall():

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from sci import __version__
-from sci.build.fingerprint import installed_versions, normalize_name
+from sci.build.fingerprint import installed_versions
+from sci.envs.locks import normalize_name
 from sci.build.gpu import GpuRequired, detect_gpus, gpu_unavailable_reason
 
 # Where the workspace lock lives, relative to the workspace root (SPEC §1: `.sci/` holds it).

@@ -38,7 +38,6 @@ METADATA file as importlib.metadata does).
 from __future__ import annotations
 
 import os
-import platform
 import re
 import shutil
 import stat
@@ -49,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 from sci import canonical
-from sci.envs.locks import lock_kind, normalize_name, parse_lock_names  # noqa: F401  (re-exported)
 from sci.errors import UserError
 from sci.redact import SECRET_MARKERS, env_value, is_secret_name  # noqa: F401 - sci.redact decides what is secret
 from sci.store.hashing import RACY_WINDOW_NS, StatCache, digest_bytes
@@ -84,21 +82,45 @@ def clear_memos() -> None:
 # -- built-in components ---------------------------------------------------------------------
 @cache
 def _platform_components() -> dict[str, str]:
-    system = platform.system()
-    lib, lib_version = platform.libc_ver()
-    if lib:
-        libc = f"{lib} {lib_version}".strip()
-    elif system == "Darwin":
-        libc = f"macOS {platform.mac_ver()[0]}".strip()
-    else:
-        libc = ""
+    """What `platform` answers, asked of the C library and the kernel directly where they answer:
+    `import platform` compiles a dozen patterns (~3 ms of every build's start); it is imported
+    only where they do not (a C library other than glibc, macOS)."""
+    uname = os.uname()
+    system, libc = uname.sysname, _glibc()
+    if libc is None:
+        import platform
+
+        lib, lib_version = platform.libc_ver()
+        if lib:
+            libc = f"{lib} {lib_version}".strip()
+        elif system == "Darwin":
+            libc = f"macOS {platform.mac_ver()[0]}".strip()
+        else:
+            libc = ""
     return {
-        "python": platform.python_version(),
+        "python": python_version(),
         "implementation": sys.implementation.name,
         "os": system,
         "libc": libc,
-        "machine": platform.machine(),
+        "machine": uname.machine,
     }
+
+
+def _glibc() -> str | None:
+    """The C library's name and version ("glibc 2.36") as platform.libc_ver() gives them (it
+    asks the same confstr first); None when the C library does not say."""
+    try:
+        parts = (os.confstr("CS_GNU_LIBC_VERSION") or "").split(maxsplit=1)
+    except (AttributeError, ValueError, OSError):
+        return None
+    return " ".join(parts) if len(parts) == 2 else None
+
+
+def python_version() -> str:
+    """This interpreter's version as platform.python_version() gives it: the first word of
+    sys.version ("3.11.7", "3.14.0a1+"), never two components."""
+    version = sys.version.split(maxsplit=1)[0]
+    return version + ".0" if version.count(".") == 1 else version
 
 
 _PROBE = ("import json, platform, sys; print(json.dumps([platform.python_version(), "
@@ -208,7 +230,7 @@ def _own_answer(exe: str) -> tuple[str, str, list[str]] | None:
     here = os.path.realpath(sys.executable)
     if os.path.realpath(exe) == here and os.path.dirname(os.path.dirname(os.path.abspath(exe))) == sys.prefix:
         cwd = os.getcwd()  # sys.path[0] of `python -m sci`: where sci was started, not a step's
-        return platform.python_version(), sys.implementation.name, [p for p in sys.path if p and p != cwd]
+        return python_version(), sys.implementation.name, [p for p in sys.path if p and p != cwd]
     return None
 
 
@@ -329,7 +351,9 @@ def _lock_names(kind: str, path: Path, digest: str, cache_dir: Path | None) -> l
     if isinstance(cached, dict) and isinstance(cached.get("names"), list):
         names = cached["names"]
     else:
-        names = parse_lock_names(kind, path.read_bytes())
+        from sci.envs import locks
+
+        names = locks.parse_lock_names(kind, path.read_bytes())
         if entry:
             _write_json(entry, {"kind": kind, "digest": digest, "names": names})
     _lock_names_memo[memo_key] = names
@@ -345,6 +369,8 @@ def _dist_name_version(entry: str) -> tuple[str, str | None] | None:
     else:
         return None
     # Wheel rule: the name part has "-" escaped to "_", so the first "-" ends the name.
+    from sci.envs.locks import normalize_name
+
     name, sep, rest = stem.partition("-")
     if not sep:
         return normalize_name(name), None  # "foo.egg-info" of a develop install: no version
@@ -422,6 +448,10 @@ def _metadata_version(info_dir: str) -> str | None:
 
 def _packages(root: Path, file_digests: dict[str, str], cache_dir: Path | None,
               site: list[str] | None) -> dict[str, str]:
+    if not file_digests:
+        return {}  # no env file, so no lock: the lock module is not even imported
+    from sci.envs.locks import lock_kind
+
     locked: set[str] = set()
     for rel, digest in file_digests.items():
         kind = lock_kind(rel)

@@ -115,8 +115,9 @@ ABSENT = "(absent)"
 MAX_PARAM_REASONS = 20
 _WIDTH = 40  # a shown value longer than this is cut, keeping the part that differs
 _CONTEXT = 10  # characters kept on each side of the difference
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_EXPONENT = re.compile(r"e([+-]?)0+(\d)")
+# Used only to explain a change (status, build -n), so compiled on first use (re's own cache).
+_PLAIN_KEY = r"[A-Za-z0-9_-]+"
+_EXPONENT = r"e([+-]?)0+(\d)"
 
 
 def _leaves(value: Any, path: tuple, out: dict[tuple, Any]) -> None:
@@ -138,7 +139,7 @@ def _path_text(path: tuple) -> str:
     for p in path:
         if type(p) is int:
             parts.append(f"[{p}]")
-        elif _PLAIN_KEY.fullmatch(p):
+        elif re.fullmatch(_PLAIN_KEY, p):
             parts.append(f".{p}" if parts else p)
         else:
             parts.append(f"[{canonical.dumps_text(p)}]")
@@ -153,7 +154,7 @@ def _path_order(path: tuple) -> tuple:
 def _text(value: Any) -> str:
     text = canonical.dumps_text(value)
     # 1e-09 → 1e-9: a float's exponent as people write it (display only; equality is on the JSON)
-    return _EXPONENT.sub(r"e\1\2", text) if type(value) is float else text
+    return re.sub(_EXPONENT, r"e\1\2", text) if type(value) is float else text
 
 
 def _cut(text: str, start: int, end: int) -> str:

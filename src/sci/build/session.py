@@ -240,9 +240,7 @@ class BuildSession:
                 log.write("unchanged", None, nodes=sched.as_recorded,
                           reason="their inputs came out of this build as the last build recorded them")
             recorded_last = last if use_last else None
-            from sci.records.metrics import outcome_metrics
-
-            plan = _plan_entries(selected, sched.outcomes, graph, recorded_last, outcome_metrics(graph, store))
+            plan = _plan_entries(selected, sched.outcomes, graph, recorded_last, _metrics_of(graph, store))
             durations = {n: round(o.duration_s, 6) for n, o in sched.outcomes.items() if o.duration_s}
             man = records.manifest(
                 root=ws.root, pipeline_digest=loaded.pipeline_digest, params_digest=loaded.params_digest,
@@ -390,9 +388,31 @@ def _link_mode(asked: str | None) -> str:
     return mode
 
 
+def _metrics_of(graph, store):
+    """`metrics_of(name, outcome)` for the manifest's plan entries: an executed node's from its
+    fresh StepResult; a cached node's from its action result in the store, read only for nodes
+    that can have metrics (a step with metrics files, or a Python step), so a build of command
+    steps without metrics reads no action result for this."""
+    nodes = graph.nodes
+
+    def metrics_of(name: str, outcome) -> dict:
+        result = outcome.result
+        if result is not None:
+            return result.get("metrics") or {}
+        if outcome.key is None or outcome.status._value_ != "cached":
+            return {}
+        node = nodes[name]
+        if not node.metrics and node.kind != "fn":
+            return {}
+        action = store.get_action(outcome.key)
+        return (action or {}).get("metrics") or {}
+
+    return metrics_of
+
+
 def plan_entry(name: str, outcome, graph, metrics_of=None) -> dict:
     """A node's entry in the manifest's plan (SPEC §6); a `fast` node says so (SPEC §5), and
-    a node with metrics carries them (SPEC §11; `metrics_of`: records.metrics.outcome_metrics)."""
+    a node with metrics carries them (SPEC §11; `metrics_of`: _metrics_of)."""
     entry = {"node": name, "step": graph.step_of[name], "key": outcome.key, "status": outcome.status.value,
              "outputs": outcome.outputs}
     if graph.nodes[name].determinism == "fast":

@@ -595,6 +595,8 @@ def _execute(task: Task, track, stopped: Stopped | None, store: Store, ws: Path,
 def _metrics(task: Task, cwd: Path, ctx_file: Path) -> dict:
     """The step's metrics, before its outputs are stored (a bad metrics file fails the step):
     its metrics files' numbers, and for a Python step what it put in ctx.metrics."""
+    if not task.metrics and (task.kind == "cmd" or not ctx_file.exists()):
+        return {}  # nothing to read: the metrics module is not even imported
     from sci.records import metrics
 
     found = metrics.read_step_metrics(task.metrics, str(cwd)) if task.metrics else {}

@@ -13,7 +13,7 @@ from sci.errors import SpecError
 from sci.spec.limits import check_plan_size
 from sci.spec.load import Positions
 from sci.spec.placeholders import TOKEN as PLACEHOLDER
-from sci.spec.placeholders import FOREACH_PARAM, lone_brace_error
+from sci.spec.placeholders import foreach_param, lone_brace_error
 from sci.values import Value
 from sci.workspace import owns
 
@@ -219,7 +219,7 @@ def param_reads(step: dict) -> list[str]:
     """The dotted parameter keys a step's expansion reads: its `params:` and `{params.…}` placeholders."""
     reads = list(step["params"])
     for items in (step["foreach"] or {}).values():
-        match = FOREACH_PARAM.match(items) if isinstance(items, str) else None
+        match = foreach_param(items) if isinstance(items, str) else None
         if match is not None:
             reads.append(match.group(1))  # a sweep over a parameter's list: re-planned when it changes
     texts = [step["cmd"] or "", *step["code"]]
@@ -361,7 +361,7 @@ def _foreach_items(step_name: str, k: str, items: Any, params: dict, pos: Positi
     """A foreach list: as written, or the parameters' list that `"{params.KEY}"` names."""
     if not isinstance(items, str):
         return items
-    match = FOREACH_PARAM.match(items)
+    match = foreach_param(items)
     where = pos.at(origin + ("foreach", k))
     if match is None:  # the validators refuse this first
         raise SpecError(f"step {step_name}: foreach {k}: give a list or \"{{params.KEY}}\"", location=where)

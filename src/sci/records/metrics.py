@@ -190,25 +190,3 @@ def merge(step_metrics: dict, ctx_metrics: dict, node: str) -> dict[str, int | f
                                hint="record it in one place")
         out[k] = v
     return out
-
-
-def outcome_metrics(graph, store):
-    """`metrics_of(name, outcome)` for the manifest's plan entries: an executed node's from its
-    fresh StepResult; a cached node's from its action result in the store, read only for nodes
-    that can have metrics (a step with metrics files, or a Python step), so a build of command
-    steps without metrics reads no action result for this."""
-    nodes = graph.nodes
-
-    def metrics_of(name: str, outcome) -> dict:
-        result = outcome.result
-        if result is not None:
-            return result.get("metrics") or {}
-        if outcome.key is None or outcome.status._value_ != "cached":
-            return {}
-        node = nodes[name]
-        if not node.metrics and node.kind != "fn":
-            return {}
-        action = store.get_action(outcome.key)
-        return (action or {}).get("metrics") or {}
-
-    return metrics_of

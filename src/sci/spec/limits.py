@@ -27,9 +27,11 @@ MAX_NODES = 1_000_000  # YAML nodes of one document, every alias counted as what
 MAX_INT_DIGITS = 1000  # digits of one integer (Python's int() refuses more than 4,300)
 MAX_PLAN_NODES = 200_000  # nodes a pipeline expands to (the sum of its steps' foreach products)
 
-_INT = re.compile(r"[-+]?(?:0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+|[0-9_]+)\Z")
+# Both patterns are asked only of rare text (a scalar over MAX_INT_DIGITS long, a `\u` escape):
+# compiled on first use (re's own cache), not at every start-up.
+_INT = r"[-+]?(?:0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+|[0-9_]+)\Z"
 # A double-quoted escape that names a UTF-16 surrogate (\ud800, \U0000DFFF): not a character.
-_SURROGATE_ESCAPE = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE_ESCAPE = r"\\(?:u|U0000)[dD][89a-fA-F][0-9a-fA-F]{2}"
 _SCALAR_TAGS = ("int", "float", "bool", "null", "str", "binary", "timestamp")
 
 
@@ -73,14 +75,14 @@ def check_size(text: str, file: str) -> None:
 
 def long_int(text: str) -> bool:
     """Whether a plain scalar reads as an integer with more than MAX_INT_DIGITS digits."""
-    return len(text) > MAX_INT_DIGITS and _INT.match(text) is not None
+    return len(text) > MAX_INT_DIGITS and re.match(_INT, text) is not None
 
 
 def surrogate_escape(text: str) -> bool:
     """Whether `text` may escape a surrogate (the fast readers then leave it to the full one,
     whose `check_events` names the place). A `\\\\ud800` (an escaped backslash) also answers
     yes: that only costs the slower reader."""
-    return ("\\u" in text or "\\U" in text) and _SURROGATE_ESCAPE.search(text) is not None
+    return ("\\u" in text or "\\U" in text) and re.search(_SURROGATE_ESCAPE, text) is not None
 
 
 def _events(text: str, pure: bool):

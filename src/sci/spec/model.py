@@ -12,7 +12,7 @@ from sci import canonical
 from sci.errors import Location, SpecError
 from sci.spec.load import Positions
 from sci.spec.placeholders import FIELDS as PLACEHOLDER_FIELDS
-from sci.spec.placeholders import FOREACH_PARAM
+from sci.spec.placeholders import foreach_param
 from sci.spec.placeholders import lone_brace, lone_brace_error, step_values
 
 SPEC_VERSION = 1
@@ -146,7 +146,7 @@ class Step(_Strict):
     @classmethod
     def _foreach_lists(cls, v: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
         for name, items in (v or {}).items():
-            if isinstance(items, str) and not FOREACH_PARAM.match(items):
+            if isinstance(items, str) and not foreach_param(items):
                 raise ValueError(f"foreach {name}: give a list, or a list in the parameters as "
                                  f"\"{{params.KEY}}\", not {items!r}")
         return v

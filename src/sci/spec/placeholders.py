@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 # Left to right: a literal `{{` or `}}`, a placeholder, else a brace that opens or closes none.
 TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 # The same tokens, all of them, as one match: text without a lone brace (possessive, so a
-# thousand steps' values are checked in one pass of the C matcher).
-_NO_LONE = re.compile(r"(?:[^{}]++|\{\{|\}\}|\{[^{}]*+\})*+")
+# thousand steps' values are checked in one pass of the C matcher). Asked only when sci.yaml is
+# validated, not by a build that reuses its plan: compiled on first use (re's own cache).
+_NO_LONE = r"(?:[^{}]++|\{\{|\}\}|\{[^{}]*+\})*+"
 # Between values: no placeholder spans it (it holds a brace), and it is no lone brace itself.
 _APART = "\x00{{\x00"
 # The step keys whose values hold placeholders (SPEC §2; `code` paths are rendered too).
@@ -37,7 +38,7 @@ def lone_brace(text: str) -> int | None:
 
 def any_lone_brace(texts: list[str]) -> bool:
     """Whether any of `texts` has a lone brace (lone_brace says where)."""
-    return _NO_LONE.fullmatch(_APART.join(texts)) is None
+    return re.fullmatch(_NO_LONE, _APART.join(texts)) is None
 
 
 def lone_brace_hint(text: str, index: int) -> str:
@@ -73,4 +74,10 @@ def step_values(body: dict) -> list[tuple[tuple, str]]:
 
 
 # `foreach: {sample: "{params.samples}"}`: a sweep's items named in the parameters (SPEC §2).
-FOREACH_PARAM = re.compile(r"^\{\s*params\.([A-Za-z0-9_][A-Za-z0-9_.-]*)\s*\}$")
+# Only a pipeline with such a sweep asks, so it is compiled then (re's own cache), not at start-up.
+_FOREACH_PARAM = r"^\{\s*params\.([A-Za-z0-9_][A-Za-z0-9_.-]*)\s*\}$"
+
+
+def foreach_param(items: str) -> re.Match | None:
+    """The match of `"{params.NAME}"` as a whole foreach value (group 1: NAME), else None."""
+    return re.match(_FOREACH_PARAM, items)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sci.spec.placeholders import FOREACH_PARAM, any_lone_brace
+from sci.spec.placeholders import any_lone_brace, foreach_param
 
 # Mirrors of sci.spec.model (not imported from there: that module imports pydantic).
 # tests/test_spec_plain.py checks they stay equal.
@@ -170,7 +170,7 @@ def _foreach(v: Any) -> dict[str, list] | None:
     for k, items in v.items():
         if type(k) is not str:
             raise _Unsure
-        if type(items) is str and FOREACH_PARAM.match(items):
+        if type(items) is str and foreach_param(items):
             out[k] = items  # a list named in the parameters: plan.nodes.expand reads it
             continue
         if type(items) is not list:
