@@ -233,7 +233,7 @@ FILES = {
 # build that must plan from sci.yaml (the validated sci.yaml).
 CASES = [("noop", "nothing"), ("noop", "edit"), ("state", "edit"), ("statcache", "edit"),
          ("statcache", "nothing"), ("plan.pickle", "edit"), ("pipeline.pickle", "replan")]
-DAMAGE = ["flip", "cut", "garbage", "directory"]
+DAMAGE = ["flip", "cut", "garbage", "directory", "fifo"]
 
 
 def damage(path: Path, how: str) -> None:
@@ -246,6 +246,9 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(raw[:len(raw) - 5])
     elif how == "garbage":
         path.write_bytes(bytes((i * 7 + 3) % 256 for i in range(len(raw))))
+    elif how == "fifo":  # opened as a file would block a reader forever
+        path.unlink()
+        os.mkfifo(path)
     else:
         path.unlink()
         (path / "inside").mkdir(parents=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from collections.abc import Iterable
 from typing import Any
 from pathlib import Path
@@ -32,6 +33,7 @@ from pathlib import Path
 from blake3 import blake3
 
 from sci import canonical
+from sci.store.mapped import map_file
 from sci.values import Value
 
 # Bump when the framing below changes; every state file is then ignored and rebuilt once.
@@ -41,7 +43,7 @@ _HEAD = 8 + _DIGEST  # length, complement, checksum
 _MASK = 0xFFFFFFFF
 _ALL_CORES_FROM = 1 << 20  # a frame this big is checksummed on every core (10 MB: ~2 ms -> ~1.2 ms on 2)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_OPEN_READ = os.O_RDONLY | os.O_NONBLOCK | _CLOEXEC  # a FIFO in a file's place opens, and is then no file
+_OPEN_READ = os.O_RDONLY | os.O_NONBLOCK | _CLOEXEC  # a FIFO in a file's place opens at once (and is no file)
 _OPEN_APPEND = os.O_RDWR | os.O_APPEND | _CLOEXEC
 
 
@@ -109,22 +111,24 @@ def read(path: str | os.PathLike, fmt: str) -> Frames | None:
     except OSError:
         return None
     try:
-        return parse(_mapped(fd), fmt)
-    except OSError:  # a directory, a FIFO: no file of sci's
+        data = _contents(fd)
+        return None if data is None else parse(data, fmt)
+    except OSError:
         return None
     finally:
         os.close(fd)
 
 
-def _mapped(fd: int) -> mmap.mmap | bytes:
-    """The file's bytes, mapped rather than read: the frames are slices of the mapping, so a
-    10 MB record is neither copied nor allocated (a read of it costs ~2 ms more). sci never
-    shortens one of its files in place (it replaces them by rename and appends with one write),
-    so a mapping stays whole while it is used. An empty file maps to nothing."""
-    try:
-        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-    except ValueError:  # an empty file cannot be mapped
-        return b""
+def _contents(fd: int) -> mmap.mmap | bytes | None:
+    """The whole regular file open at `fd`, mapped rather than read (store/mapped.py): the frames
+    are slices of the mapping, so a 10 MB record is neither copied nor allocated (a read costs
+    ~2 ms more). sci never shortens one of its files in place (it replaces them by rename and
+    appends with one write), so a mapping stays whole while it is used. None for a directory,
+    a FIFO or a device in the file's place: no file of sci's."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return None
+    with os.fdopen(fd, "rb", closefd=False) as fh:
+        return map_file(fh)
 
 
 def write(path: str | os.PathLike, fmt: str, bodies: Iterable[bytes]) -> bool:
@@ -200,7 +204,8 @@ def append(path: str | os.PathLike, fmt: str, bodies: Iterable[bytes], *, end: i
         return False
     try:
         if end is None:
-            found = parse(_mapped(fd), fmt)
+            data = _contents(fd)
+            found = None if data is None else parse(data, fmt)
             if found is None or not found.whole:
                 return False
         elif os.fstat(fd).st_size != end or os.pread(fd, len(header(fmt)), 0) != header(fmt):
