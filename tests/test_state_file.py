@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import marshal
 
+import pytest
+
 from sci.records import run as records
 from sci.store import journal
 from test_param_edits import PIPELINE, edit, last_log
@@ -177,3 +179,34 @@ def test_where_files_cannot_be_mapped_they_are_read_and_nothing_is_lost(ws, monk
     report = api.build(w)  # b's first result is found in the pack, read whole
     assert executed(report) == [] and report.outcomes["b"].status._value_ == "cached"
     assert (ws.root / "b.txt").read_text() == "2\n"
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_the_manifest_after_appended_edits_holds_the_newest_parameters(ws, hidden):
+    """An appended change leaves the parameters out of its manifest fields when nothing in them
+    is hidden (the parameters frame after it holds them): every no-op's and every edit's
+    manifest still records the parameters in effect, a secret-looking one masked."""
+    import json
+
+    from sci.build import noop
+
+    files = dict(PIPELINE)
+    if hidden:
+        files["params.yaml"] = files["params.yaml"].rstrip() + "\n        api_token: hunter2\n"
+    sci = ws(files)
+    sci.build()
+
+    def recorded_params() -> dict:
+        run = sorted(p for p in (ws.root / "runs").iterdir() if p.is_dir())[-1]
+        return json.loads((run / "manifest.json").read_text())["params"]
+
+    value = 2
+    for i in range(noop._COMPACT_AFTER + 1):  # appended, then written whole again
+        edit(ws.root, f"y: {value}", f"y: {value + 1}")
+        value += 1
+        assert sci.build()["executed"] == ["b"]
+        assert recorded_params()["y"] == value
+        assert sci.build()["executed"] == [] and "noop" in [e["event"] for e in last_log(ws.root)]
+        params = recorded_params()
+        assert params["y"] == value and params["x"] == 1 and params["z"] == {"k": 3}
+        assert ("api_token" in params) is hidden and params.get("api_token") != "hunter2"

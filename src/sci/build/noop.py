@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sci.records.report import BuildReport
 
 NOOP_FILE = "noop"
-NOOP_FORMAT = "sci-noop-10"  # the journal's and the header's; 10: journal frames; 9: env values, store proof
+NOOP_FORMAT = "sci-noop-11"  # the journal's and the header's; 11: a change holds no copy of the params; 10: journal frames
 _COMPACT_AFTER = 8  # changes appended before the next build rewrites the record whole
 _READ_END: dict[str, int] = {}  # the record's path -> where it ended when read_record found it sound
 
@@ -147,7 +147,7 @@ def read_record(state_dir: Path) -> Record | None:
             header = change["header"]
             _apply(doc, change)
         if appended:
-            doc["params"], doc["params_text"] = marshal.loads(appended[-1])
+            _set_params(doc, change, *marshal.loads(appended[-1]))
         return Record(header, doc, len(appended) // 2)
     except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
@@ -165,6 +165,15 @@ def _apply(doc: dict, change: dict) -> None:
         for i, text in change["plan_json"].items():
             plan_json[i] = text
     manifest.update(change["manifest"])
+
+
+def _set_params(doc: dict, change: dict, params: dict, params_text: str | None) -> None:
+    """The parameters after `change` (the frame that follows it), and the manifest's own when
+    they are the same (nothing hidden): a change leaves them out of its manifest fields rather
+    than repeat them (150 KB at 10,000 parameters, decoded at every read)."""
+    doc["params"], doc["params_text"] = params, params_text
+    if change["params_in_frame"]:
+        doc["manifest"]["params"] = params
 
 
 def check(record: Record | None, root: Path, *, plan_key: str, targets: list[str]) -> dict | None:
@@ -327,14 +336,14 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
               "structure": loaded.structure_key, "shape": loaded.graph.shape}
     root = ws.root
     if last is not None:
-        change = _changes(last, root, selected, outcomes.decided, stat_cache.entries, store, man)
+        change = _changes(last, root, selected, outcomes.decided, stat_cache.entries, store, man, loaded.params)
         if change is not None:
             change["header"] = header
             if last.appended < _COMPACT_AFTER:
                 _append(ws.state_dir, change, loaded.params, loaded.params_text)
             else:
                 _apply(last.doc, change)
-                last.doc["params"], last.doc["params_text"] = loaded.params, loaded.params_text
+                _set_params(last.doc, change, loaded.params, loaded.params_text)
                 _write(ws.state_dir, header, last.doc)
             return
     base = _recorded_fields(man)
@@ -374,10 +383,11 @@ def _recorded_fields(man: dict) -> dict:
 
 
 def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, stat_entries: dict, store,
-             man: dict) -> dict | None:
+             man: dict, params: dict) -> dict | None:
     """What this build changed in the last record: the stat signatures and action results of
     the nodes whose key changed, the directories' signatures, the plan entries that differ and
-    the manifest's other fields. Only the nodes this build `decided` are visited: the others
+    the manifest's other fields (its `params` only when they are not `params` themselves: the
+    parameters frame after the change holds those; _set_params). Only the nodes this build `decided` are visited: the others
     were taken from the record unchanged. The plan is the recorded one node for node (the same
     plan shape and targets: unchanged_nodes), so a node's entry sits at its place in `selected`.
     None when an output is no single file with a trusted signature (the caller then records
@@ -417,10 +427,14 @@ def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, st
             sigs[path] = sig
     manifest = _recorded_fields(man)
     del manifest["plan"]
+    in_frame = manifest.get("params") is params  # nothing in them hidden (records.manifest)
+    if in_frame:
+        del manifest["params"]
     # The store's signatures again: this build added objects and results (the rest of the store
     # was checked unchanged at its start; see store_proof for what else may change it).
     actions = {path: _sig(path) for path in sorted(proof)}
-    return {"sigs": sigs, "actions": actions, "plan": plan, "plan_json": plan_json, "manifest": manifest}
+    return {"sigs": sigs, "actions": actions, "plan": plan, "plan_json": plan_json, "manifest": manifest,
+            "params_in_frame": in_frame}
 
 
 def fast_answer(ws, targets, *, plan_key: str, record: Record | None, stat_cache=None) -> dict | None:
