@@ -81,12 +81,28 @@ def test_a_damaged_frame_is_not_believed_and_the_next_save_rewrites_the_file(tmp
 
 
 def test_a_long_journal_is_folded_into_one_table(tmp_path):
+    """Builds that only append (a parameter edit never loads the table) fold the file into one
+    table once it holds _COMPACT_AFTER frames: a workspace that only sees edits does not grow
+    its state file, nor the check before each append, without end."""
     path = tmp_path / "state"
+    counts = []
     for i in range(records._COMPACT_AFTER + 2):
         s = records.State(path)
         s.put(f"n{i}", f"k{i}", {})
         s.save()
-    assert frames(path) == records._COMPACT_AFTER + 2
+        counts.append(frames(path))
+    assert counts == [*range(1, records._COMPACT_AFTER + 1), 1, 2]
+    assert records.State(path).nodes == {f"n{i}": {"key": f"k{i}", "outputs": {}}
+                                         for i in range(records._COMPACT_AFTER + 2)}
+
+
+def test_a_load_that_finds_many_frames_rewrites_the_file_whole(tmp_path):
+    path = tmp_path / "state"
+    first = records.State(path)
+    first.put("n0", "k0", {})
+    first.save()
+    for i in range(1, records._COMPACT_AFTER + 2):  # appended past the cap (an older sci did)
+        assert journal.append(path, records.STATE_FORMAT, [marshal.dumps({f"n{i}": {"key": f"k{i}", "outputs": {}}})])
     reader = records.State(path)
     assert reader.get("n0")["key"] == "k0"
     reader.put("n0", "new", {})

@@ -339,8 +339,9 @@ class State:
     The file is a journal (store/journal.py) of marshalled frames: the whole table, then the
     changes of later builds appended. A build after a parameter edit changes a few nodes: it
     appends them without reading the table, and answers `get` from `hint` (the last build's
-    record) where it can. A load that finds many frames makes the next save rewrite the file
-    whole; a damaged file is not believed at all (read as empty, then rewritten).
+    record) where it can. Many frames (a load finds them, or an append after edits that never
+    loaded the file) make the save rewrite the file whole; a damaged file is not believed at all
+    (read as empty, then rewritten).
     """
 
     def __init__(self, path: Path, hint: dict[str, dict] | None = None):
@@ -401,7 +402,7 @@ class State:
         # Appended only to a sound file of this format (journal.append walks its frame lengths);
         # anything else, or a file that needs compacting, is written whole from the table.
         if self._loaded is not None or self._compact \
-                or not journal.append(self.path, STATE_FORMAT, [marshal.dumps(self._changed)]):
+                or not journal.append(self.path, STATE_FORMAT, [marshal.dumps(self._changed)], most=_COMPACT_AFTER):
             self._table().update(self._changed)
             self._compact = not journal.write(self.path, STATE_FORMAT, [marshal.dumps(self._loaded)])
         self._changed = {}

@@ -192,12 +192,15 @@ def remove(path: str | os.PathLike) -> None:
         shutil.rmtree(path)
 
 
-def append(path: str | os.PathLike, fmt: str, bodies: Iterable[bytes], *, end: int | None = None) -> bool:
+def append(path: str | os.PathLike, fmt: str, bodies: Iterable[bytes], *, end: int | None = None,
+           most: int | None = None) -> bool:
     """Add `bodies` as frames at the end of the file at `path`, in one write, if it is a sound
     file of format `fmt` ending after a whole frame; else False, and the caller writes the file
     whole. `end`: where the file ended when the caller read it sound (Frames.end) in this build,
     under the workspace lock; then only its header and size are compared. Without it the file
-    is read now and its checksums verified (not decoded)."""
+    is read now and its checksums verified (not decoded), and `most` caps its frames: a file
+    that holds that many already is False too (written whole, so that appends by builds that
+    never read it cannot grow it without end)."""
     try:
         fd = os.open(path, _OPEN_APPEND)
     except OSError:
@@ -206,7 +209,7 @@ def append(path: str | os.PathLike, fmt: str, bodies: Iterable[bytes], *, end: i
         if end is None:
             data = _contents(fd)
             found = None if data is None else parse(data, fmt)
-            if found is None or not found.whole:
+            if found is None or not found.whole or (most is not None and len(found.bodies) >= most):
                 return False
         elif os.fstat(fd).st_size != end or os.pread(fd, len(header(fmt)), 0) != header(fmt):
             return False
