@@ -73,10 +73,15 @@ def test_canonical_loads_plan(benchmark, plan):
 @pytest.mark.parametrize("joined", [False, True], ids=["encoded", "joined"])
 def test_manifest_bytes(benchmark, plan, joined):
     """A RunManifest of a plan-sized list: encoded whole, or joined from its entries' canonical
-    JSON as kept in the no-op record (records.manifest_bytes), which no-op and edit builds do."""
-    from sci.records.run import manifest_bytes
+    JSON as kept in the no-op record (records.manifest_pieces, which no-op and edit builds write
+    without joining them)."""
+    from sci.records.run import manifest_pieces, plan_pieces
 
     manifest = {"format": 1, "command": ["build"], "plan": list(plan["plan"].values()), "volatile": {"run_id": "x"}}
     parts = [canonical.dumps(e) for e in manifest["plan"]]
-    data = benchmark(manifest_bytes, manifest, parts) if joined else benchmark(canonical.dumps, manifest)
+
+    def pieced() -> bytes:
+        return b"".join(manifest_pieces(manifest, {"plan": plan_pieces(parts)}))
+
+    data = benchmark(pieced) if joined else benchmark(canonical.dumps, manifest)
     assert data == canonical.dumps(manifest)

@@ -493,7 +493,7 @@ def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: s
         command=[], targets=[], plan=[], run_id=run_id, started=started, started_clock=clock, executor=executor,
         durations={}, with_git=False)["volatile"]
     plan_json = doc.get("plan_json")
-    records.write_manifest(run_dir, man, {"plan": records.plan_bytes(plan_json)} if plan_json is not None else None)
+    records.write_manifest(run_dir, man, {"plan": records.plan_pieces(plan_json)} if plan_json is not None else None)
     counts = {"cached": len(selected), "executed": 0, "failed": 0, "skipped": 0}
     log.write("build_finished", None, counts=counts)
     emit("build_finished", None, counts=counts)

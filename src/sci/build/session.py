@@ -250,9 +250,9 @@ class BuildSession:
                 durations=durations, params=loaded.params, params_json=loaded.params_json,
                 environments={k[4:]: v for k, v in env.items() if k.startswith("env:") and not k.endswith("+gpu")})
             plan_json = _plan_json(plan, sched.outcomes, recorded_last)
-            encoded = {"plan": records.plan_bytes(plan_json)}
+            encoded = {"plan": records.plan_pieces(plan_json)}
             if man.get("params") is loaded.params and loaded.params_json is not None:  # nothing hidden in it
-                encoded["params"] = loaded.params_json
+                encoded["params"] = [loaded.params_json]
             records.write_manifest(run_dir, man, encoded)
             emit_all("build_finished", None, counts=sched.all_outcomes.counts())
             log.close()
