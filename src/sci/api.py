@@ -10,16 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from sci import canonical
-from sci.build import session
-from sci.build.session import BuildOptions
 from sci.errors import SciError
 from sci.plan.pipeline import _pipeline_doc, environment_records, load, read_bytes, store_of as _store  # noqa: F401
 from sci.records import run as records
-from sci.records.report import BuildReport
 from sci.workspace import Workspace
 
 if TYPE_CHECKING:  # for annotations only
     from sci.build.status import NodeStatus
+    from sci.records.report import BuildReport
 
 
 # -- build and status ------------------------------------------------------------------------
@@ -30,6 +28,9 @@ def build(ws: Workspace, targets: list[str] | None = None, *, jobs: int | None =
           seed: int | None = None, remote: str | None = None, use_remote: bool = True,
           remote_upload: bool = False, executor_options: dict | None = None) -> BuildReport:
     """Build `targets` (default: every node); raises StepFailed when a node failed."""
+    from sci.build import session  # here: status, dag and the rest never need it
+    from sci.build.session import BuildOptions
+
     options = BuildOptions(jobs=jobs, keep_going=keep_going, overrides=overrides, force=force, wait=wait, emit=emit,
                            argv=argv, executor=executor, link_mode=link_mode, store=store, seed=seed, remote=remote,
                            use_remote=use_remote, remote_upload=remote_upload, executor_options=executor_options)
