@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sci.records.report import BuildReport
 
 NOOP_FILE = "noop"
-NOOP_FORMAT = "sci-noop-11"  # the journal's and the header's; 11: a change holds no copy of the params; 10: journal frames
+NOOP_FORMAT = "sci-noop-11"  # the journal's and the header's; 11: changes without the params; 10: journal frames
 _COMPACT_AFTER = 8  # changes appended before the next build rewrites the record whole
 _READ_END: dict[str, int] = {}  # the record's path -> where it ended when read_record found it sound
 
@@ -142,12 +142,13 @@ def read_record(state_dir: Path) -> Record | None:
         if not isinstance(doc, dict):
             return None
         appended = frames[2:]
+        last = None
         for raw in appended[::2]:
-            change = marshal.loads(raw)
-            header = change["header"]
-            _apply(doc, change)
-        if appended:
-            _set_params(doc, change, *marshal.loads(appended[-1]))
+            last = marshal.loads(raw)
+            header = last["header"]
+            _apply(doc, last)
+        if last is not None:  # the parameters after the last change: its frame's (only that one decoded)
+            _set_params(doc, last, *marshal.loads(appended[-1]))
         return Record(header, doc, len(appended) // 2)
     except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None
@@ -387,11 +388,11 @@ def _changes(last: LastBuild, root: Path, selected: list[str], decided: dict, st
     """What this build changed in the last record: the stat signatures and action results of
     the nodes whose key changed, the directories' signatures, the plan entries that differ and
     the manifest's other fields (its `params` only when they are not `params` themselves: the
-    parameters frame after the change holds those; _set_params). Only the nodes this build `decided` are visited: the others
-    were taken from the record unchanged. The plan is the recorded one node for node (the same
-    plan shape and targets: unchanged_nodes), so a node's entry sits at its place in `selected`.
-    None when an output is no single file with a trusted signature (the caller then records
-    from scratch)."""
+    parameters frame after the change holds those; _set_params). Only the nodes this build
+    `decided` are visited: the others were taken from the record unchanged. The plan is the
+    recorded one node for node (the same plan shape and targets: unchanged_nodes), so a node's
+    entry sits at its place in `selected`. None when an output is no single file with a trusted
+    signature (the caller then records from scratch)."""
     doc = last.doc
     sigs: dict[str, tuple] = {}
     proof = set(doc["actions"])
