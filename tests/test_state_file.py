@@ -138,6 +138,7 @@ def record_frames(root) -> int:
     return len(journal.read(root / ".sci" / "noop", noop.NOOP_FORMAT).bodies)
 
 
+@pytest.mark.shortcut_mechanics
 def test_edits_append_to_the_noop_record_until_it_is_rewritten_whole(ws):
     from sci.build import noop
 
@@ -158,6 +159,7 @@ def test_edits_append_to_the_noop_record_until_it_is_rewritten_whole(ws):
     assert (ws.root / "b.txt").read_text() == f"{value + 1}\n"
 
 
+@pytest.mark.shortcut_mechanics
 def test_a_torn_append_to_the_noop_record_costs_one_normal_build(ws):
     sci = ws(PIPELINE)
     sci.build()
@@ -197,6 +199,7 @@ def test_where_files_cannot_be_mapped_they_are_read_and_nothing_is_lost(ws, monk
     assert (ws.root / "b.txt").read_text() == "2\n"
 
 
+@pytest.mark.shortcut_mechanics
 @pytest.mark.parametrize("hidden", [False, True])
 def test_the_manifest_after_appended_edits_holds_the_newest_parameters(ws, hidden):
     """An appended change leaves the parameters out of its manifest fields when nothing in them
