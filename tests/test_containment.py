@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -174,6 +175,62 @@ def test_a_same_size_overwrite_of_a_kept_copy_is_never_seen_by_the_next_node(ws,
     assert (ws.root / dep).read_text() == "clean\n"
 
 
+def test_a_box_copy_rewritten_for_the_next_node_is_cut_to_its_length_and_keeps_its_mode(ws):
+    """In a chain the next node runs in the same box, and its dep copy is the last node's,
+    rewritten in place where it can be (docs/performance.md, session 11). A shorter dep must
+    leave no tail of the longer one, and an executable dep is never a rewritten plain one."""
+    sci = ws({
+        "long.txt": "a long line, longer than the next one\n",
+        "0run.sh": "#!/bin/sh\necho ran\n",
+        "sci.yaml": """
+            version: 1
+            steps:
+              a:
+                cmd: echo short > {outs}
+                deps: [long.txt]
+                outs: [a.txt]
+              b:
+                cmd: cat {deps} > {outs}
+                deps: [a.txt]
+                outs: [b.txt]
+              c:
+                cmd: ./0run.sh > {outs} && cat b.txt >> {outs}
+                deps: [b.txt, 0run.sh]
+                outs: [c.txt]
+            """,
+    })
+    os.chmod(ws.root / "0run.sh", 0o755)
+    sci.build("-j", "1")
+    assert (ws.root / "b.txt").read_text() == "short\n"
+    assert (ws.root / "c.txt").read_text() == "ran\nshort\n"
+
+
+def test_a_dep_copy_a_step_linked_elsewhere_is_never_rewritten_for_the_next_node(ws, tmp_path):
+    """A step that hard-links its dep copy to a path outside the box (absolute paths are not
+    blocked, SPEC §2) changed the copy's ctime and link count: the box removes that copy instead
+    of rewriting it for the next node, so sci never writes to the bytes behind the link."""
+    holder = tmp_path / "holder.txt"
+    sci = ws({
+        "one.txt": "one\n",
+        "sci.yaml": """
+            version: 1
+            steps:
+              linker:
+                cmd: ln {deps} %s && cat {deps} {deps} > {outs}
+                deps: [one.txt]
+                outs: [linked.txt]
+              after:
+                cmd: cat {deps} > {outs}
+                deps: [linked.txt]
+                outs: [after.txt]
+            """ % holder,
+    })
+    sci.build("-j", "1")
+    assert holder.read_text() == "one\n"
+    assert (ws.root / "after.txt").read_text() == "one\none\n"
+    assert (ws.root / "one.txt").read_text() == "one\n"
+
+
 def test_an_unsandboxed_step_that_writes_to_its_dep_fails_naming_it(ws):
     """`sandbox: false` runs in the workspace itself (the documented escape hatch): a write to
     a dep cannot be stopped there, but it fails the step, naming the dep."""
@@ -235,6 +292,63 @@ def test_sandboxes_are_made_outside_the_workspace(ws):
     box = Path((ws.root / "where.txt").read_text().strip())
     assert ws.root.resolve() not in box.resolve().parents
     assert not (ws.root / ".sci" / "scratch").exists()
+
+
+def _inode_flags(path: Path) -> int | None:
+    """The inode flags of a directory (FS_IOC_GETFLAGS), or None where the filesystem has none."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = bytearray(4)
+        fcntl.ioctl(fd, 0x80086601, buf)
+        return int.from_bytes(buf, sys.byteorder)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _keeps_topdir_flag(parent: Path) -> bool:
+    """Whether a directory made in `parent` keeps FS_TOPDIR_FL once set (ext2/3/4 do)."""
+    import fcntl
+    import tempfile
+
+    probe = tempfile.mkdtemp(dir=parent)
+    try:
+        flags = _inode_flags(Path(probe))
+        if flags is None:
+            return False
+        fd = os.open(probe, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.ioctl(fd, 0x40086602, (flags | 0x00020000).to_bytes(4, sys.byteorder))
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return bool(_inode_flags(Path(probe)) & 0x00020000)
+    finally:
+        os.rmdir(probe)
+
+
+def test_boxes_are_spread_over_the_disk_where_the_filesystem_can(ws):
+    """The box's folder is marked as the top of a hierarchy (ext4's FS_TOPDIR_FL), so each new
+    box goes to a block group of its own: on ext4 without a journal, a new file in a group where
+    many were just removed costs ~1 ms (docs/performance.md, session 11)."""
+    sci = ws({
+        "sci.yaml": """
+            version: 1
+            steps:
+              where:
+                cmd: dirname "$PWD" > {outs}
+                outs: [where.txt]
+            """,
+    })
+    sci.build()
+    folder = Path((ws.root / "where.txt").read_text().strip())
+    if not _keeps_topdir_flag(folder.parent):
+        pytest.skip(f"the filesystem of {folder} does not keep FS_TOPDIR_FL (an ext2/3/4 flag)")
+    assert _inode_flags(folder) & 0x00020000, f"{folder} is not marked as the top of a hierarchy (lsattr: T)"
 
 
 # -- outputs behind symbolic links -----------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import stat as stat_mod
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from sci.executors.task import Task, TaskResult
 from sci.records.run import utc_now
 from sci.plan.nodes import GPUS_MARK
 from sci.errors import DamagedObject, OutputError, SciError
-from sci.store.cas import OutputRecord, Store, _reflink_or_copy, check_output
+from sci.store.cas import OutputRecord, Store, _reflink_or_copy, check_output, copy_over
 from sci.store.hashing import RACY_WINDOW_NS, NameNotText, digest_file, signature, stat_signature
 from sci.workspace import symlink_on_path
 
@@ -65,7 +66,7 @@ class _Box:
     def __init__(self, root: Path):
         self.root = str(root)
         # rel path -> None for a directory, or [source path, source signature, copy signature,
-        # racy: a task that started within RACY_WINDOW_NS of the copy's making used it]
+        # racy: a task that started within RACY_WINDOW_NS of the copy's making used it, mode]
         self.kept: dict[str, list | None] = {}
         self.files: list[str] = []  # written for one task only (the dossier's input)
 
@@ -90,19 +91,23 @@ class _Box:
                 wanted[rel] = None
                 rel = os.path.dirname(rel)
         root = self.root
+        spares: dict[str, int] = {}  # stale copies nobody touched, by rel: their mode
         for rel in sorted(self.kept, reverse=True):  # children before their directories
             have, want = self.kept[rel], wanted.get(rel, 0)
             if have is None and want is None:
                 continue
-            if (have is not None and want and want[0] == have[0] and signature(want[1]) == have[1]
-                    and _lsig(f"{root}/{rel}") == have[2]
+            unchanged = have is not None and _lsig(f"{root}/{rel}") == have[2]
+            if (unchanged and want and want[0] == have[0] and signature(want[1]) == have[1]
                     and (not have[3] or digest_file(f"{root}/{rel}") == digest_file(have[0]))):
                 continue  # the same source, unchanged, and a copy nobody wrote to
-            if have is None:
+            del self.kept[rel]
+            if unchanged and want is not None and (wanted.get(os.path.dirname(rel), 0) is None
+                                                    or "/" not in rel):
+                spares[rel] = have[4]  # in a directory that stays: rewritten below, not removed
+            elif have is None:
                 shutil.rmtree(f"{root}/{rel}")
             else:
                 os.unlink(f"{root}/{rel}")
-            del self.kept[rel]
         for rel in sorted(wanted):  # parents before their children
             if rel in self.kept:
                 continue
@@ -113,9 +118,13 @@ class _Box:
                 self.kept[rel] = None
             else:
                 src, st = want
-                _reflink_or_copy(src, dest, stat_mod.S_IMODE(st.st_mode) | 0o600)
+                mode = stat_mod.S_IMODE(st.st_mode) | 0o600
+                if not _copy_into_spare(spares, root, rel, src, mode):
+                    _reflink_or_copy(src, dest, mode)
                 os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))  # as the source's, as cp -p
-                self.kept[rel] = [src, signature(st), _lsig(dest), False]
+                self.kept[rel] = [src, signature(st), _lsig(dest), False, mode]
+        for rel in spares:
+            os.unlink(f"{root}/{rel}")
         starting = time.time_ns()  # the task starts after this: a write of its sets the copy's
         for entry in self.kept.values():  # mtime to now, which hides only if the source's is as recent
             if entry is not None:
@@ -146,6 +155,35 @@ class _Box:
             shutil.rmtree(self.root, ignore_errors=True)
             self.kept.clear()
             return False
+
+
+def _copy_into_spare(spares: dict[str, int], root: str, rel: str, src: str, mode: int) -> bool:
+    """Make `rel` a copy of src by rewriting a stale copy of the same mode (its own, else any)
+    in place; False when there is none. Creating a file costs a new inode, and where ext4 runs
+    without a journal each new inode is found by stepping over every inode freed in the last
+    minutes: in a long chain, where each node's dep replaces the last one's, a copy made anew
+    cost ~1 ms (docs/performance.md, session 11). A spare is a copy nobody wrote to, linked or
+    renamed since it was made (its stat signature, ctime included, is as it was then) and with
+    one link, so what is rewritten is the box's own file and nothing else."""
+    dest = f"{root}/{rel}"
+    own = spares.pop(rel, None)
+    if own != mode:
+        if own is not None:
+            os.unlink(dest)
+        spare = next((r for r, m in spares.items() if m == mode), None)
+        if spare is None:
+            return False
+        del spares[spare]
+        os.rename(f"{root}/{spare}", dest)
+    fd = os.open(dest, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_nlink != 1:  # linked since the signature was taken: not ours alone
+            os.unlink(dest)
+            return False
+        copy_over(src, fd)
+    finally:
+        os.close(fd)
+    return True
 
 
 def _lsig(path: str) -> tuple | None:
@@ -210,10 +248,40 @@ def forget_stores() -> None:
     _STORES.clear()
 
 
+# linux/fs.h: get and set an inode's flags (the kernel reads and writes an int), and the flag
+# that marks a directory as the top of a hierarchy.
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
+
+
+def _spread_boxes(scratch_root: Path) -> None:
+    """Mark the workspace's scratch folder as the top of a hierarchy, so ext4 places each new
+    box in a block group of its own instead of beside the last ones. Where ext4 runs without a
+    journal, each new inode is found by stepping over every inode of its group freed in the
+    last minutes: boxes in the group where a removed workspace's outputs were made (they are
+    made in a box) made each file a step creates cost ~1 ms in a 4,000-node chain (20–23 s for
+    the build; 13–14 s with the flag: docs/performance.md, session 11). Other filesystems
+    refuse the flag or ignore it: best effort, never an error."""
+    try:
+        import fcntl
+
+        fd = os.open(scratch_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            flags = bytearray(4)
+            fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags)
+            value = int.from_bytes(flags, sys.byteorder)
+            if not value & _FS_TOPDIR_FL:
+                fcntl.ioctl(fd, _FS_IOC_SETFLAGS, (value | _FS_TOPDIR_FL).to_bytes(4, sys.byteorder))
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def _take_box(scratch_root: Path) -> _Box:
     """This worker thread's sandbox, made once and reused while tasks leave it clean."""
     box = getattr(_BOXES, "box", None)
     if box is None or os.path.dirname(box.root) != str(scratch_root) or not os.path.isdir(box.root):
+        _spread_boxes(scratch_root)
         box = _Box(Path(unique.make_dir(scratch_root, "n-")))
         _BOXES.box = box
     return box

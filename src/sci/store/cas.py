@@ -71,8 +71,9 @@ _NO_REFLINK: set[tuple[int, int]] = set()  # (source device, target device) pair
 
 
 def _copy_open(fin: int, src_st: os.stat_result, fout: int) -> None:
-    """Copy the open file fin into the open, empty file fout: a reflink (shared blocks) where
-    the filesystem can, else sendfile (the kernel copies without a trip through Python)."""
+    """Copy the open file fin into the open file fout, from its start (fout is empty, or
+    `copy_over` cuts it after): a reflink (shared blocks) where the filesystem can, else
+    sendfile (the kernel copies without a trip through Python)."""
     devices = (src_st.st_dev, os.fstat(fout).st_dev)
     if devices not in _NO_REFLINK:
         try:
@@ -191,6 +192,19 @@ def read_regular(path: str | os.PathLike) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def copy_over(src: str, fout: int) -> None:
+    """Make the open regular file fout hold exactly the bytes of the file at src: copied from
+    its start, then cut to src's length (never cut to nothing first: ext4 would then write the
+    old bytes out on close, `auto_da_alloc`)."""
+    fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fin)
+        _copy_open(fin, st, fout)
+        os.ftruncate(fout, st.st_size)
+    finally:
+        os.close(fin)
 
 
 def _reflink_or_copy(src: str, dst: str, mode: int = 0o644) -> None:
