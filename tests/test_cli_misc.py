@@ -133,6 +133,39 @@ def test_a_plain_build_imports_no_click_and_both_parsers_build_alike(ws):
     assert "Invalid value for '-j'" in bad.stderr and no_traceback(bad.stderr)
 
 
+def test_plain_status_command_lines_are_parsed_without_click_and_others_are_left_to_it():
+    from sci.cli.main import plain_status
+
+    assert plain_status(["status"]) == {"targets": [], "as_json": False}
+    assert plain_status(["status", "a", "--json", "b"]) == {"targets": ["a", "b"], "as_json": True}
+    for argv in (["build"], [], ["status", "--set", "x=1"], ["status", "-h"], ["status", "--"], ["status", ""],
+                 ["status", "--jsonx"]):
+        assert plain_status(argv) is None, argv
+
+
+def test_a_plain_status_imports_no_click_and_says_what_the_click_one_says(ws):
+    import subprocess
+    import sys
+
+    sci = ws({"sci.yaml": "version: 1\nparams: params.yaml\nsteps:\n  a:\n    cmd: echo {params.x} > {outs}\n"
+                          "    params: [x]\n    outs: [a.txt]\n  b:\n    cmd: cat {deps} > {outs}\n"
+                          "    deps: [a.txt]\n    outs: [b.txt]\n", "params.yaml": "x: 1\n"})
+    sci.build("a")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sci.cli", "status", "--json"], cwd=ws.root,
+                          env=sci.env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "sci.api" in imported and "click" not in imported
+    plain = json.loads(proc.stdout)
+    assert [(n["node"], n["state"]) for n in plain["nodes"]] == [("a", "up to date"), ("b", "would run")]
+    assert json.loads(sci("status", "--json", "--set", "x=1").stdout) == plain  # --set: through click
+    assert sci("status").stdout == sci("status", "--set", "x=1").stdout
+    assert sci("status", "a").stdout == "  up to date  a\n" == sci("status", "a", "--set", "x=1").stdout
+    bad = sci("status", "nope", check=2)  # plain: the same one line and exit code as through click
+    assert bad.stderr == sci("status", "nope", "--set", "x=1", check=2).stderr
+    assert bad.stderr.startswith("sci: error: target 'nope'") and no_traceback(bad.stderr)
+
+
 def test_nodes_run_one_at_a_time_need_no_thread_pool_and_several_get_one(ws):
     """A build whose nodes each are all there is to do (a chain, a parameter edit) runs them on
     the scheduler's thread and never imports concurrent.futures; independent nodes at -j 2 do."""

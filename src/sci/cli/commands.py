@@ -65,15 +65,9 @@ def build(targets, jobs, keep_going, dry_run, overrides, force, as_json, no_wait
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(targets, overrides, as_json) -> None:
     """For each node: up to date, or why it would run."""
-    from sci import api
-    from sci.cli import console
+    from sci.cli.run import run_status
 
-    rows = api.status(_ws(), list(targets), overrides=list(overrides))
-    if as_json:
-        _print_json({"nodes": [r.to_json() for r in rows]})
-        return
-    for line in console.status_lines(rows):
-        click.echo(line)
+    run_status(targets, overrides=overrides, as_json=as_json)
 
 
 @cli.command()

@@ -1,13 +1,14 @@
 """The `sci` entry point: map errors to exit codes (SPEC §7), and take the common `sci build`
-without importing click.
+and `sci status` without importing click.
 
 Exit codes: 0 success; 1 the work failed; 2 the request is wrong. Every failure prints one line
 (`sci: error: where: what (hint: how)`), never a bare traceback (SCI_DEBUG=1 shows one).
 
 Importing click and what it imports costs ~45 ms here, more than half of a no-op build of 200
-nodes. So `sci build` with nothing but targets, `-j N`, `-k`, `-v` and `--json` (and
-`sci --version`) is parsed here; any other command line goes to the click command tree in
-`commands.py`, which parses it the same way and also words usage errors and `--help`.
+nodes or of a status of a few. So `sci build` with nothing but targets, `-j N`, `-k`, `-v` and
+`--json`, `sci status` with nothing but targets and `--json`, and `sci --version` are parsed
+here; any other command line goes to the click command tree in `commands.py`, which parses it
+the same way and also words usage errors and `--help`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 from typing import Any
 
 import sci
-from sci.cli.run import guarded, run_build, say
+from sci.cli.run import guarded, run_build, run_status, say
 
 
 def plain_build(argv: list[str]) -> dict[str, Any] | None:
@@ -55,6 +56,22 @@ def plain_build(argv: list[str]) -> dict[str, Any] | None:
     return args
 
 
+def plain_status(argv: list[str]) -> dict[str, Any] | None:
+    """The arguments of `status` when `argv` is `status` with only targets and `--json`; else
+    None (click then parses it)."""
+    if not argv or argv[0] != "status":
+        return None
+    args: dict[str, Any] = {"targets": [], "as_json": False}
+    for tok in argv[1:]:
+        if tok == "--json":
+            args["as_json"] = True
+        elif tok.startswith("-") or not tok:
+            return None
+        else:
+            args["targets"].append(tok)
+    return args
+
+
 def main() -> None:
     # A command lives seconds and builds large structures at once (a 10,000-node plan is ~200k
     # objects): at the default thresholds the cyclic GC walks them again and again while they
@@ -68,7 +85,9 @@ def main() -> None:
         return
     if not all(a.isascii() for a in argv):
         _refuse_undecodable(argv)
-    args = plain_build(argv)
+    args, run = plain_build(argv), run_build
+    if args is None:
+        args, run = plain_status(argv), run_status
     if args is None:
         from sci.cli.commands import main as full
 
@@ -76,7 +95,7 @@ def main() -> None:
         return
     targets = args.pop("targets")
     try:
-        guarded(lambda: run_build(targets, **args))
+        guarded(lambda: run(targets, **args))
     except SystemExit as exc:
         if isinstance(exc.code, int):
             _leave(exc.code)

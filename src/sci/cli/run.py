@@ -1,5 +1,6 @@
-"""What both ways into `sci` share (the plain `sci build` parsed in main.py and the click
-tree in commands.py): running a build and turning every failure into one line and its exit code."""
+"""What both ways into `sci` share (the plain `sci build` and `sci status` parsed in main.py
+and the click tree in commands.py): running a build or a status, and turning every failure
+into one line and its exit code."""
 
 from __future__ import annotations
 
@@ -66,6 +67,23 @@ def run_build(targets, *, jobs: int | None = None, keep_going: bool = False, dry
     if as_json:
         say(canonical.dumps_text(report.to_json()))
     warn(console.summary(report.counts(), time.perf_counter() - t0))
+
+
+def run_status(targets, *, overrides=(), as_json: bool = False) -> None:
+    """`sci status`, however its command line was parsed: for each node, up to date or why it
+    would run."""
+    from sci import api, canonical
+    from sci.cli import console
+    from sci.redact import remember_overrides
+    from sci.workspace import find_workspace
+
+    remember_overrides(overrides)
+    rows = api.status(find_workspace(), list(targets), overrides=list(overrides))
+    if as_json:
+        say(canonical.dumps_text({"nodes": [r.to_json() for r in rows]}))
+        return
+    for line in console.status_lines(rows):
+        say(line)
 
 
 def _masked(line: str) -> str:
