@@ -200,3 +200,31 @@ def test_a_manifest_joined_from_its_plan_entries_is_its_canonical_json(fields, p
         given[key] = [canonical.dumps(fields[key])]
     assert joined(manifest, given) == canonical.dumps(manifest)
     assert joined(manifest, {k: given[k] for k in list(given)[1:]}) == canonical.dumps(manifest)
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_a_manifest_written_in_pieces_is_its_canonical_json_even_after_short_writes(tmp_path, monkeypatch, short):
+    """write_manifest hands the pieces to writev a batch at a time; a writev that writes less
+    than it was given (a signal, a nearly full disk) is followed by the rest, in order."""
+    import os
+
+    from sci.records.run import plan_pieces, write_manifest
+
+    plan = [{"node": f"n{i:05d}", "key": f"{i:064x}", "outputs": {"o": {"path": f"out/{i}.txt"}}}
+            for i in range(2500)]  # 5,000 pieces: five writev batches
+    manifest = {"format": 1, "params": {"x": 1}, "plan": plan, "volatile": {"run_id": "r"}}
+    calls = []
+    if short:
+        real = os.writev
+
+        def writev(fd, buffers):  # writes at most ~1,000 bytes, as a short write would
+            calls.append(len(buffers))
+            data = b"".join(buffers)[:997]
+            return real(fd, [data])
+
+        monkeypatch.setattr(os, "writev", writev)
+    written = write_manifest(tmp_path, manifest, {"plan": plan_pieces([canonical.dumps(e) for e in plan])})
+    assert written.read_bytes() == canonical.dumps(manifest) + b"\n"
+    assert not list(tmp_path.glob("*.tmp"))
+    if short:
+        assert len(calls) == 5

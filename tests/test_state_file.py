@@ -207,6 +207,7 @@ def test_the_manifest_after_appended_edits_holds_the_newest_parameters(ws, hidde
     manifest still records the parameters in effect, a secret-looking one masked."""
     import json
 
+    from sci import canonical
     from sci.build import noop
 
     files = dict(PIPELINE)
@@ -217,7 +218,9 @@ def test_the_manifest_after_appended_edits_holds_the_newest_parameters(ws, hidde
 
     def recorded_params() -> dict:
         run = sorted(p for p in (ws.root / "runs").iterdir() if p.is_dir())[-1]
-        return json.loads((run / "manifest.json").read_text())["params"]
+        text = (run / "manifest.json").read_bytes()  # written from kept pieces: still canonical JSON
+        assert text == canonical.dumps(json.loads(text)) + b"\n"
+        return json.loads(text)["params"]
 
     value = 2
     for i in range(noop._COMPACT_AFTER + 1):  # appended, then written whole again

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sci.records.report import BuildReport
 
 NOOP_FILE = "noop"
-NOOP_FORMAT = "sci-noop-11"  # the journal's and the header's; 11: changes without the params; 10: journal frames
+NOOP_FORMAT = "sci-noop-12"  # the journal's and the header's; 12: the params' JSON kept; 11: changes without the params
 _COMPACT_AFTER = 8  # changes appended before the next build rewrites the record whole
 _READ_END: dict[str, int] = {}  # the record's path -> where it ended when read_record found it sound
 
@@ -45,8 +45,8 @@ _sig = stat_signature  # a file's or directory's stat signature, None when it is
 def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], env_digests: dict[str, str],
            env_spec: dict, paths: list[str], directories: list[str], stat_entries: dict,
            globs: dict[str, list[str]], manifest: dict, store_sigs: dict[str, tuple], env_values: dict[str, str],
-           structure: str = "", shape: str = "",
-           params: dict | None = None, params_text: str | None = None, plan_json: list[bytes] | None = None) -> bool:
+           structure: str = "", shape: str = "", params: dict | None = None, params_text: str | None = None,
+           plan_json: list[bytes] | None = None, params_json: bytes | None = None) -> bool:
     """Write the record; False (and no record) when some path has no trusted signature."""
     sigs: dict[str, tuple] = {}
     wanted_dirs = []
@@ -83,6 +83,8 @@ def record(state_dir: Path, *, root: Path, plan_key: str, targets: list[str], en
            "params_text": params_text}
     if plan_json is not None:  # each plan entry's canonical JSON: the no-op's manifest joins them
         doc["plan_json"] = plan_json
+    if params_json is not None:  # the manifest's parameters' canonical JSON: written as it is
+        doc["params_json"] = params_json
     _write(state_dir, header, doc)
     return True
 
@@ -98,11 +100,11 @@ def _write(state_dir: Path, header: dict, doc: dict) -> None:
         discard(state_dir)  # an older record must not outlive a build it does not describe
 
 
-def _append(state_dir: Path, change: dict, params: dict, params_text: str | None) -> None:
+def _append(state_dir: Path, change: dict, params: dict, params_text: str | None, params_json: bytes | None) -> None:
     """One build's changes and parameters after the record (see record_build), in one write;
     when the file is not the sound record this build read, the record is dropped instead."""
     path = state_dir / NOOP_FILE
-    if not journal.append(path, NOOP_FORMAT, [_frame(change), _frame((params, params_text))],
+    if not journal.append(path, NOOP_FORMAT, [_frame(change), _frame((params, params_text, params_json))],
                           end=_READ_END.pop(str(path), None)):
         discard(state_dir)
 
@@ -168,13 +170,19 @@ def _apply(doc: dict, change: dict) -> None:
     manifest.update(change["manifest"])
 
 
-def _set_params(doc: dict, change: dict, params: dict, params_text: str | None) -> None:
+def _set_params(doc: dict, change: dict, params: dict, params_text: str | None, params_json: bytes | None) -> None:
     """The parameters after `change` (the frame that follows it), and the manifest's own when
     they are the same (nothing hidden): a change leaves them out of its manifest fields rather
-    than repeat them (150 KB at 10,000 parameters, decoded at every read)."""
+    than repeat them (150 KB at 10,000 parameters, decoded at every read). `params_json`: their
+    canonical JSON, which a no-op writes into its manifest as it is (encoding 10,000 parameters
+    takes ~7 ms); kept only while the manifest's parameters are these."""
     doc["params"], doc["params_text"] = params, params_text
     if change["params_in_frame"]:
         doc["manifest"]["params"] = params
+    if change["params_in_frame"] and params_json is not None:
+        doc["params_json"] = params_json
+    else:
+        doc.pop("params_json", None)
 
 
 def check(record: Record | None, root: Path, *, plan_key: str, targets: list[str]) -> dict | None:
@@ -336,15 +344,18 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
     header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets),
               "structure": loaded.structure_key, "shape": loaded.graph.shape}
     root = ws.root
+    # The manifest's parameters' canonical JSON, when they are the parameters (nothing hidden)
+    # and the plan's loading encoded them (not when the plan came from its cache).
+    params_json = loaded.params_json if man.get("params") is loaded.params else None
     if last is not None:
         change = _changes(last, root, selected, outcomes.decided, stat_cache.entries, store, man, loaded.params)
         if change is not None:
             change["header"] = header
             if last.appended < _COMPACT_AFTER:
-                _append(ws.state_dir, change, loaded.params, loaded.params_text)
+                _append(ws.state_dir, change, loaded.params, loaded.params_text, params_json)
             else:
                 _apply(last.doc, change)
-                _set_params(last.doc, change, loaded.params, loaded.params_text)
+                _set_params(last.doc, change, loaded.params, loaded.params_text, params_json)
                 _write(ws.state_dir, header, last.doc)
             return
     base = _recorded_fields(man)
@@ -375,7 +386,7 @@ def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolve
                                   (p["key"] for p in base["plan"])),
            env_values=_env_values(dict.fromkeys(sorted({v for n in selected for v in graph.nodes[n].env}))),
            structure=loaded.structure_key, shape=loaded.graph.shape, params=loaded.params,
-           params_text=loaded.params_text, plan_json=plan_json)
+           params_text=loaded.params_text, plan_json=plan_json, params_json=params_json)
 
 
 def _recorded_fields(man: dict) -> dict:
@@ -493,8 +504,12 @@ def fast_build(ws, targets, argv, emit, started, clock, executor, *, plan_key: s
         root=ws.root, pipeline_digest="", params_digest="", environment={}, determinism="strict", root_seed=0,
         command=[], targets=[], plan=[], run_id=run_id, started=started, started_clock=clock, executor=executor,
         durations={}, with_git=False)["volatile"]
-    plan_json = doc.get("plan_json")
-    records.write_manifest(run_dir, man, {"plan": records.plan_pieces(plan_json)} if plan_json is not None else None)
+    encoded = {}  # what the record keeps encoded: written as it is
+    if doc.get("plan_json") is not None:
+        encoded["plan"] = records.plan_pieces(doc["plan_json"])
+    if doc.get("params_json") is not None and "params" in man:
+        encoded["params"] = [doc["params_json"]]
+    records.write_manifest(run_dir, man, encoded or None)
     counts = {"cached": len(selected), "executed": 0, "failed": 0, "skipped": 0}
     log.write("build_finished", None, counts=counts)
     emit("build_finished", None, counts=counts)

@@ -238,6 +238,24 @@ class RunLog:
             self._fd = -1
 
 
+# A manifest's pieces (two per plan entry) go out this many to a writev, never copied in this
+# process first: a 10,000-node manifest (2.9 MB) in a fresh process took 16 ms through an 8 KiB
+# buffered file (~720 writes) or joined, 10.8 ms through a 1 MiB buffer, 7.1 ms so.
+_IOV_MAX = 1024
+
+
+def _write_pieces(fd: int, pieces: list[bytes]) -> None:
+    """Write `pieces` to fd, in order, a batch per writev; after a short write, the rest of
+    that batch with os.write until all of it is written."""
+    for i in range(0, len(pieces), _IOV_MAX):
+        batch = pieces[i:i + _IOV_MAX]
+        written = os.writev(fd, batch)
+        if written < sum(map(len, batch)):
+            rest = memoryview(b"".join(batch))[written:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
+
+
 def write_manifest(run_dir: Path, manifest: dict, encoded: dict[str, list[bytes]] | None = None) -> Path:
     """Write the manifest as canonical JSON. `encoded`: fields whose canonical JSON the caller
     has already, as pieces (`plan_pieces`: the plan's entries, kept in the no-op record; the
@@ -249,10 +267,13 @@ def write_manifest(run_dir: Path, manifest: dict, encoded: dict[str, list[bytes]
     pieces = manifest_pieces(manifest, encoded) if encoded else [canonical.dumps(manifest)]
     if redact.known():
         pieces = [redact.redact_bytes(b"".join(pieces))]
+    pieces.append(b"\n")
     try:
-        with open(tmp, "wb") as fh:
-            fh.writelines(pieces)
-            fh.write(b"\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            _write_pieces(fd, pieces)
+        finally:
+            os.close(fd)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise at_path(exc, path) from None
