@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -99,3 +101,22 @@ def same(a, b) -> bool:
 
 def no_traceback(text: str) -> bool:
     return "Traceback (most recent call last)" not in text
+
+
+@contextlib.contextmanager
+def signals_reach_children():
+    """Children started inside begin with SIGINT and SIGHUP at their defaults, as from a
+    terminal. A test run started in the background of a non-interactive shell has SIGINT
+    ignored, one started under `nohup` SIGHUP; a child inherits that (a handler is not
+    inherited), and sci rightly keeps a signal its caller chose to ignore."""
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        old = signal.getsignal(sig)
+        if old is signal.SIG_IGN:
+            saved[sig] = old
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for sig, old in saved.items():
+            signal.signal(sig, old)

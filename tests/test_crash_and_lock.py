@@ -3,7 +3,6 @@ resumes; two builds on one workspace never corrupt it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import Sci
+from conftest import Sci, signals_reach_children
 from sci.store.cas import Store
 from sci.workspace import Workspace
 
@@ -109,20 +108,6 @@ def test_corrupted_store_object_is_named_by_fsck(ws):
     assert json.loads(sci("fsck", "--json").stdout)["ok"] is True
 
 
-@contextlib.contextmanager
-def _ctrl_c_reaches_children():
-    """Children started inside begin with SIGINT at its default, as from a terminal. A test run
-    started in the background of a non-interactive shell has SIGINT ignored, a child inherits
-    that, and Python then never raises KeyboardInterrupt; a handler is not inherited."""
-    old = signal.getsignal(signal.SIGINT)
-    if old is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
 STOPS = pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
                                 ids=["ctrl-c", "sigterm", "sighup"])
 
@@ -132,7 +117,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_build_resumes(ws, sig):
     """Ctrl-C, SIGTERM (`timeout`, a CI job's end, `docker stop`) or SIGHUP (the terminal or SSH
     session closed): the same clean stop."""
     sci = ws(PIPELINE)
-    with _ctrl_c_reaches_children():
+    with signals_reach_children():
         proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build", "-j", "2"], cwd=ws.root, env=sci.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
@@ -160,7 +145,7 @@ def test_ctrl_c_during_a_step_run_on_the_scheduler_thread_stops_the_step_too(ws,
     marker = f"{os.getpid()}{time.time_ns() % 1000}"  # `sleep 97.<marker>`: this test's process only
     sci = ws({"sci.yaml": f"version: 1\nsteps:\n  slow:\n    cmd: sleep 97.{marker} && echo > {{outs}}\n"
                           "    outs: [slow.txt]\n"})
-    with _ctrl_c_reaches_children():
+    with signals_reach_children():
         proc = subprocess.Popen([sys.executable, "-m", "sci.cli", "build"], cwd=ws.root, env=sci.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, Sci, no_traceback, write
+from conftest import REPO, Sci, no_traceback, signals_reach_children, write
 from slurm_cluster import CPUS, GPUS, PARTITION, slurm_cluster_fixture, wait_until
 from sci.errors import ResourceError, SpecError, UserError
 from sci.executors import slurm as sx
@@ -576,8 +576,9 @@ def test_an_interrupted_build_cancels_every_job_it_submitted(cluster, tmp_path, 
             outs: [alone.txt]
             resources: {cpu: 2}
         """})
-    proc = subprocess.Popen(_argv(), cwd=root, env=_env(cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    with signals_reach_children():
+        proc = subprocess.Popen(_argv(), cwd=root, env=_env(cluster), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     try:
         assert wait_until(lambda: sum(j["state"] == "RUNNING" for j in _our_jobs(cluster, root)) == 5, 60), \
             cluster.queue()
