@@ -333,20 +333,19 @@ def _changed_params(doc: dict, loaded) -> list[str]:
 
 
 def record_build(ws, loaded, targets, plan_key: str, selected, outcomes, resolver, stat_cache, env, man, store,
-                 last: LastBuild | None = None, plan_json: list[bytes] | None = None) -> None:
+                 last: LastBuild | None = None, plan_json: list[bytes] | None = None,
+                 params_json: bytes | None = None) -> None:
     """After a build whose every node succeeded: the record `fast_build` checks next time.
 
     After a parameter edit (`last` came from unchanged_nodes), only what this build changed is
     appended to the record: the nodes whose key changed (their outputs' stat signatures, action
     results and plan entries), the parameters, the manifest's other fields. Every other recorded
     fact was checked unchanged at the start of this build. After a few appends the record is
-    written whole again. `plan_key` is the one the build began with."""
+    written whole again. `plan_key` is the one the build began with; `plan_json` and
+    `params_json` are the manifest's plan entries and parameters as the build encoded them."""
     header = {"format": NOOP_FORMAT, "plan": plan_key, "targets": list(targets),
               "structure": loaded.structure_key, "shape": loaded.graph.shape}
     root = ws.root
-    # The manifest's parameters' canonical JSON, when they are the parameters (nothing hidden)
-    # and the plan's loading encoded them (not when the plan came from its cache).
-    params_json = loaded.params_json if man.get("params") is loaded.params else None
     if last is not None:
         change = _changes(last, root, selected, outcomes.decided, stat_cache.entries, store, man, loaded.params)
         if change is not None:

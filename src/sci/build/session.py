@@ -251,8 +251,11 @@ class BuildSession:
                 environments={k[4:]: v for k, v in env.items() if k.startswith("env:") and not k.endswith("+gpu")})
             plan_json = _plan_json(plan, sched.outcomes, recorded_last)
             encoded = {"plan": records.plan_pieces(plan_json)}
-            if man.get("params") is loaded.params and loaded.params_json is not None:  # nothing hidden in it
-                encoded["params"] = [loaded.params_json]
+            # The manifest's parameters' canonical JSON: the planned parameters' when nothing in
+            # them is hidden (they are the same object) and the plan's loading encoded them.
+            params_json = loaded.params_json if man.get("params") is loaded.params else None
+            if params_json is not None:
+                encoded["params"] = [params_json]
             records.write_manifest(run_dir, man, encoded)
             emit_all("build_finished", None, counts=sched.all_outcomes.counts())
             log.close()
@@ -265,7 +268,7 @@ class BuildSession:
 
         if self.shortcuts != "off" and report.ok:
             noop.record_build(ws, loaded, targets, key, selected, outcomes, resolver, stat_cache, env, man, store,
-                              recorded_last, plan_json)
+                              recorded_last, plan_json, params_json)
         else:
             noop.discard(ws.state_dir)
         if cache is not None:
