@@ -91,7 +91,7 @@ Machine: {m['nproc']} cores, {m['ram_gib']} GiB RAM, {m['cpu']}, {m['os']}, Pyth
 load average {', '.join(f'{x:.2f}' for x in m['loadavg'])} at the start and
 {', '.join(f'{x:.2f}' for x in m['loadavg_end'])} at the end (other work shared the machine; the
 tools take turns, so it falls on all of them). Medians of {meta['reps']} repetition(s)
-({meta.get('large_reps', meta['reps'])} at N = 10,000; start-up: 10); cap {meta['cap_s']:g} s per
+({meta.get('large_reps', meta['reps'])} at N = 10,000; start-up: {max(meta['reps'], 10)}); cap {meta['cap_s']:g} s per
 command, twice that for hashing ("—": over the cap, and then not tried at larger N). Ratios are
 sci's median over the peer's: below 1× sci is faster. ✓k: exactly the k affected nodes re-ran;
 ✗ ran k: k nodes re-ran. Raw JSON: `{meta['json']}`.
